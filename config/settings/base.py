@@ -1,0 +1,212 @@
+"""Settings shared by every profile, read from the environment or `.env`.
+
+A wrong value stops start-up with ImproperlyConfigured naming the variable.
+"""
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+env = environ.Env()
+if (BASE_DIR / ".env").is_file():
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+
+def _read(cast: Callable[..., Any], name: str, **kwargs: Any) -> Any:
+    try:
+        return cast(name, **kwargs)
+    except ImproperlyConfigured:
+        raise
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ImproperlyConfigured(f"{name} has an invalid value: {exc}") from None
+
+
+def env_number(name: str, default: float, *, minimum: float = 0, integer: bool = False) -> Any:
+    """A number from the environment, at least `minimum`."""
+    value = _read(env.int if integer else env.float, name, default=default)
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def env_str(name: str, default: str | None = None) -> str:
+    """A string from the environment; without a default it is required."""
+    if default is None:
+        value = _read(env.str, name)
+    else:
+        value = _read(env.str, name, default=default)
+    return str(value)
+
+
+DEBUG = _read(env.bool, "DEBUG", default=False)
+SECRET_KEY = env_str("SECRET_KEY", "")
+ALLOWED_HOSTS: list[str] = _read(env.list, "ALLOWED_HOSTS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_q",
+    "imagecache",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Cache storage -----------------------------------------------------------
+
+CACHE_PATH = Path(env_str("CACHE_PATH", str(BASE_DIR / "var" / "cache"))).resolve()
+
+# --- Database ----------------------------------------------------------------
+
+if "DATABASE_URL" not in env:
+    (BASE_DIR / "var").mkdir(exist_ok=True)
+DATABASES = {
+    "default": _read(
+        env.db_url, "DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}"
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {
+        # Deferred transactions upgrade to write locks mid-way and fail with
+        # "database is locked" under load (django-q2's monitor loses results);
+        # IMMEDIATE takes the write lock up front and waits for it.
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+        # WAL lets the waiter and the readers run while a worker writes.
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Kentik ------------------------------------------------------------------
+
+KT_AUTH_EMAIL = env_str("KT_AUTH_EMAIL", "")
+KT_AUTH_TOKEN = env_str("KT_AUTH_TOKEN", "")
+KENTIK_API_URL = env_str("KENTIK_API_URL", "https://api.kentik.com/api/v5").rstrip("/")
+if not KENTIK_API_URL.startswith(("http://", "https://")):
+    raise ImproperlyConfigured(f"KENTIK_API_URL must be an http(s) URL, not {KENTIK_API_URL!r}")
+KENTIK_API_RETRIES = env_number("KENTIK_API_RETRIES", 3, integer=True)
+KENTIK_API_TIMEOUT = env_number("KENTIK_API_TIMEOUT", 60.0, minimum=0.1)
+# The longest Retry-After we sleep on between two attempts, so that one fetch
+# cannot hold a worker for an hour.
+KENTIK_RETRY_AFTER_MAX = env_number("KENTIK_RETRY_AFTER_MAX", 30.0)
+
+# --- Cache behaviour ---------------------------------------------------------
+
+DEFAULT_TTL = env_number("DEFAULT_TTL", 300, minimum=1, integer=True)
+MAX_TTL = env_number("MAX_TTL", 30 * 24 * 3600, minimum=1, integer=True)
+REUSE_MAX_AGE = env_number("REUSE_MAX_AGE", 60, integer=True)
+ENTRY_WAIT_TIMEOUT = env_number(
+    "ENTRY_WAIT_TIMEOUT", KENTIK_API_RETRIES * KENTIK_API_TIMEOUT + 5, minimum=0
+)
+CACHE_MAINTENANCE_PERIOD = env_number("CACHE_MAINTENANCE_PERIOD", 60, minimum=1, integer=True)
+# How often the per-process waiter looks at the pending fetches it watches.
+WAITER_POLL_INTERVAL = env_number("WAITER_POLL_INTERVAL", 0.02, minimum=0.001)
+
+# The longest one fetch task may take: every attempt timing out, with the
+# longest sleep between attempts, plus room to store the image.
+FETCH_TASK_TIMEOUT = int(
+    (KENTIK_API_RETRIES + 1) * KENTIK_API_TIMEOUT + KENTIK_API_RETRIES * KENTIK_RETRY_AFTER_MAX + 30
+)
+
+STORAGES = {
+    "default": {
+        "BACKEND": "imagecache.storage.AtomicFileSystemStorage",
+        "OPTIONS": {"location": str(CACHE_PATH), "base_url": None},
+    },
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+# --- django-q2 ---------------------------------------------------------------
+
+Q_CLUSTER = {
+    "name": "imagecache",
+    "workers": env_number("Q_WORKERS", 4, minimum=1, integer=True),
+    "orm": "default",
+    "poll": 0.1,
+    "timeout": FETCH_TASK_TIMEOUT,
+    # The broker hands a task out again only after `retry`: it must outlast
+    # the task, or a slow fetch would run twice.
+    "retry": FETCH_TASK_TIMEOUT + 60,
+    "max_attempts": 3,
+    "catch_up": False,
+    "ack_failures": True,
+    "save_limit": 1000,
+    "label": "Task queue",
+}
+
+# --- Static files, i18n, logging ----------------------------------------------
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+WHITENOISE_ROOT = BASE_DIR / "imagecache" / "root"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+REST_FRAMEWORK = {
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["imagecache.parsers.StrictJSONParser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "UNAUTHENTICATED_USER": None,
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "imagecache.negotiation.JSONOnlyNegotiation",
+    "EXCEPTION_HANDLER": "imagecache.exception_handlers.api_exception_handler",
+}
+# A request body larger than this is refused before it is parsed.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        # urllib3 logs retried requests with their URL only; keep it quiet anyway.
+        "urllib3": {"level": "WARNING"},
+        "django_q": {"level": LOG_LEVEL},
+    },
+}

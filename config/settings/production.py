@@ -1,0 +1,17 @@
+"""The profile of gunicorn and the Docker image: nothing secret has a default."""
+
+import os
+
+from django.core.exceptions import ImproperlyConfigured
+
+from .base import *  # noqa: F403
+from .base import ALLOWED_HOSTS, DEBUG, SECRET_KEY
+
+if not SECRET_KEY:
+    raise ImproperlyConfigured("SECRET_KEY must be set in production")
+if DEBUG:
+    raise ImproperlyConfigured("DEBUG must be off in production")
+if not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("ALLOWED_HOSTS must be set in production")
+if not os.environ.get("CACHE_PATH"):
+    raise ImproperlyConfigured("CACHE_PATH must be set in production")

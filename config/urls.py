@@ -1,0 +1,12 @@
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("", include("imagecache.urls")),
+]
+
+handler400 = "imagecache.exception_handlers.bad_request"
+handler403 = "imagecache.exception_handlers.permission_denied"
+handler404 = "imagecache.exception_handlers.not_found"
+handler500 = "imagecache.exception_handlers.server_error"

@@ -1,0 +1,57 @@
+"""Every error leaves the service as JSON: `{"error": "<message>", ...}`."""
+
+from typing import Any
+
+from django.http import HttpRequest, JsonResponse
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+from imagecache.errors import ImageCacheError
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, ImageCacheError):
+        body: dict[str, Any] = {"error": exc.message, "status": exc.status}
+        return Response(body, status=exc.status, headers=exc.headers())
+    response = exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        response.data = {"error": _validation_message(exc.detail), "fields": exc.detail}
+    elif isinstance(exc, exceptions.APIException):
+        response.data = {"error": str(exc.detail)}
+    response.data["status"] = response.status_code
+    return response
+
+
+def _validation_message(detail: Any) -> str:
+    if isinstance(detail, dict):
+        parts = []
+        for field, errors in detail.items():
+            text = "; ".join(str(e) for e in errors) if isinstance(errors, list) else str(errors)
+            parts.append(text if field == "non_field_errors" else f"{field}: {text}")
+        return " ".join(parts)
+    if isinstance(detail, list):
+        return "; ".join(str(e) for e in detail)
+    return str(detail)
+
+
+def _json_error(status: int, message: str) -> JsonResponse:
+    return JsonResponse({"error": message, "status": status}, status=status)
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return _json_error(400, "Bad request.")
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return _json_error(403, "Forbidden.")
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return _json_error(404, f"Not found: {request.path}")
+
+
+def server_error(request: HttpRequest) -> JsonResponse:
+    return _json_error(500, "Internal server error.")

@@ -1,0 +1,199 @@
+"""The one seam between the cache and Kentik: every Kentik call goes through here.
+
+Built from kentik-api's own parts (APIConnector, query_chart, QueryChartResponse
+and its error classes) with its 1.x traps avoided:
+
+- `KentikAPI(email, token, host)` forces `https://{host}/api/v5`, so the
+  connector is built from KENTIK_API_URL directly;
+- `QueryAPI.chart()` drops null-valued keys, so the client's dict goes to the
+  connector as is;
+- when urllib3's retries run out on a forced status, requests raises a bare
+  RetryError and the status is lost, so the retry policy returns the last
+  answer (`raise_on_status=False`) and its status is reported;
+- redirects are never followed: the auth headers must not go to another host.
+"""
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import requests
+from django.conf import settings
+from kentik_api.api_calls.query_methods import query_chart
+from kentik_api.api_connection.api_connector import PROTOCOL_HTTP, APIConnector
+from kentik_api.public.errors import KentikAPIError, ProtocolError, TimedOutError
+from kentik_api.requests_payload.queries_payload import QueryChartResponse
+from urllib3 import exceptions as urllib3_exceptions
+from urllib3.exceptions import ReadTimeoutError
+from urllib3.util.retry import Retry
+
+logger = logging.getLogger(__name__)
+
+MEDIA_TYPES = {
+    "png": "image/png",
+    "jpeg": "image/jpeg",
+    "svg": "image/svg+xml",
+    "pdf": "application/pdf",
+}
+RETRIED_STATUSES = frozenset({429, 502, 503, 504})
+MESSAGE_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class Chart:
+    media_type: str
+    data: bytes
+
+
+class KentikError(Exception):
+    """A fetch that failed, with the HTTP status the cache answers it with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class _Retry(Retry):
+    """urllib3's Retry, with Retry-After capped and a first backoff that is not 0."""
+
+    def parse_retry_after(self, retry_after: str) -> float:
+        try:
+            seconds = float(super().parse_retry_after(retry_after))
+        except (ValueError, OverflowError, urllib3_exceptions.InvalidHeader):
+            # A garbled header must not fail the fetch.
+            return max(self.backoff_factor, 0.0)
+        return min(seconds, settings.KENTIK_RETRY_AFTER_MAX)
+
+    def get_backoff_time(self) -> float:
+        if not self.history:
+            return 0.0
+        return float(max(super().get_backoff_time(), self.backoff_factor))
+
+
+class _Connector(APIConnector):
+    def _do_request(self, api_call: Any, payload: dict[str, Any] | None = None) -> Any:
+        url = self._get_api_query_url(api_call.url_path)
+        return self._session.post(url, json=payload, timeout=self._timeout, allow_redirects=False)
+
+    @staticmethod
+    def _raise_on_error(response: requests.Response) -> None:
+        if 300 <= response.status_code < 400:
+            location = response.headers.get("Location", "nowhere")
+            raise ProtocolError(PROTOCOL_HTTP, response.status_code, f"redirect to {location}")
+        APIConnector._raise_on_error(response)
+
+
+@lru_cache(maxsize=4)
+def _connector(
+    api_url: str, email: str, token: str, retries: int, timeout: float, backoff: float
+) -> _Connector:
+    retry = _Retry(
+        total=retries,
+        connect=retries,
+        read=retries,
+        status=retries,
+        redirect=0,
+        backoff_factor=backoff,
+        status_forcelist=RETRIED_STATUSES,
+        allowed_methods=frozenset({"POST"}),
+        respect_retry_after_header=True,
+        raise_on_status=False,
+        raise_on_redirect=False,
+    )
+    return _Connector(
+        api_url, email, token, timeout=(min(10.0, timeout), timeout), retry_strategy=retry
+    )
+
+
+def fetch_chart(query_json: str) -> Chart:
+    """Ask Kentik to render the chart of a query given as JSON text.
+
+    Raises KentikError with the status to answer clients with: Kentik's own
+    for an error answer, 504 when it timed out, 502 when it could not be
+    reached, redirected, or answered something unreadable.
+    """
+    connector = _connector(
+        settings.KENTIK_API_URL,
+        settings.KT_AUTH_EMAIL,
+        settings.KT_AUTH_TOKEN,
+        settings.KENTIK_API_RETRIES,
+        settings.KENTIK_API_TIMEOUT,
+        getattr(settings, "KENTIK_API_BACKOFF", 1.0),
+    )
+    payload = json.loads(query_json)
+    try:
+        response = connector.send(query_chart(), payload)
+    except ProtocolError as exc:
+        raise _protocol_error(exc) from exc
+    except KentikAPIError as exc:
+        raise _transport_error(exc) from exc
+    try:
+        result = QueryChartResponse.from_json(response.text).to_query_chart_result()
+    except Exception as exc:  # anything unreadable is a bad gateway
+        raise KentikError(502, f"Kentik's answer could not be read: {_shorten(str(exc))}") from exc
+    return Chart(media_type=MEDIA_TYPES[result.image_type.value], data=result.image_data)
+
+
+def _protocol_error(exc: ProtocolError) -> KentikError:
+    if 300 <= exc.status_code < 400:
+        return KentikError(
+            502, f"Kentik answered {exc.status_code} with a {exc}; redirects are not followed"
+        )
+    if exc.status_code in (401, 403):
+        logger.error(
+            "Kentik refused the credentials of KT_AUTH_EMAIL=%s (status %s): "
+            "check KT_AUTH_EMAIL and KT_AUTH_TOKEN",
+            settings.KT_AUTH_EMAIL,
+            exc.status_code,
+        )
+    return KentikError(exc.status_code, _kentik_message(str(exc), exc.status_code))
+
+
+def _transport_error(exc: KentikAPIError) -> KentikError:
+    if _timed_out(exc):
+        return KentikError(504, f"Kentik did not answer within {settings.KENTIK_API_TIMEOUT:g} s")
+    return KentikError(502, f"Kentik API could not be reached: {_shorten(_root_cause(exc))}")
+
+
+def _timed_out(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (TimedOutError, requests.Timeout, ReadTimeoutError)):
+            return True
+        # requests wraps urllib3's MaxRetryError, whose reason is the last error.
+        for arg in getattr(seen, "args", ()):
+            if isinstance(arg, ReadTimeoutError) or isinstance(
+                getattr(arg, "reason", None), ReadTimeoutError
+            ):
+                return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _root_cause(exc: BaseException) -> str:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return str(reason or exc)
+
+
+def _kentik_message(body: str, status: int) -> str:
+    """Kentik's own message from an error body that is JSON or text."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        for key in ("error", "message", "msg", "detail"):
+            if isinstance(parsed.get(key), str) and parsed[key]:
+                return _shorten(parsed[key])
+    text = re.sub(r"\s+", " ", body).strip()
+    return _shorten(text) if text else f"Kentik answered {status} with no message"
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 1] + "…"

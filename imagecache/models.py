@@ -1,0 +1,81 @@
+"""What the cache holds.
+
+A `Fetch` is one call to Kentik for one query and the image it brought; an
+`Entry` is what a client holds: an id with its own expiry, pointing at the
+fetch that serves it. Identical queries share a fetch, so one Kentik call can
+serve many entries.
+"""
+
+from django.db import models
+from django.db.models import Q
+
+
+class FetchState(models.TextChoices):
+    PENDING = "pending", "Pending"  # queued, no worker holds it
+    FETCHING = "fetching", "Fetching"  # a worker holds it until `lease_until`
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed"
+
+
+IN_FLIGHT = (FetchState.PENDING, FetchState.FETCHING)
+
+
+class Fetch(models.Model):
+    query_hash = models.CharField(max_length=64)
+    # The client's JSON as received (key order and nulls kept), sent as is.
+    query_json = models.TextField()
+    state = models.CharField(max_length=16, choices=FetchState.choices, default=FetchState.PENDING)
+    created_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # A worker's claim: past it, the fetch is taken to be abandoned.
+    lease_until = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    # Set when READY.
+    file_name = models.CharField(max_length=255, blank=True)
+    media_type = models.CharField(max_length=64, blank=True)
+    size = models.PositiveBigIntegerField(null=True, blank=True)
+    content_hash = models.CharField(max_length=64, blank=True)
+    # Set when FAILED: the status we answer with and Kentik's message.
+    error_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    error_message = models.TextField(blank=True)
+
+    class Meta:
+        verbose_name_plural = "fetches"
+        constraints = [
+            # Coalescing rests on this: one fetch in flight per query, so
+            # concurrent identical requests cannot start a second Kentik call.
+            models.UniqueConstraint(
+                fields=["query_hash"],
+                condition=Q(state__in=IN_FLIGHT),
+                name="one_fetch_in_flight_per_query",
+            ),
+        ]
+        indexes = [
+            # services.fetch_for_query: the newest reusable fetch of a query.
+            models.Index(fields=["query_hash", "-finished_at"], name="fetch_query_finished"),
+            # services.fetch_recover and the reaper: fetches by state and lease.
+            models.Index(fields=["state", "lease_until"], name="fetch_state_lease"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.query_hash[:12]}… #{self.pk} ({self.state})"
+
+
+class Entry(models.Model):
+    id = models.CharField(primary_key=True, max_length=96)
+    fetch = models.ForeignKey(Fetch, on_delete=models.CASCADE, related_name="entries")
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name_plural = "entries"
+        indexes = [
+            # services.cache_prune and selectors.cache_info: expiry scans.
+            models.Index(fields=["expires_at"], name="entry_expires"),
+            # selectors.cache_info: newest first.
+            models.Index(fields=["-created_at"], name="entry_created"),
+        ]
+
+    def __str__(self) -> str:
+        return self.id

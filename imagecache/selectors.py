@@ -1,0 +1,96 @@
+"""Reads: what the API answers, taken from the database alone."""
+
+import math
+import re
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, connection
+from django.db.models import Count, Sum
+from django.utils import timezone
+
+from imagecache.errors import EntryNotFound, FetchFailed, FetchPending
+from imagecache.models import IN_FLIGHT, Entry, Fetch, FetchState
+from imagecache.waiter import FetchWaiter
+
+ENTRY_ID_RE = re.compile(r"^[0-9a-f]{64}_[0-9]{1,12}(\.[0-9]{1,9})?$")
+
+
+def _fetches_in_flight(fetch_ids: list[int]) -> list[int]:
+    try:
+        return list(
+            Fetch.objects.filter(pk__in=fetch_ids, state__in=IN_FLIGHT).values_list("pk", flat=True)
+        )
+    except DatabaseError:
+        connection.close()  # reconnect on the next tick
+        raise
+
+
+waiter = FetchWaiter(_fetches_in_flight, settings.WAITER_POLL_INTERVAL)
+
+
+def entry_get(*, entry_id: str) -> Entry:
+    """A live entry with its fetch; EntryNotFound if unknown, malformed or expired."""
+    if not ENTRY_ID_RE.match(entry_id):
+        raise EntryNotFound()
+    entry = Entry.objects.select_related("fetch").filter(pk=entry_id).first()
+    if entry is None or entry.expires_at <= timezone.now():
+        raise EntryNotFound()
+    return entry
+
+
+def entry_get_ready(*, entry_id: str, wait: float) -> Entry:
+    """The entry once its image is ready, waiting at most `wait` seconds.
+
+    Raises FetchFailed with Kentik's status, FetchPending when the wait ran
+    out, EntryNotFound when the entry is gone or expired meanwhile.
+    """
+    entry = entry_get(entry_id=entry_id)
+    if entry.fetch.state in IN_FLIGHT and wait > 0:
+        # A long wait must not hold a database connection.
+        connection.close()
+        waiter.wait(entry.fetch_id, wait)
+        entry = entry_get(entry_id=entry_id)
+    fetch = entry.fetch
+    if fetch.state == FetchState.READY:
+        return entry
+    if fetch.state == FetchState.FAILED:
+        raise FetchFailed(fetch.error_status or 502, fetch.error_message)
+    raise FetchPending(retry_after=max(1, math.ceil(settings.KENTIK_API_TIMEOUT / 4)))
+
+
+def cache_info(*, limit: int) -> dict[str, Any]:
+    """Counts by state and the newest live entries, from the database only."""
+    now = timezone.now()
+    live = Entry.objects.filter(expires_at__gt=now)
+    counts = dict(
+        live.values("fetch__state").annotate(n=Count("pk")).values_list("fetch__state", "n")
+    )
+    ready_bytes = (
+        Fetch.objects.filter(state=FetchState.READY).aggregate(total=Sum("size"))["total"] or 0
+    )
+    return {
+        "active_count": counts.get(FetchState.READY, 0),
+        "pending_count": sum(counts.get(state, 0) for state in IN_FLIGHT),
+        "failed_count": counts.get(FetchState.FAILED, 0),
+        "stored_bytes": ready_bytes,
+        "active_entries": _entries(live.filter(fetch__state=FetchState.READY), limit),
+        "pending_entries": _entries(live.filter(fetch__state__in=IN_FLIGHT), limit),
+        "failed_entries": _entries(live.filter(fetch__state=FetchState.FAILED), limit),
+    }
+
+
+def _entries(entries: Any, limit: int) -> list[dict[str, Any]]:
+    rows = entries.order_by("-created_at").values_list(
+        "pk", "expires_at", "fetch__media_type", "fetch__size", "fetch__error_status"
+    )[:limit]
+    return [
+        {
+            "id": pk,
+            "type": media_type or None,
+            "size": size,
+            "expiration": expires_at.timestamp(),
+            **({"status": status} if status else {}),
+        }
+        for pk, expires_at, media_type, size, status in rows
+    ]

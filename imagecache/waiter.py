@@ -1,0 +1,77 @@
+"""One waiter per process for the requests that wait on pending fetches.
+
+A request that waits registers the fetch id and blocks on an Event. A single
+thread looks at every watched id with one query per tick and wakes the
+requests whose fetch left the in-flight states, so a thousand waiters cost
+one query per tick, not a thousand.
+"""
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+
+logger = logging.getLogger(__name__)
+
+InFlight = Callable[[list[int]], Iterable[int]]
+
+
+class FetchWaiter:
+    def __init__(self, in_flight: InFlight, interval: float) -> None:
+        """`in_flight(ids)` returns those of `ids` still in flight (one query)."""
+        self._in_flight = in_flight
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._watched: dict[int, tuple[threading.Event, int]] = {}
+        self._work = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def wait(self, fetch_id: int, timeout: float) -> bool:
+        """Block until the fetch is no longer in flight; False on timeout."""
+        with self._lock:
+            event, count = self._watched.get(fetch_id, (threading.Event(), 0))
+            self._watched[fetch_id] = (event, count + 1)
+            self._ensure_thread()
+        self._work.set()
+        try:
+            return event.wait(timeout)
+        finally:
+            with self._lock:
+                event, count = self._watched[fetch_id]
+                if count == 1:
+                    del self._watched[fetch_id]
+                else:
+                    self._watched[fetch_id] = (event, count - 1)
+
+    @property
+    def watched_count(self) -> int:
+        with self._lock:
+            return sum(count for _, count in self._watched.values())
+
+    def _ensure_thread(self) -> None:
+        # A forked child inherits the object but not the thread.
+        if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._run, name="fetch-waiter", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._work.wait()
+            with self._lock:
+                ids = list(self._watched)
+                if not ids:
+                    self._work.clear()
+                    continue
+            try:
+                still = set(self._in_flight(ids))
+            except Exception:  # the waiter must outlive a database hiccup
+                logger.exception("The fetch waiter could not read the pending fetches")
+                threading.Event().wait(max(self._interval, 0.5))
+                continue
+            with self._lock:
+                for fetch_id in ids:
+                    if fetch_id not in still and fetch_id in self._watched:
+                        self._watched[fetch_id][0].set()
+            threading.Event().wait(self._interval)
