@@ -9,6 +9,7 @@ SECRET_KEY = SECRET_KEY or env_str(
 ALLOWED_HOSTS = ALLOWED_HOSTS or ["localhost", "127.0.0.1", "[::1]"]
 # Admin static files straight from the apps: no collectstatic needed locally.
 WHITENOISE_USE_FINDERS = True
+STATIC_ROOT = None
 STORAGES = {
     **STORAGES,  # noqa: F405
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

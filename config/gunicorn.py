@@ -1,0 +1,24 @@
+"""gunicorn settings, from the environment.
+
+gthread workers: a request waiting for a pending image holds a thread, not
+the worker, so the worker keeps answering its heartbeat during long waits
+(a sync worker would be killed after `timeout`).
+"""
+
+import os
+
+bind = f"{os.environ.get('BIND', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+worker_class = "gthread"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# Each request waiting on a pending image holds one thread.
+threads = int(os.environ.get("WEB_THREADS", "64"))
+worker_connections = int(os.environ.get("WEB_CONNECTIONS", "1000"))
+backlog = 2048
+timeout = int(os.environ.get("WEB_TIMEOUT", "30"))
+graceful_timeout = int(os.environ.get("WEB_GRACEFUL_TIMEOUT", "10"))
+keepalive = 5
+accesslog = "-" if os.environ.get("WEB_ACCESS_LOG", "1") == "1" else None
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+errorlog = "-"
+# One control socket per user would be shared by every gunicorn on the host.
+control_socket_disable = True

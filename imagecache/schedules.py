@@ -1,0 +1,27 @@
+"""The periodic work, declared in one place and registered idempotently."""
+
+import math
+
+from django.conf import settings
+from django_q.models import Schedule
+
+PRUNE = "imagecache.prune_cache"
+
+
+def schedules_register() -> list[str]:
+    """Create or update every schedule by name: safe to run at every start.
+
+    django-q2 schedules whole minutes, and its scheduler looks every 30 s, so
+    CACHE_MAINTENANCE_PERIOD is rounded up to whole minutes.
+    """
+    minutes = max(1, math.ceil(settings.CACHE_MAINTENANCE_PERIOD / 60))
+    Schedule.objects.update_or_create(
+        name=PRUNE,
+        defaults={
+            "func": "imagecache.tasks.prune_cache",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": minutes,
+            "repeats": -1,
+        },
+    )
+    return [PRUNE]
