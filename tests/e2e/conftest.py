@@ -1,0 +1,64 @@
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from imagecache.simulator import KentikSimulator
+from tests.e2e.service import Service
+
+EMAIL = "e2e@example.com"
+TOKEN = "e2e-token"
+
+
+@pytest.fixture(scope="module")
+def simulator() -> Iterator[KentikSimulator]:
+    with KentikSimulator(email=EMAIL, token=TOKEN) as sim:
+        yield sim
+
+
+@pytest.fixture(scope="module")
+def service(
+    simulator: KentikSimulator, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    service = Service(
+        tmp_path_factory.mktemp("service"),
+        simulator.url,
+        KENTIK_API_TIMEOUT=2,
+        KENTIK_API_RETRIES=1,
+        ENTRY_WAIT_TIMEOUT=20,
+        REUSE_MAX_AGE=60,
+    ).start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture(autouse=True)
+def _reset_simulator(simulator: KentikSimulator) -> None:
+    simulator.reset()
+
+
+def unique_query(name: str, image_type: str = "png", **query: object) -> dict[str, object]:
+    """A realistic query whose title makes it unique to one test."""
+    return {
+        "queries": [
+            {
+                "bucket": "Left +Y Axis",
+                "isOverlay": False,
+                "query": {
+                    "metric": "bytes",
+                    "dimension": ["Traffic"],
+                    "topx": "8",
+                    "lookback_seconds": 3600,
+                    "viz_type": "stackedArea",
+                    "query_title": name,
+                    "starting_time": None,
+                    **query,
+                },
+            }
+        ],
+        "imageType": image_type,
+    }
+
+
+def simulator_dir() -> Path:
+    return Path(__file__).parent

@@ -1,0 +1,92 @@
+"""Starts the real service as `make run` does (`manage.py serve`: gunicorn and
+the django-q2 cluster) on loopback ports, against a Kentik stand-in."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Service:
+    def __init__(self, workdir: Path, kentik_url: str, **env: Any) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / "service.log"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("KT_", "KENTIK_"))},
+            "DJANGO_SETTINGS_MODULE": "config.settings.local",
+            "CACHE_PATH": str(workdir / "cache"),
+            "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
+            "PORT": str(self.port),
+            "BIND": "127.0.0.1",
+            "KENTIK_API_URL": kentik_url,
+            "KT_AUTH_EMAIL": "e2e@example.com",
+            "KT_AUTH_TOKEN": "e2e-token",
+            "KENTIK_API_BACKOFF": "0.1",
+            "WEB_ACCESS_LOG": "0",
+            **{k: str(v) for k, v in env.items()},
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> "Service":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "serve"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the service exited:\n{self.log()}")
+            try:
+                if requests.get(f"{self.url}/info", timeout=5).status_code == 200:
+                    return self
+            except (requests.ConnectionError, requests.Timeout):
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"the service did not answer in {timeout} s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def post(self, api_query: dict[str, Any], ttl: int | None = None) -> str:
+        body: dict[str, Any] = {"api_query": api_query}
+        if ttl is not None:
+            body["ttl"] = ttl
+        response = requests.post(f"{self.url}/requests", json=body, timeout=10)
+        assert response.status_code == 200, response.text
+        return str(response.json()["id"])
+
+    def get_image(self, entry_id: str, timeout: float = 60) -> requests.Response:
+        return requests.get(f"{self.url}/image/{entry_id}", timeout=timeout)

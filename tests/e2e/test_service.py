@@ -1,0 +1,186 @@
+"""The real service (gunicorn + qcluster, as `make run` starts them) against
+the Kentik simulator on loopback."""
+
+import base64
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from imagecache.hashing import query_hash
+from imagecache.simulator import KentikSimulator
+from tests import run_tests
+from tests.e2e.conftest import EMAIL, TOKEN, unique_query
+from tests.e2e.service import Service, free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def kentik_bytes(simulator: KentikSimulator, api_query: dict) -> tuple[str, bytes]:
+    """What Kentik itself answers for a query: the bytes the cache must serve."""
+    response = requests.post(
+        f"{simulator.url}/query/topXchart",
+        json=api_query,
+        headers={"X-CH-Auth-Email": EMAIL, "X-CH-Auth-API-Token": TOKEN},
+        timeout=10,
+    )
+    header, payload = response.json()["dataUri"].split(",", 1)
+    return header[len("data:") :].split(";")[0], base64.b64decode(payload)
+
+
+@pytest.mark.parametrize(
+    "image_type, media_type",
+    [
+        ("png", "image/png"),
+        ("jpg", "image/jpeg"),
+        ("svg", "image/svg+xml"),
+        ("pdf", "application/pdf"),
+    ],
+)
+def test_image_is_served_as_kentik_sent_it(service, simulator, image_type, media_type):
+    api_query = unique_query(f"types-{image_type}", image_type)
+    entry_id = service.post(api_query, ttl=120)
+    response = service.get_image(entry_id)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == media_type
+    expected_type, expected = kentik_bytes(simulator, api_query)
+    assert (expected_type, response.content) == (media_type, expected)
+
+
+def test_query_reaches_kentik_unmodified(service, simulator):
+    api_query = unique_query("unmodified", filters_obj=None, hostname_lookup=True)
+    service.get_image(service.post(api_query))
+    assert json.loads(simulator.calls()["last_bodies"][-1]) == api_query
+    assert '"filters_obj": null' in simulator.calls()["last_bodies"][-1]
+
+
+def test_concurrent_identical_posts_make_one_kentik_call(service, simulator):
+    api_query = unique_query("coalescing")
+    simulator.add_rule(delay=0.5)
+    with ThreadPoolExecutor(20) as pool:
+        ids = list(pool.map(lambda _: service.post(api_query), range(20)))
+        responses = list(pool.map(service.get_image, ids))
+    assert {r.status_code for r in responses} == {200}
+    assert len({r.content for r in responses}) == 1
+    assert simulator.calls()["by_query"] == {query_hash(api_query): 1}
+
+
+def test_many_concurrent_waiters_on_one_pending_id_are_all_answered(service, simulator):
+    api_query = unique_query("waiters")
+    simulator.add_rule(delay=1.5)
+    entry_id = service.post(api_query)
+    waiters = 150
+    with ThreadPoolExecutor(waiters) as pool:
+        responses = list(pool.map(lambda _: service.get_image(entry_id), range(waiters)))
+    assert [r.status_code for r in responses] == [200] * waiters
+    assert len({r.content for r in responses}) == 1
+    assert simulator.calls()["total"] == 1
+
+
+def test_waiting_client_gets_the_image_soon_after_kentik_answers(service, simulator):
+    api_query = unique_query("latency")
+    simulator.add_rule(delay=1.5)
+    started = time.monotonic()
+    response = service.get_image(service.post(api_query))
+    elapsed = time.monotonic() - started
+    assert response.status_code == 200
+    # 1.5 s at Kentik; queueing, storing and waking the waiter add little.
+    assert 1.5 <= elapsed < 2.5
+
+
+def test_kentik_rejection_is_answered_with_its_status_and_message(service, simulator):
+    entry_id = service.post(unique_query("rejected", "gif"))
+    response = service.get_image(entry_id)
+    assert response.status_code == 400
+    assert response.headers["Content-Type"] == "application/json"
+    assert "imageType" in response.json()["error"]
+
+
+def test_final_rate_limit_keeps_its_status(service, simulator):
+    api_query = unique_query("rate-limited")
+    simulator.add_rule(status=429, message="Too many requests, slow down", retry_after="1")
+    response = service.get_image(service.post(api_query))
+    assert response.status_code == 429
+    assert response.json()["error"] == "Too many requests, slow down"
+    # KENTIK_API_RETRIES=1: the first call and one retry after Retry-After.
+    assert simulator.calls()["by_query"] == {query_hash(api_query): 2}
+
+
+def test_rate_limit_then_success_is_retried_transparently(service, simulator):
+    api_query = unique_query("retried")
+    simulator.add_rule(status=503, retry_after="1", times=1)
+    response = service.get_image(service.post(api_query))
+    assert response.status_code == 200
+    assert simulator.calls()["total"] == 2
+
+
+def test_kentik_timeout_is_answered_504(service, simulator):
+    api_query = unique_query("hangs")
+    simulator.add_rule(hang=True)
+    response = service.get_image(service.post(api_query))
+    assert response.status_code == 504
+    assert "did not answer" in response.json()["error"]
+
+
+def test_unreadable_kentik_answer_is_answered_502(service, simulator):
+    simulator.add_rule(body="<html>proxy error</html>", content_type="text/html")
+    response = service.get_image(service.post(unique_query("garbled")))
+    assert response.status_code == 502
+    assert "could not be read" in response.json()["error"]
+
+
+def test_failed_fetch_is_not_reused(service, simulator):
+    api_query = unique_query("not-reused")
+    simulator.add_rule(status=500, message="internal", times=1)
+    assert service.get_image(service.post(api_query)).status_code == 500
+    assert service.get_image(service.post(api_query)).status_code == 200
+
+
+def test_info_lists_what_the_cache_holds(service, simulator):
+    api_query = unique_query("info", "svg")
+    entry_id = service.post(api_query, ttl=90)
+    service.get_image(entry_id)
+    info = requests.get(f"{service.url}/info", timeout=5).json()
+    listed = {e["id"]: e for e in info["active_entries"]}
+    assert listed[entry_id]["type"] == "image/svg+xml"
+    assert listed[entry_id]["size"] > 0
+    assert info["active_count"] >= 1
+
+
+def test_unknown_and_malformed_ids_are_404_json(service):
+    for entry_id in ["0" * 64 + "_1700000000.5", "nonsense", "..%2F..%2Fetc%2Fpasswd"]:
+        response = requests.get(f"{service.url}/image/{entry_id}", timeout=5)
+        assert response.status_code == 404
+        assert "error" in response.json()
+
+
+def test_favicon(service):
+    response = requests.get(f"{service.url}/favicon.ico", timeout=5)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "image/x-icon"
+
+
+def test_integration_client_passes_against_the_live_service(service):
+    assert run_tests.main(["--url", service.url, "--concurrent", "--timeout", "60"]) == 0
+
+
+def test_unreachable_kentik_is_answered_502(tmp_path):
+    service = Service(
+        tmp_path, f"http://127.0.0.1:{free_port()}/api/v5", KENTIK_API_RETRIES=1
+    ).start()
+    try:
+        response = service.get_image(service.post(unique_query("unreachable")))
+        assert response.status_code == 502
+        assert "could not be reached" in response.json()["error"]
+    finally:
+        service.stop()
+
+
+def test_stop_stops_every_process(tmp_path, simulator):
+    service = Service(tmp_path, simulator.url).start()
+    service.stop()
+    assert service.process is not None and service.process.returncode == 0
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{service.url}/info", timeout=2)
