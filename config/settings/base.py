@@ -113,6 +113,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         # WAL lets the waiter and the readers run while a worker writes.
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+    # Opening SQLite and setting its pragmas costs more than most requests:
+    # keep each thread's connection.
+    DATABASES["default"]["CONN_MAX_AGE"] = None
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Kentik ------------------------------------------------------------------
@@ -160,7 +163,9 @@ Q_CLUSTER = {
     "name": "imagecache",
     "workers": env_number("Q_WORKERS", 4, minimum=1, integer=True),
     "orm": "default",
-    "poll": 0.1,
+    # How long an idle ORM broker sleeps between polls: the pickup delay of a
+    # new fetch on the embedded default.
+    "poll": 0.05,
     "timeout": FETCH_TASK_TIMEOUT,
     # The broker hands a task out again only after `retry`: it must outlast
     # the task, or a slow fetch would run twice.

@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Measures waiting on the real service (as `make run` starts it) against the
+bundled Kentik simulator on loopback:
+
+1. added wait latency: GET total (from the POST) minus the simulator's delay,
+   over sequential requests for new queries;
+2. N concurrent waiters on one pending id: all answered? and the time from
+   the image being stored (the fetch's finish time in the database) to each
+   answer;
+3. coalescing: concurrent identical POSTs and the Kentik calls they caused.
+
+Usage: .venv/bin/python bench/waiters.py [--waiters 1000] [--rounds 20] [--json out.json]
+"""
+
+import argparse
+import json
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from imagecache.hashing import query_hash  # noqa: E402
+from imagecache.simulator import KentikSimulator  # noqa: E402
+from tests.e2e.conftest import EMAIL, TOKEN, unique_query  # noqa: E402
+from tests.e2e.service import Service  # noqa: E402
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def added_latency(service: Service, sim: KentikSimulator, rounds: int, delay: float) -> dict:
+    sim.add_rule(delay=delay)
+    added = []
+    for i in range(rounds):
+        api_query = unique_query(f"latency-{i}-{time.time()}")
+        # Kentik's own time for this query (delay and drawing), asked directly.
+        started = time.perf_counter()
+        requests.post(
+            f"{sim.url}/query/topXchart",
+            json=api_query,
+            headers={"X-CH-Auth-Email": EMAIL, "X-CH-Auth-API-Token": TOKEN},
+            timeout=30,
+        ).raise_for_status()
+        kentik_time = time.perf_counter() - started
+        started = time.perf_counter()
+        response = service.get_image(service.post(api_query))
+        assert response.status_code == 200, response.text
+        added.append((time.perf_counter() - started - kentik_time) * 1000)
+    sim.reset()
+    return {
+        "rounds": rounds,
+        "simulator_delay_s": delay,
+        "added_ms_median": round(statistics.median(added), 1),
+        "added_ms_p90": round(percentile(added, 0.9), 1),
+        "added_ms_max": round(max(added), 1),
+    }
+
+
+def waiters(service: Service, sim: KentikSimulator, count: int, delay: float, db: Path) -> dict:
+    api_query = unique_query(f"waiters-{time.time()}")
+    sim.add_rule(delay=delay)
+    entry_id = service.post(api_query)
+
+    def get(_: int) -> tuple[int, float, int]:
+        response = requests.get(f"{service.url}/image/{entry_id}", timeout=120)
+        return response.status_code, time.time(), len(response.content)
+
+    with ThreadPoolExecutor(count) as pool:
+        results = list(pool.map(get, range(count)))
+    with sqlite3.connect(db) as conn:
+        (finished,) = conn.execute(
+            "SELECT finished_at FROM imagecache_fetch WHERE query_hash = ?",
+            (query_hash(api_query),),
+        ).fetchone()
+    stored = datetime.fromisoformat(finished).timestamp()
+    lags = [(answered - stored) * 1000 for _, answered, _ in results]
+    statuses: dict[str, int] = {}
+    for status, _, _ in results:
+        statuses[str(status)] = statuses.get(str(status), 0) + 1
+    calls = sim.calls()["total"]
+    sim.reset()
+    return {
+        "waiters": count,
+        "statuses": statuses,
+        "kentik_calls": calls,
+        "store_to_answer_ms_median": round(statistics.median(lags), 1),
+        "store_to_answer_ms_p99": round(percentile(lags, 0.99), 1),
+        "store_to_answer_ms_max": round(max(lags), 1),
+    }
+
+
+def coalescing(service: Service, sim: KentikSimulator, posts: int) -> dict:
+    api_query = unique_query(f"coalescing-{time.time()}")
+    sim.add_rule(delay=0.5)
+    with ThreadPoolExecutor(posts) as pool:
+        ids = list(pool.map(lambda _: service.post(api_query), range(posts)))
+        statuses = [r.status_code for r in pool.map(service.get_image, ids)]
+    calls = sim.calls()["by_query"].get(query_hash(api_query), 0)
+    sim.reset()
+    return {
+        "posts": posts,
+        "distinct_ids": len(set(ids)),
+        "all_200": set(statuses) == {200},
+        "kentik_calls": calls,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--waiters", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--delay", type=float, default=1.0, help="simulator delay, s")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp, KentikSimulator(email=EMAIL, token=TOKEN) as sim:
+        service = Service(Path(tmp), sim.url, ENTRY_WAIT_TIMEOUT=120, REUSE_MAX_AGE=60)
+        service.env["KT_AUTH_EMAIL"], service.env["KT_AUTH_TOKEN"] = EMAIL, TOKEN
+        service.start()
+        try:
+            # Warm every gunicorn worker and thread pool before measuring.
+            service.get_image(service.post(unique_query("warm-up")))
+            figures: dict[str, Any] = {
+                "date": datetime.now().isoformat(timespec="seconds"),
+                "added_wait_latency": added_latency(service, sim, args.rounds, args.delay),
+                "concurrent_waiters": waiters(
+                    service, sim, args.waiters, 3.0, Path(tmp) / "db.sqlite3"
+                ),
+                "coalescing": [coalescing(service, sim, n) for n in (20, 100)],
+            }
+        finally:
+            service.stop()
+    text = json.dumps(figures, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
