@@ -37,7 +37,7 @@ from tests.e2e.service import Service  # noqa: E402
 
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def added_latency(service: Service, sim: KentikSimulator, rounds: int, delay: float) -> dict:
