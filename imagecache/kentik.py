@@ -145,9 +145,7 @@ def _protocol_error(exc: ProtocolError) -> KentikError:
         )
     if exc.status_code in (401, 403):
         logger.error(
-            "Kentik refused the credentials of KT_AUTH_EMAIL=%s (status %s): "
-            "check KT_AUTH_EMAIL and KT_AUTH_TOKEN",
-            settings.KT_AUTH_EMAIL,
+            "Kentik refused the credentials (status %s): check KT_AUTH_EMAIL and KT_AUTH_TOKEN",
             exc.status_code,
         )
     return KentikError(exc.status_code, _kentik_message(str(exc), exc.status_code))
