@@ -5,7 +5,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.files.storage import default_storage
-from django.http import FileResponse
+from django.http import FileResponse, HttpRequest, HttpResponse
+from django.shortcuts import render
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -14,6 +15,7 @@ from rest_framework.views import APIView
 from imagecache import selectors, services
 from imagecache.errors import EntryNotFound
 from imagecache.parsers import AnyTypeJSONParser
+from imagecache.runner import SIMULATOR_EMAIL
 from imagecache.serializers import JSONObjectField, StrictIntegerField
 
 
@@ -55,3 +57,13 @@ class InfoApi(APIView):
         filters.is_valid(raise_exception=True)
         info: dict[str, Any] = selectors.cache_info(**filters.validated_data)
         return Response(info)
+
+
+def index(request: HttpRequest) -> HttpResponse:
+    """A page for people who open the service in a browser."""
+    context = {
+        "info": selectors.cache_info(limit=0),
+        "kentik_url": settings.KENTIK_API_URL,
+        "simulated": settings.KT_AUTH_EMAIL == SIMULATOR_EMAIL,
+    }
+    return render(request, "imagecache/index.html", context)

@@ -2,6 +2,8 @@
 
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
@@ -14,6 +16,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if isinstance(exc, ImageCacheError):
         body: dict[str, Any] = {"error": exc.message, "status": exc.status}
         return Response(body, status=exc.status, headers=exc.headers())
+    if isinstance(exc, RequestDataTooBig):
+        # DRF reads the body through Django, which refuses it past the limit.
+        return Response({"error": _too_large(), "status": 413}, status=413)
     response = exception_handler(exc, context)
     if response is None:
         return None
@@ -41,7 +46,13 @@ def _json_error(status: int, message: str) -> JsonResponse:
     return JsonResponse({"error": message, "status": status}, status=status)
 
 
+def _too_large() -> str:
+    return f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."
+
+
 def bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    if isinstance(exception, RequestDataTooBig):
+        return _json_error(413, _too_large())
     return _json_error(400, "Bad request.")
 
 

@@ -13,6 +13,7 @@ and its error classes) with its 1.x traps avoided:
 - redirects are never followed: the auth headers must not go to another host.
 """
 
+import base64
 import json
 import logging
 import re
@@ -132,16 +133,22 @@ def fetch_chart(query_json: str) -> Chart:
     except KentikAPIError as exc:
         raise _transport_error(exc) from exc
     try:
-        result = QueryChartResponse.from_json(response.text).to_query_chart_result()
+        chart = QueryChartResponse.from_json(response.text)
+        result = chart.to_query_chart_result()
+        # kentik-api decodes leniently: "!!!!" would become an empty image.
+        data = base64.b64decode(chart.dataUri.partition(",")[2], validate=True)
+        if not data:
+            raise ValueError("the image is empty")
     except Exception as exc:  # anything unreadable is a bad gateway
         raise KentikError(502, f"Kentik's answer could not be read: {_shorten(str(exc))}") from exc
-    return Chart(media_type=MEDIA_TYPES[result.image_type.value], data=result.image_data)
+    return Chart(media_type=MEDIA_TYPES[result.image_type.value], data=data)
 
 
 def _protocol_error(exc: ProtocolError) -> KentikError:
     if 300 <= exc.status_code < 400:
         return KentikError(
-            502, f"Kentik answered {exc.status_code} with a {exc}; redirects are not followed"
+            502,
+            _shorten(f"Kentik answered {exc.status_code} with a {exc}; redirects are not followed"),
         )
     if exc.status_code in (401, 403):
         logger.error(
@@ -194,4 +201,8 @@ def _kentik_message(body: str, status: int) -> str:
 
 
 def _shorten(text: str) -> str:
+    """At most MESSAGE_LIMIT characters, and never a credential Kentik echoed."""
+    for secret in (settings.KT_AUTH_TOKEN, settings.KT_AUTH_EMAIL):
+        if secret:
+            text = text.replace(secret, "***")
     return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 1] + "…"

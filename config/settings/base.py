@@ -103,6 +103,9 @@ DATABASES = {
         env.db_url, "DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}"
     )
 }
+SUPPORTED_DATABASES = ("django.db.backends.sqlite3", "django.db.backends.postgresql")
+if DATABASES["default"].get("ENGINE") not in SUPPORTED_DATABASES:
+    raise ImproperlyConfigured("DATABASE_URL must be a sqlite:// or postgres:// URL")
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {
         # Deferred transactions upgrade to write locks mid-way and fail with
@@ -165,7 +168,7 @@ Q_CLUSTER = {
     "orm": "default",
     # How long an idle ORM broker sleeps between polls: the pickup delay of a
     # new fetch on the embedded default.
-    "poll": 0.05,
+    "poll": 0.02,
     "timeout": FETCH_TASK_TIMEOUT,
     # The broker hands a task out again only after `retry`: it must outlast
     # the task, or a slow fetch would run twice.

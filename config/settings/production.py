@@ -15,3 +15,6 @@ if not ALLOWED_HOSTS:
     raise ImproperlyConfigured("ALLOWED_HOSTS must be set in production")
 if not os.environ.get("CACHE_PATH"):
     raise ImproperlyConfigured("CACHE_PATH must be set in production")
+if "DATABASE_URL" not in os.environ:
+    # The embedded database lives beside the images, on the same volume.
+    DATABASES["default"]["NAME"] = str(CACHE_PATH / "db.sqlite3")  # noqa: F405

@@ -1,0 +1,418 @@
+"""The Kentik seam against a real HTTP stand-in: the bundled simulator on loopback.
+
+No database and no mocks: `kentik.fetch_chart` talks HTTP to a KentikSimulator
+started per test, configured through Django settings.
+"""
+
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from imagecache import kentik
+from imagecache.simulator import KentikSimulator, render_chart
+
+EMAIL = "tests@example.com"
+TOKEN = "kentik-t0ken-that-must-stay-secret"
+
+
+def chart_query(image_type: str = "png", **query: Any) -> dict[str, Any]:
+    """A topXchart body like the ones clients send, nulls included."""
+    body: dict[str, Any] = {
+        "queries": [
+            {
+                "bucket": "Left +Y Axis",
+                "isOverlay": False,
+                "query": {
+                    "metric": "bytes",
+                    "dimension": ["Traffic"],
+                    "topx": "8",
+                    "lookback_seconds": 3600,
+                    "viz_type": "stackedArea",
+                    "query_title": "Total traffic",
+                    "filters_obj": None,
+                    **query,
+                },
+            }
+        ],
+        "imageType": image_type,
+    }
+    return body
+
+
+def fetch_error(query: dict[str, Any]) -> kentik.KentikError:
+    """The KentikError a fetch raises; whatever it says, it never carries the token."""
+    with pytest.raises(kentik.KentikError) as raised:
+        kentik.fetch_chart(json.dumps(query))
+    assert TOKEN not in raised.value.message
+    assert TOKEN not in str(raised.value)
+    return raised.value
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def header(headers: dict[str, str], name: str) -> str | None:
+    return next((v for k, v in headers.items() if k.lower() == name.lower()), None)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_connectors() -> Iterator[None]:
+    kentik._connector.cache_clear()
+    yield
+    kentik._connector.cache_clear()
+
+
+@pytest.fixture
+def sim(settings) -> Iterator[KentikSimulator]:
+    """A simulator that accepts only EMAIL and TOKEN, with the seam pointed at it."""
+    settings.KT_AUTH_EMAIL = EMAIL
+    settings.KT_AUTH_TOKEN = TOKEN
+    settings.KENTIK_API_TIMEOUT = 0.5
+    settings.KENTIK_API_RETRIES = 2
+    settings.KENTIK_API_BACKOFF = 0.01
+    settings.KENTIK_RETRY_AFTER_MAX = 5.0
+    with KentikSimulator(email=EMAIL, token=TOKEN) as simulator:
+        settings.KENTIK_API_URL = simulator.url
+        yield simulator
+
+
+# ------------------------------------------------------------------------ success
+
+
+@pytest.mark.parametrize(
+    ("image_type", "media_type"),
+    [
+        ("png", "image/png"),
+        ("jpg", "image/jpeg"),
+        ("svg", "image/svg+xml"),
+        ("pdf", "application/pdf"),
+    ],
+)
+def test_chart_has_the_media_type_and_exact_bytes_kentik_sent(sim, image_type, media_type):
+    query = chart_query(image_type)
+
+    chart = kentik.fetch_chart(json.dumps(query))
+
+    expected_type, expected_bytes = render_chart(query)
+    assert chart.media_type == media_type == expected_type
+    assert chart.data == expected_bytes
+    assert sim.calls()["total"] == 1
+
+
+def test_query_reaches_kentik_with_nulls_and_key_order_unchanged(sim):
+    query_json = json.dumps(
+        {
+            "zeta": None,
+            "imageType": "png",
+            "queries": [{"query": {"metric": "bytes", "filters_obj": None, "aggs": None}}],
+            "alpha": {"y": None, "b": 1},
+        }
+    )
+
+    kentik.fetch_chart(query_json)
+
+    sent = sim.calls()["last_bodies"][-1]
+    assert json.loads(sent, object_pairs_hook=list) == json.loads(
+        query_json, object_pairs_hook=list
+    )
+
+
+def test_auth_headers_and_json_content_type_are_sent(sim):
+    kentik.fetch_chart(json.dumps(chart_query()))
+
+    sent = sim.calls()["last_headers"][-1]
+    assert header(sent, "X-CH-Auth-Email") == EMAIL
+    # The simulator masks the token it received; that it answered 200 proves it was right.
+    assert header(sent, "X-CH-Auth-API-Token") == "***"
+    assert header(sent, "Content-Type") == "application/json"
+
+
+# ------------------------------------------------------------- Kentik's own errors
+
+
+def test_bad_query_is_400_with_kentiks_message(sim):
+    query = chart_query()
+    del query["imageType"]
+
+    error = fetch_error(query)
+
+    assert error.status == 400
+    assert error.message.startswith("Request body has no 'imageType'")
+    assert sim.calls()["total"] == 1
+
+
+def test_400_keeps_the_message_of_a_json_error_body(sim):
+    sim.add_rule(status=400, message="Invalid dimension: nope")
+
+    error = fetch_error(chart_query())
+
+    assert (error.status, error.message) == (400, "Invalid dimension: nope")
+
+
+def test_400_keeps_a_plain_text_error_body(sim):
+    sim.add_rule(status=400, body="Bad query:\n  metric unknown\n", content_type="text/plain")
+
+    error = fetch_error(chart_query())
+
+    assert (error.status, error.message) == (400, "Bad query: metric unknown")
+
+
+def test_wrong_token_is_401_logged_naming_the_settings_but_no_credential(sim, settings, caplog):
+    caplog.set_level(logging.DEBUG)
+    wrong_token = "wrong-t0ken-also-secret"
+    settings.KT_AUTH_TOKEN = wrong_token
+
+    error = fetch_error(chart_query())
+
+    assert error.status == 401
+    assert wrong_token not in error.message
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR and r.name == kentik.__name__]
+    assert len(errors) == 1
+    assert "KT_AUTH_EMAIL" in errors[0].getMessage()
+    assert "KT_AUTH_TOKEN" in errors[0].getMessage()
+    assert "401" in errors[0].getMessage()
+    # At any level, from any logger: neither token, nor (since c4238ed) the email.
+    assert wrong_token not in caplog.text
+    assert TOKEN not in caplog.text
+    assert EMAIL not in caplog.text
+    assert sim.calls()["total"] == 1, "a refused credential is not retried"
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+def test_429_is_retried_then_kept_with_kentiks_message(sim, settings, retries):
+    settings.KENTIK_API_RETRIES = retries
+    sim.add_rule(status=429, message="Rate limit exceeded", retry_after="0")
+
+    error = fetch_error(chart_query())
+
+    assert (error.status, error.message) == (429, "Rate limit exceeded")
+    assert sim.calls()["total"] == retries + 1
+
+
+@pytest.mark.parametrize("status", [502, 503, 504])
+def test_other_retried_statuses_keep_their_status_once_retries_run_out(sim, status):
+    sim.add_rule(status=status, message=f"Upstream {status}")
+
+    error = fetch_error(chart_query())
+
+    assert (error.status, error.message) == (status, f"Upstream {status}")
+    assert sim.calls()["total"] == 3
+
+
+def test_503_then_success_recovers(sim):
+    sim.add_rule(status=503, message="Busy", times=1)
+    query = chart_query()
+
+    chart = kentik.fetch_chart(json.dumps(query))
+
+    assert chart.data == render_chart(query)[1]
+    assert sim.calls()["total"] == 2
+
+
+@pytest.mark.parametrize("status", [500, 404, 403])
+def test_statuses_outside_the_retry_list_are_not_retried(sim, status):
+    sim.add_rule(status=status, message=f"Kentik says {status}")
+
+    error = fetch_error(chart_query())
+
+    assert (error.status, error.message) == (status, f"Kentik says {status}")
+    assert sim.calls()["total"] == 1
+
+
+def test_error_body_without_a_message_says_so(sim):
+    sim.add_rule(status=500, body="", content_type="text/plain")
+
+    error = fetch_error(chart_query())
+
+    assert (error.status, error.message) == (500, "Kentik answered 500 with no message")
+
+
+def test_long_kentik_message_is_shortened(sim):
+    sim.add_rule(status=400, message="x" * 5000)
+
+    error = fetch_error(chart_query())
+
+    assert len(error.message) == kentik.MESSAGE_LIMIT
+    assert error.message.endswith("…")
+
+
+# --------------------------------------------------------------------- Retry-After
+
+
+@pytest.mark.timeout(20)
+def test_retry_after_is_honoured(sim, settings):
+    settings.KENTIK_API_RETRIES = 1
+    sim.add_rule(status=429, message="Slow down", retry_after="1", times=1)
+
+    started = time.monotonic()
+    kentik.fetch_chart(json.dumps(chart_query()))
+
+    assert time.monotonic() - started >= 1.0
+    assert sim.calls()["total"] == 2
+
+
+@pytest.mark.timeout(20)
+def test_retry_after_is_capped_by_kentik_retry_after_max(sim, settings):
+    settings.KENTIK_API_RETRIES = 1
+    settings.KENTIK_RETRY_AFTER_MAX = 0.2
+    sim.add_rule(status=503, message="Maintenance", retry_after="100", times=1)
+
+    started = time.monotonic()
+    kentik.fetch_chart(json.dumps(chart_query()))
+
+    assert 0.2 <= time.monotonic() - started < 3
+    assert sim.calls()["total"] == 2
+
+
+@pytest.mark.timeout(20)
+def test_garbled_retry_after_still_retries_without_failing(sim, settings):
+    settings.KENTIK_API_RETRIES = 1
+    sim.add_rule(status=429, message="Slow down", retry_after="soon-ish", times=1)
+
+    started = time.monotonic()
+    kentik.fetch_chart(json.dumps(chart_query()))
+
+    assert time.monotonic() - started < 3
+    assert sim.calls()["total"] == 2
+
+
+# ----------------------------------------------------------------- transport errors
+
+
+def test_kentik_that_never_answers_is_504_naming_the_timeout(sim, settings):
+    settings.KENTIK_API_TIMEOUT = 0.3
+    settings.KENTIK_API_RETRIES = 1
+    sim.add_rule(hang=True)
+
+    started = time.monotonic()
+    error = fetch_error(chart_query())
+
+    assert error.status == 504
+    assert error.message == "Kentik did not answer within 0.3 s"
+    assert sim.calls()["total"] == 2, "a read timeout is retried like any other attempt"
+    assert time.monotonic() - started < 3
+
+
+def test_closed_port_is_502_could_not_be_reached(settings):
+    settings.KT_AUTH_EMAIL = EMAIL
+    settings.KT_AUTH_TOKEN = TOKEN
+    settings.KENTIK_API_URL = f"http://127.0.0.1:{free_port()}/api/v5"
+    settings.KENTIK_API_TIMEOUT = 0.5
+    settings.KENTIK_API_RETRIES = 1
+    settings.KENTIK_API_BACKOFF = 0.01
+
+    error = fetch_error(chart_query())
+
+    assert error.status == 502
+    assert "could not be reached" in error.message
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "<html>Gateway says hi</html>",
+        '{"imageData": "iVBORw0KGgo="}',
+        '{"dataUri": "data:image/gif;base64,R0lGODlhAQABAAAAACw="}',
+        '{"dataUri": "not a data uri"}',
+        '{"dataUri": "data:image/png;utf8,<svg/>"}',
+        "[1, 2, 3]",
+    ],
+    ids=["html", "no-datauri", "unknown-mime", "not-a-uri", "not-base64", "json-list"],
+)
+def test_unreadable_answer_is_502_could_not_be_read(sim, body):
+    sim.add_rule(status=200, body=body)
+
+    error = fetch_error(chart_query())
+
+    assert error.status == 502
+    assert "could not be read" in error.message
+
+
+def test_data_uri_whose_payload_is_not_base64_is_502_not_an_empty_chart(sim):
+    sim.add_rule(status=200, body='{"dataUri": "data:image/png;base64,!!!!"}')
+
+    error = fetch_error(chart_query())
+
+    assert error.status == 502
+    assert "could not be read" in error.message
+
+
+class _Redirector(BaseHTTPRequestHandler):
+    """Answers every POST with 307 to `server.location`, counting them."""
+
+    server: "_RedirectServer"
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.posts += 1
+        self.send_response(307)
+        self.send_header("Location", self.server.location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _RedirectServer(ThreadingHTTPServer):
+    daemon_threads = True
+    posts = 0
+    location = ""
+
+
+@pytest.fixture
+def redirector(sim) -> Iterator[_RedirectServer]:
+    server = _RedirectServer(("127.0.0.1", 0), _Redirector)
+    server.location = f"{sim.url}/query/topXchart"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=2)
+
+
+def test_redirect_is_not_followed(sim, settings, redirector):
+    settings.KENTIK_API_URL = f"http://127.0.0.1:{redirector.server_address[1]}/api/v5"
+
+    error = fetch_error(chart_query())
+
+    assert error.status == 502
+    assert "redirect" in error.message
+    assert sim.url in error.message
+    assert redirector.posts == 1
+    assert sim.calls()["total"] == 0, "the auth headers must not follow a redirect"
+
+
+def test_token_echoed_by_kentik_is_not_repeated_in_the_error(sim):
+    sim.add_rule(status=403, message=f"API token {TOKEN} is not allowed for this query")
+
+    error = fetch_error(chart_query())
+
+    assert error.status == 403
+
+
+# ------------------------------------------------------------------------ settings
+
+
+def test_changed_settings_take_effect_without_a_restart(sim, settings):
+    kentik.fetch_chart(json.dumps(chart_query()))
+    settings.KT_AUTH_TOKEN = "rotated-token"
+
+    error = fetch_error(chart_query())
+
+    assert error.status == 401

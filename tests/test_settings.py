@@ -1,0 +1,70 @@
+"""Start-up refuses wrong configuration, naming the variable."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start(settings_module: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in {"DJANGO_SETTINGS_MODULE"}}
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); print('started')"],
+        cwd=ROOT,
+        env={**clean, "DJANGO_SETTINGS_MODULE": settings_module, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("KENTIK_API_TIMEOUT", "sixty"),
+        ("KENTIK_API_RETRIES", "-1"),
+        ("DEFAULT_TTL", "0"),
+        ("ENTRY_WAIT_TIMEOUT", "soon"),
+        ("REUSE_MAX_AGE", "1.5"),
+        ("CACHE_MAINTENANCE_PERIOD", "x"),
+        ("KENTIK_API_URL", "ftp://kentik"),
+        ("DATABASE_URL", "nosuchdb://x"),
+    ],
+)
+def test_wrong_value_stops_start_up_naming_the_variable(variable, value):
+    result = start("config.settings.local", **{variable: value})
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert variable in result.stderr.splitlines()[-1]
+
+
+PRODUCTION = {"SECRET_KEY": "s", "ALLOWED_HOSTS": "cache.example.com", "CACHE_PATH": "/tmp/c"}
+
+
+@pytest.mark.parametrize("missing", ["SECRET_KEY", "ALLOWED_HOSTS", "CACHE_PATH"])
+def test_production_refuses_to_start_without(missing):
+    env = {k: v for k, v in PRODUCTION.items() if k != missing}
+    result = start("config.settings.production", **env)
+    assert result.returncode != 0
+    assert missing in result.stderr.splitlines()[-1]
+
+
+def test_production_refuses_debug():
+    result = start("config.settings.production", DEBUG="true", **PRODUCTION)
+    assert result.returncode != 0
+    assert "DEBUG" in result.stderr.splitlines()[-1]
+
+
+def test_production_starts_with_what_it_needs():
+    result = start("config.settings.production", **PRODUCTION)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "started"
+
+
+def test_local_profile_needs_no_configuration():
+    result = start("config.settings.local")
+    assert result.returncode == 0, result.stderr
