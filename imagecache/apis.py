@@ -45,6 +45,7 @@ class ImageGetApi(APIView):
             image = default_storage.open(entry.fetch.file_name, "rb")
         except FileNotFoundError:
             raise EntryNotFound() from None  # pruned or evicted meanwhile
+        services.fetch_mark_read(fetch=entry.fetch)
         return FileResponse(image, content_type=entry.fetch.media_type)
 
 

@@ -18,6 +18,8 @@ class FetchState(models.TextChoices):
 
 
 IN_FLIGHT = (FetchState.PENDING, FetchState.FETCHING)
+# The Lock row that claims serialize on (created by migration 0002).
+KENTIK_LOCK = "kentik-calls"
 
 
 class Fetch(models.Model):
@@ -28,9 +30,16 @@ class Fetch(models.Model):
     created_at = models.DateTimeField()
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
-    # A worker's claim: past it, the fetch is taken to be abandoned.
+    # A worker's claim, renewed by its heartbeat: past it, or once its owner
+    # ("host:pid") is seen dead on its own host, the fetch is abandoned.
     lease_until = models.DateTimeField(null=True, blank=True)
+    lease_owner = models.CharField(max_length=255, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    # When the fetch task was last put on the queue (the reaper's clock for
+    # tasks a broker lost).
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    # When a client last read the image, at most once a minute (eviction's clock).
+    last_read_at = models.DateTimeField(null=True, blank=True)
     # Set when READY.
     file_name = models.CharField(max_length=255, blank=True)
     media_type = models.CharField(max_length=64, blank=True)
@@ -54,12 +63,24 @@ class Fetch(models.Model):
         indexes = [
             # services.fetch_for_query: the newest reusable fetch of a query.
             models.Index(fields=["query_hash", "-finished_at"], name="fetch_query_finished"),
-            # services.fetch_recover and the reaper: fetches by state and lease.
+            # services.fetch_reap: fetches by state and lease.
             models.Index(fields=["state", "lease_until"], name="fetch_state_lease"),
+            # services.cache_evict: the least recently read ready images.
+            models.Index(fields=["state", "last_read_at"], name="fetch_state_read"),
         ]
 
     def __str__(self) -> str:
         return f"{self.query_hash[:12]}… #{self.pk} ({self.state})"
+
+
+class Lock(models.Model):
+    """A row to lock (SELECT ... FOR UPDATE) around claims, so that the bound
+    on Kentik calls in flight holds across every worker of the deployment."""
+
+    name = models.CharField(primary_key=True, max_length=64)
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class Entry(models.Model):

@@ -5,7 +5,7 @@ import math
 from django.conf import settings
 from django_q.models import Schedule
 
-PRUNE = "imagecache.prune_cache"
+MAINTAIN = "imagecache.maintain_cache"
 
 
 def schedules_register() -> list[str]:
@@ -16,12 +16,12 @@ def schedules_register() -> list[str]:
     """
     minutes = max(1, math.ceil(settings.CACHE_MAINTENANCE_PERIOD / 60))
     Schedule.objects.update_or_create(
-        name=PRUNE,
+        name=MAINTAIN,
         defaults={
-            "func": "imagecache.tasks.prune_cache",
+            "func": "imagecache.tasks.maintain_cache",
             "schedule_type": Schedule.MINUTES,
             "minutes": minutes,
             "repeats": -1,
         },
     )
-    return [PRUNE]
+    return [MAINTAIN]

@@ -5,28 +5,15 @@ import re
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import connection
 from django.db.models import Count, Sum
 from django.utils import timezone
 
+from imagecache import waiting
 from imagecache.errors import EntryNotFound, FetchFailed, FetchPending
 from imagecache.models import IN_FLIGHT, Entry, Fetch, FetchState
-from imagecache.waiter import FetchWaiter
 
 ENTRY_ID_RE = re.compile(r"^[0-9a-f]{64}_[0-9]{1,12}(\.[0-9]{1,9})?$")
-
-
-def _fetches_in_flight(fetch_ids: list[int]) -> list[int]:
-    try:
-        return list(
-            Fetch.objects.filter(pk__in=fetch_ids, state__in=IN_FLIGHT).values_list("pk", flat=True)
-        )
-    except DatabaseError:
-        connection.close()  # reconnect on the next tick
-        raise
-
-
-waiter = FetchWaiter(_fetches_in_flight, settings.WAITER_POLL_INTERVAL)
 
 
 def entry_get(*, entry_id: str) -> Entry:
@@ -49,7 +36,7 @@ def entry_get_ready(*, entry_id: str, wait: float) -> Entry:
     if entry.fetch.state in IN_FLIGHT and wait > 0:
         # A long wait must not hold a database connection.
         connection.close()
-        waiter.wait(entry.fetch_id, wait)
+        waiting.waiter.wait(entry.fetch_id, wait)
         entry = entry_get(entry_id=entry_id)
     fetch = entry.fetch
     if fetch.state == FetchState.READY:

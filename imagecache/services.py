@@ -1,8 +1,11 @@
 """Writes: everything that changes the cache goes through here."""
 
+import enum
 import hashlib
 import json
 import logging
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,13 +14,13 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, Sum
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from imagecache import kentik
+from imagecache import kentik, leases
 from imagecache.hashing import query_hash
-from imagecache.models import IN_FLIGHT, Entry, Fetch, FetchState
+from imagecache.models import IN_FLIGHT, KENTIK_LOCK, Entry, Fetch, FetchState, Lock
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +88,7 @@ def _fetch_for_query(
 
 
 def fetch_enqueue(*, fetch_id: int) -> None:
+    Fetch.objects.filter(pk=fetch_id).update(enqueued_at=timezone.now())
     async_task(
         "imagecache.tasks.fetch_image",
         fetch_id,
@@ -93,65 +97,115 @@ def fetch_enqueue(*, fetch_id: int) -> None:
     )
 
 
-def fetch_claim(*, fetch_id: int) -> Fetch | None:
+class ClaimOutcome(enum.Enum):
+    CLAIMED = "claimed"
+    BUSY = "busy"  # KENTIK_MAX_CONCURRENCY calls are in flight: wait for a slot
+    SKIPPED = "skipped"  # done, gone, failed for good, or held by a live worker
+
+
+@dataclass(frozen=True)
+class Claim:
+    outcome: ClaimOutcome
+    fetch: Fetch | None = None
+
+
+def fetch_claim(*, fetch_id: int) -> Claim:
     """Take a fetch for this worker: a pending one, or one whose lease ran out.
 
-    The conditional update is the lock: 0 rows means someone else holds it or
-    it is done.
+    Claims are serialized on a lock row, so that the count of live leases
+    bounds Kentik calls across the deployment; the conditional update makes a
+    claim that lost a race a no-op.
     """
     now = timezone.now()
-    claimable = Q(state=FetchState.PENDING) | Q(state=FetchState.FETCHING, lease_until__lt=now)
-    claimed = Fetch.objects.filter(claimable, pk=fetch_id).update(
-        state=FetchState.FETCHING,
-        started_at=now,
-        lease_until=now + timedelta(seconds=settings.FETCH_TASK_TIMEOUT),
-        attempts=F("attempts") + 1,
-    )
+    with transaction.atomic():
+        Lock.objects.select_for_update().filter(name=KENTIK_LOCK).first()
+        fetch = Fetch.objects.filter(pk=fetch_id).first()
+        if fetch is None or not _claimable(fetch, now):
+            return Claim(ClaimOutcome.SKIPPED)
+        if fetch.attempts >= settings.FETCH_MAX_ATTEMPTS:
+            _fetch_fail(
+                fetch=fetch,
+                states=IN_FLIGHT,
+                status=502,
+                message=f"Gave up after {fetch.attempts} attempts that did not finish",
+            )
+            return Claim(ClaimOutcome.SKIPPED)
+        live = Fetch.objects.filter(state=FetchState.FETCHING, lease_until__gt=now)
+        if live.count() >= settings.KENTIK_MAX_CONCURRENCY:
+            return Claim(ClaimOutcome.BUSY)
+        claimed = Fetch.objects.filter(
+            pk=fetch_id, state=fetch.state, attempts=fetch.attempts
+        ).update(
+            state=FetchState.FETCHING,
+            started_at=now,
+            lease_until=now + timedelta(seconds=settings.FETCH_LEASE),
+            lease_owner=leases.owner_id(),
+            attempts=F("attempts") + 1,
+        )
     if not claimed:
-        return None
-    return Fetch.objects.get(pk=fetch_id)
+        return Claim(ClaimOutcome.SKIPPED)
+    return Claim(ClaimOutcome.CLAIMED, Fetch.objects.get(pk=fetch_id))
+
+
+def _claimable(fetch: Fetch, now: datetime) -> bool:
+    if fetch.state == FetchState.PENDING:
+        return True
+    return fetch.state == FetchState.FETCHING and leases.abandoned(
+        fetch.lease_owner, fetch.lease_until, now
+    )
 
 
 def fetch_run(*, fetch_id: int) -> None:
     """Fetch a chart from Kentik and store it; safe to run more than once."""
-    fetch = fetch_claim(fetch_id=fetch_id)
-    if fetch is None:
-        logger.info("fetch %s: not pending, skipped", fetch_id)
+    deadline = time.monotonic() + settings.KENTIK_SLOT_WAIT
+    claim = fetch_claim(fetch_id=fetch_id)
+    while claim.outcome == ClaimOutcome.BUSY and time.monotonic() < deadline:
+        time.sleep(0.2)
+        claim = fetch_claim(fetch_id=fetch_id)
+    if claim.fetch is None:
+        logger.info("fetch %s: %s", fetch_id, claim.outcome.value)
         return
-    started = timezone.now()
-    try:
-        chart = kentik.fetch_chart(fetch.query_json)
-    except kentik.KentikError as exc:
-        _fetch_fail(fetch=fetch, status=exc.status, message=exc.message)
-        return
-    except Exception:
-        # Whatever a query does to the client, the fetch ends recorded as
-        # failed rather than retried forever by the task queue.
-        logger.exception("fetch %s: unexpected error", fetch.pk)
-        _fetch_fail(fetch=fetch, status=502, message="Kentik's answer could not be processed")
-        return
-    _fetch_store(fetch=fetch, chart=chart)
+    fetch = claim.fetch
+    started = time.monotonic()
+    with leases.kept(fetch_id=fetch.pk, attempt=fetch.attempts):
+        try:
+            chart = kentik.fetch_chart(fetch.query_json)
+        except kentik.KentikError as exc:
+            _fetch_fail(fetch=fetch, status=exc.status, message=exc.message)
+            return
+        except Exception:
+            # Whatever a query does to the client, the fetch ends recorded as
+            # failed rather than retried forever by the task queue.
+            logger.exception("fetch %s: unexpected error", fetch.pk)
+            _fetch_fail(fetch=fetch, status=502, message="Kentik's answer could not be processed")
+            return
+        _fetch_store(fetch=fetch, chart=chart)
     logger.info(
         "fetch %s: ready, %s, %d bytes in %.2f s",
         fetch.pk,
         chart.media_type,
         len(chart.data),
-        (timezone.now() - started).total_seconds(),
+        time.monotonic() - started,
     )
+    if settings.CACHE_MAX_BYTES:
+        cache_evict()
 
 
 def _fetch_store(*, fetch: Fetch, chart: kentik.Chart) -> None:
     extension = EXTENSIONS.get(chart.media_type, ".bin")
     name = f"images/{fetch.query_hash[:2]}/{fetch.query_hash}-{fetch.pk}{extension}"
     saved_name = default_storage.save(name, ContentFile(chart.data))
+    now = timezone.now()
     stored = Fetch.objects.filter(pk=fetch.pk, state=FetchState.FETCHING).update(
         state=FetchState.READY,
         file_name=saved_name,
         media_type=chart.media_type,
         size=len(chart.data),
         content_hash=hashlib.sha256(chart.data).hexdigest(),
-        finished_at=timezone.now(),
+        finished_at=now,
+        last_read_at=now,
         lease_until=None,
+        lease_owner="",
     )
     if not stored:
         # Purged, or finished by a worker that took the fetch over meanwhile.
@@ -159,39 +213,101 @@ def _fetch_store(*, fetch: Fetch, chart: kentik.Chart) -> None:
         logger.info("fetch %s: finished elsewhere or purged, image dropped", fetch.pk)
 
 
-def _fetch_fail(*, fetch: Fetch, status: int, message: str) -> None:
-    Fetch.objects.filter(pk=fetch.pk, state=FetchState.FETCHING).update(
+def _fetch_fail(
+    *,
+    fetch: Fetch,
+    status: int,
+    message: str,
+    states: tuple[str, ...] = (FetchState.FETCHING,),
+) -> None:
+    Fetch.objects.filter(pk=fetch.pk, state__in=states).update(
         state=FetchState.FAILED,
         error_status=status,
         error_message=message,
         finished_at=timezone.now(),
         lease_until=None,
+        lease_owner="",
     )
     logger.warning("fetch %s: failed with %s: %s", fetch.pk, status, message)
 
 
-def fetch_recover() -> list[int]:
-    """Enqueue again every fetch that is pending or whose worker's lease ran out."""
+def fetch_reap(*, fetch_ids: list[int] | None = None) -> list[int]:
+    """Enqueue again the fetches nobody is working on.
+
+    That is every pending fetch whose task was enqueued longer ago than the
+    broker takes to hand a task out again (a broker may lose a task whose
+    worker died), and every fetching one whose worker died (lease run out, or
+    its process gone from this host). `fetch_ids` limits the look to those.
+    """
     now = timezone.now()
-    stalled = Fetch.objects.filter(
-        Q(state=FetchState.PENDING) | Q(state=FetchState.FETCHING, lease_until__lt=now)
+    stale_enqueue = now - timedelta(seconds=settings.Q_CLUSTER["retry"])
+    candidates = Fetch.objects.filter(
+        Q(state=FetchState.PENDING, enqueued_at__isnull=True)
+        | Q(state=FetchState.PENDING, enqueued_at__lt=stale_enqueue)
+        | Q(state=FetchState.FETCHING)
     )
-    fetch_ids = list(stalled.values_list("pk", flat=True))
-    for fetch_id in fetch_ids:
+    if fetch_ids is not None:
+        candidates = candidates.filter(pk__in=fetch_ids)
+    reaped = []
+    for fetch in candidates.only("pk", "state", "lease_owner", "lease_until", "attempts"):
+        if fetch.state == FetchState.FETCHING:
+            if not leases.abandoned(fetch.lease_owner, fetch.lease_until, now):
+                continue
+            # Back to pending, so that the next reap does not enqueue it again.
+            if not Fetch.objects.filter(
+                pk=fetch.pk, state=FetchState.FETCHING, attempts=fetch.attempts
+            ).update(state=FetchState.PENDING, lease_until=None, lease_owner=""):
+                continue
+            logger.warning(
+                "fetch %s: its worker %s is gone, taken over", fetch.pk, fetch.lease_owner
+            )
+        fetch_enqueue(fetch_id=fetch.pk)
+        reaped.append(fetch.pk)
+    return reaped
+
+
+def fetch_recover() -> list[int]:
+    """At start-up: enqueue every pending fetch, and every one whose worker died.
+
+    Pending ones are enqueued even if their task may still be queued: a
+    broker without persistence lost it, and a duplicate task is a no-op.
+    """
+    reaped = fetch_reap()
+    pending = Fetch.objects.filter(state=FetchState.PENDING).exclude(pk__in=reaped)
+    others = list(pending.values_list("pk", flat=True))
+    for fetch_id in others:
         fetch_enqueue(fetch_id=fetch_id)
-    return fetch_ids
+    return reaped + others
+
+
+def fetch_mark_read(*, fetch: Fetch) -> None:
+    """Record that a client read the image, at most once per READ_MARK_INTERVAL."""
+    now = timezone.now()
+    threshold = now - timedelta(seconds=settings.READ_MARK_INTERVAL)
+    if fetch.last_read_at is None or fetch.last_read_at < threshold:
+        Fetch.objects.filter(pk=fetch.pk).update(last_read_at=now)
+        fetch.last_read_at = now
 
 
 @dataclass(frozen=True)
 class PruneResult:
-    entries: int
-    fetches: int
-    files: int
-    bytes_freed: int
+    entries: int = 0
+    fetches: int = 0
+    files: int = 0
+    bytes_freed: int = 0
+
+    def __add__(self, other: "PruneResult") -> "PruneResult":
+        return PruneResult(
+            self.entries + other.entries,
+            self.fetches + other.fetches,
+            self.files + other.files,
+            self.bytes_freed + other.bytes_freed,
+        )
 
 
 def cache_prune(*, dry_run: bool = False) -> PruneResult:
-    """Remove expired entries, the fetches no live entry uses, and their files."""
+    """Remove expired entries, the fetches no live entry uses, their files,
+    and files no row needs (temp files and images left by a crash)."""
     now = timezone.now()
     with transaction.atomic():
         expired = Entry.objects.filter(expires_at__lte=now)
@@ -204,12 +320,78 @@ def cache_prune(*, dry_run: bool = False) -> PruneResult:
             expired.delete()
             orphans.filter(pk__in=[pk for pk, _, _ in doomed]).delete()
     files = [(name, size or 0) for _, name, size in doomed if name]
-    if not dry_run:
-        for name, _ in files:
-            default_storage.delete(name)
+    _delete_files(files, dry_run=dry_run)
+    strays = _stray_files(now=now)
+    _delete_files(strays, dry_run=dry_run)
     return PruneResult(
         entries=entry_count,
         fetches=len(doomed),
+        files=len(files) + len(strays),
+        bytes_freed=sum(size for _, size in files + strays),
+    )
+
+
+def _stray_files(*, now: datetime) -> list[tuple[str, int]]:
+    """Files under images/ that no fetch names, old enough not to be a fetch
+    about to be marked ready."""
+    known = set(Fetch.objects.exclude(file_name="").values_list("file_name", flat=True))
+    cutoff = now - timedelta(seconds=settings.STRAY_FILE_AGE)
+    strays = []
+    for name in _storage_walk("images"):
+        if name in known:
+            continue
+        try:
+            if default_storage.get_modified_time(name) > cutoff:
+                continue
+            strays.append((name, default_storage.size(name)))
+        except FileNotFoundError:
+            continue
+    return strays
+
+
+def _storage_walk(directory: str) -> Iterator[str]:
+    try:
+        directories, files = default_storage.listdir(directory)
+    except FileNotFoundError:
+        return
+    for file_name in files:
+        yield f"{directory}/{file_name}"
+    for sub in directories:
+        yield from _storage_walk(f"{directory}/{sub}")
+
+
+def _delete_files(files: list[tuple[str, int]], *, dry_run: bool) -> None:
+    if dry_run:
+        return
+    for name, _ in files:
+        default_storage.delete(name)
+
+
+def cache_evict(*, dry_run: bool = False) -> PruneResult:
+    """Past CACHE_MAX_BYTES, remove the least recently read ready images (and
+    their entries) until the total is under 90% of it. Pending fetches stay."""
+    limit = settings.CACHE_MAX_BYTES
+    ready = Fetch.objects.filter(state=FetchState.READY)
+    total = ready.aggregate(total=Sum("size"))["total"] or 0
+    if not limit or total <= limit:
+        return PruneResult()
+    target = int(limit * 0.9)
+    victims: list[tuple[int, str, int]] = []
+    oldest_first = ready.order_by(F("last_read_at").asc(nulls_first=True), "finished_at")
+    for pk, name, size in oldest_first.values_list("pk", "file_name", "size").iterator():
+        if total <= target:
+            break
+        victims.append((pk, name, size or 0))
+        total -= size or 0
+    entries = Entry.objects.filter(fetch__in=[pk for pk, _, _ in victims]).count()
+    if not dry_run:
+        Fetch.objects.filter(pk__in=[pk for pk, _, _ in victims], state=FetchState.READY).delete()
+    files = [(name, size) for _, name, size in victims if name]
+    _delete_files(files, dry_run=dry_run)
+    logger.info("evicted %d images, %d bytes", len(victims), sum(s for _, _, s in victims))
+    return PruneResult(
+        entries=entries,
+        fetches=len(victims),
         files=len(files),
         bytes_freed=sum(size for _, size in files),
     )

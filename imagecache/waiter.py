@@ -9,18 +9,34 @@ one query per tick, not a thousand.
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 
 logger = logging.getLogger(__name__)
 
 InFlight = Callable[[list[int]], Iterable[int]]
+Reap = Callable[[list[int]], object]
 
 
 class FetchWaiter:
-    def __init__(self, in_flight: InFlight, interval: float) -> None:
-        """`in_flight(ids)` returns those of `ids` still in flight (one query)."""
+    def __init__(
+        self,
+        in_flight: InFlight,
+        interval: float,
+        reap: Reap | None = None,
+        reap_interval: float = 5.0,
+    ) -> None:
+        """`in_flight(ids)` returns those of `ids` still in flight (one query).
+
+        `reap(ids)`, called every `reap_interval` while there are waiters,
+        takes over the watched fetches whose worker died, so that a waiting
+        client does not depend on the periodic reaper's minute.
+        """
         self._in_flight = in_flight
         self._interval = interval
+        self._reap = reap
+        self._reap_interval = reap_interval
+        self._last_reap = 0.0
         self._lock = threading.Lock()
         self._watched: dict[int, tuple[threading.Event, int]] = {}
         self._work = threading.Event()
@@ -65,13 +81,19 @@ class FetchWaiter:
                     self._work.clear()
                     continue
             try:
+                if (
+                    self._reap is not None
+                    and time.monotonic() - self._last_reap > self._reap_interval
+                ):
+                    self._last_reap = time.monotonic()
+                    self._reap(ids)
                 still = set(self._in_flight(ids))
             except Exception:  # the waiter must outlive a database hiccup
                 logger.exception("The fetch waiter could not read the pending fetches")
-                threading.Event().wait(max(self._interval, 0.5))
+                time.sleep(max(self._interval, 0.5))
                 continue
             with self._lock:
                 for fetch_id in ids:
                     if fetch_id not in still and fetch_id in self._watched:
                         self._watched[fetch_id][0].set()
-            threading.Event().wait(self._interval)
+            time.sleep(self._interval)

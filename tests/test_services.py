@@ -1,13 +1,21 @@
-from datetime import UTC, datetime
+import os
+import subprocess
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from unittest import mock
 
 import pytest
 import time_machine
 from django.core.files.storage import default_storage
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
-from imagecache import kentik, services
+from imagecache import kentik, leases, services
 from imagecache.hashing import query_hash
 from imagecache.models import Entry, Fetch, FetchState
+from imagecache.services import ClaimOutcome
+from imagecache.storage import TEMP_PREFIX, TEMP_SUFFIX
 from tests.conftest import PNG, QUERY
 
 pytestmark = pytest.mark.django_db
@@ -107,18 +115,18 @@ def test_fetch_run_is_idempotent(fetch_chart):
 def test_fetch_held_by_live_lease_is_not_claimed_again(fetch_chart):
     entry = services.entry_create(api_query=QUERY)
     with time_machine.travel(NOW, tick=False):
-        assert services.fetch_claim(fetch_id=entry.fetch_id) is not None
-        assert services.fetch_claim(fetch_id=entry.fetch_id) is None
+        assert services.fetch_claim(fetch_id=entry.fetch_id).outcome == ClaimOutcome.CLAIMED
+        assert services.fetch_claim(fetch_id=entry.fetch_id).outcome == ClaimOutcome.SKIPPED
 
 
 def test_fetch_with_expired_lease_is_taken_over(settings, fetch_chart):
     entry = services.entry_create(api_query=QUERY, ttl=3600)
     with time_machine.travel(NOW, tick=False):
         services.fetch_claim(fetch_id=entry.fetch_id)
-    with time_machine.travel(NOW.timestamp() + settings.FETCH_TASK_TIMEOUT + 1, tick=False):
-        fetch = services.fetch_claim(fetch_id=entry.fetch_id)
-    assert fetch is not None
-    assert fetch.attempts == 2
+    with time_machine.travel(NOW.timestamp() + settings.FETCH_LEASE + 1, tick=False):
+        claim = services.fetch_claim(fetch_id=entry.fetch_id)
+    assert claim.fetch is not None
+    assert claim.fetch.attempts == 2
 
 
 def test_kentik_error_is_recorded_with_status_and_message(fetch_chart):
@@ -163,7 +171,7 @@ def test_recover_enqueues_pending_and_abandoned_fetches(settings, fetch_chart):
         services.fetch_claim(fetch_id=abandoned.fetch_id)
     with (
         mock.patch.object(services, "fetch_enqueue", autospec=True) as enqueue,
-        time_machine.travel(NOW.timestamp() + settings.FETCH_TASK_TIMEOUT + 1, tick=False),
+        time_machine.travel(NOW.timestamp() + settings.FETCH_LEASE + 1, tick=False),
     ):
         recovered = services.fetch_recover()
     assert sorted(recovered) == sorted([pending.fetch_id, abandoned.fetch_id])
@@ -205,3 +213,159 @@ def test_prune_dry_run_changes_nothing(fetch_chart):
     assert (result.entries, result.files) == (1, 1)
     assert Entry.objects.count() == 1
     assert default_storage.exists(Fetch.objects.get().file_name)
+
+
+def test_fetch_of_a_dead_worker_on_this_host_is_taken_over_at_once(fetch_chart):
+    entry = services.entry_create(api_query=QUERY)
+    services.fetch_claim(fetch_id=entry.fetch_id)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    Fetch.objects.filter(pk=entry.fetch_id).update(lease_owner=f"{leases.HOST}:{dead.pid}")
+    assert services.fetch_claim(fetch_id=entry.fetch_id).outcome == ClaimOutcome.CLAIMED
+
+
+def test_fetch_of_a_live_worker_on_another_host_waits_for_its_lease(fetch_chart):
+    entry = services.entry_create(api_query=QUERY)
+    services.fetch_claim(fetch_id=entry.fetch_id)
+    Fetch.objects.filter(pk=entry.fetch_id).update(lease_owner="elsewhere:1")
+    assert services.fetch_claim(fetch_id=entry.fetch_id).outcome == ClaimOutcome.SKIPPED
+
+
+def test_claims_stop_at_kentik_max_concurrency(settings, fetch_chart):
+    settings.KENTIK_MAX_CONCURRENCY = 2
+    entries = [services.entry_create(api_query={**QUERY, "n": n}) for n in range(3)]
+    outcomes = [services.fetch_claim(fetch_id=e.fetch_id).outcome for e in entries]
+    assert outcomes == [ClaimOutcome.CLAIMED, ClaimOutcome.CLAIMED, ClaimOutcome.BUSY]
+
+
+def test_busy_fetch_waits_for_a_slot_then_stays_pending(settings, fetch_chart):
+    settings.KENTIK_MAX_CONCURRENCY = 1
+    settings.KENTIK_SLOT_WAIT = 0.3
+    holder = services.entry_create(api_query={**QUERY, "n": 1})
+    services.fetch_claim(fetch_id=holder.fetch_id)
+    waiting = services.entry_create(api_query={**QUERY, "n": 2})
+    services.fetch_run(fetch_id=waiting.fetch_id)
+    assert Fetch.objects.get(pk=waiting.fetch_id).state == FetchState.PENDING
+    fetch_chart.assert_not_called()
+
+
+def test_fetch_claimed_too_often_is_failed_for_good(settings, fetch_chart):
+    settings.FETCH_MAX_ATTEMPTS = 2
+    entry = services.entry_create(api_query=QUERY, ttl=3600)
+    Fetch.objects.filter(pk=entry.fetch_id).update(attempts=2)
+    services.fetch_run(fetch_id=entry.fetch_id)
+    fetch = Fetch.objects.get(pk=entry.fetch_id)
+    assert (fetch.state, fetch.error_status) == (FetchState.FAILED, 502)
+    assert "Gave up after 2 attempts" in fetch.error_message
+    fetch_chart.assert_not_called()
+
+
+def test_poisoned_query_fails_instead_of_crashing(fetch_chart):
+    entry = services.entry_create(api_query=QUERY)
+    Fetch.objects.filter(pk=entry.fetch_id).update(query_json="{not json")
+    fetch_chart.side_effect = ValueError("Expecting property name")
+    services.fetch_run(fetch_id=entry.fetch_id)
+    assert Fetch.objects.get(pk=entry.fetch_id).state == FetchState.FAILED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_lease_is_renewed_while_kentik_renders(settings, fetch_chart):
+    settings.FETCH_LEASE = 0.3
+    with mock.patch.object(services, "fetch_enqueue", autospec=True):
+        entry = services.entry_create(api_query=QUERY)
+    leases_seen = []
+
+    def slow(query_json: str) -> kentik.Chart:
+        for _ in range(4):
+            time.sleep(0.15)
+            leases_seen.append(Fetch.objects.get(pk=entry.fetch_id).lease_until)
+        return kentik.Chart(media_type="image/png", data=PNG)
+
+    fetch_chart.side_effect = slow
+    services.fetch_run(fetch_id=entry.fetch_id)
+    assert len(set(leases_seen)) >= 2
+    assert Fetch.objects.get(pk=entry.fetch_id).state == FetchState.READY
+
+
+def test_reap_requeues_abandoned_and_lost_fetches_only(settings):
+    with time_machine.travel(NOW, tick=False):
+        lost = services.entry_create(api_query={**QUERY, "n": 1}, ttl=3600)
+        fresh = services.entry_create(api_query={**QUERY, "n": 2}, ttl=3600)
+        held = services.entry_create(api_query={**QUERY, "n": 3}, ttl=3600)
+        dead = services.entry_create(api_query={**QUERY, "n": 4}, ttl=3600)
+    Fetch.objects.filter(pk=lost.fetch_id).update(enqueued_at=NOW)
+    later = NOW + timedelta(seconds=settings.Q_CLUSTER["retry"] + 1)
+    Fetch.objects.filter(pk=fresh.fetch_id).update(enqueued_at=later)
+    with time_machine.travel(later, tick=False):
+        services.fetch_claim(fetch_id=held.fetch_id)
+        services.fetch_claim(fetch_id=dead.fetch_id)
+        Fetch.objects.filter(pk=dead.fetch_id).update(lease_owner=f"{leases.HOST}:999999999")
+        with mock.patch.object(services, "async_task", autospec=True) as enqueue:
+            reaped = services.fetch_reap()
+    assert sorted(reaped) == sorted([lost.fetch_id, dead.fetch_id])
+    assert enqueue.call_count == 2
+    assert Fetch.objects.get(pk=dead.fetch_id).state == FetchState.PENDING
+    assert Fetch.objects.get(pk=held.fetch_id).state == FetchState.FETCHING
+
+
+def test_read_is_recorded_at_most_once_per_interval(settings, fetch_chart):
+    settings.READ_MARK_INTERVAL = 60
+    entry = services.entry_create(api_query=QUERY)
+    with time_machine.travel(NOW, tick=False):
+        services.fetch_run(fetch_id=entry.fetch_id)
+    fetch = Fetch.objects.get(pk=entry.fetch_id)
+    with CaptureQueriesContext(connection) as queries:
+        with time_machine.travel(NOW.timestamp() + 30, tick=False):
+            services.fetch_mark_read(fetch=fetch)
+        assert len(queries) == 0
+        with time_machine.travel(NOW.timestamp() + 61, tick=False):
+            services.fetch_mark_read(fetch=fetch)
+        assert len(queries) == 1
+    assert Fetch.objects.get(pk=entry.fetch_id).last_read_at.timestamp() == NOW.timestamp() + 61
+
+
+def test_eviction_removes_least_recently_read_images_below_90_percent(settings, fetch_chart):
+    settings.CACHE_MAX_BYTES = 0
+    entries = []
+    for n in range(4):
+        with time_machine.travel(NOW.timestamp() + n, tick=False):
+            entry = services.entry_create(api_query={**QUERY, "n": n}, ttl=3600)
+            services.fetch_run(fetch_id=entry.fetch_id)
+            entries.append(entry)
+    # The oldest image is read again: it is now the most recent.
+    Fetch.objects.filter(pk=entries[0].fetch_id).update(last_read_at=NOW + timedelta(seconds=10))
+    files = {e.fetch_id: Fetch.objects.get(pk=e.fetch_id).file_name for e in entries}
+    settings.CACHE_MAX_BYTES = 3 * len(PNG)
+    result = services.cache_evict()
+    # 4 images over a bound of 3: down to 90% of it, i.e. 2 images.
+    assert result.fetches == 2
+    kept = set(Fetch.objects.values_list("pk", flat=True))
+    assert kept == {entries[0].fetch_id, entries[3].fetch_id}
+    assert not Entry.objects.filter(pk__in=[entries[1].id, entries[2].id]).exists()
+    for fetch_id, name in files.items():
+        assert default_storage.exists(name) == (fetch_id in kept)
+
+
+def test_eviction_never_touches_pending_fetches(settings, fetch_chart):
+    entry = services.entry_create(api_query=QUERY)
+    services.fetch_run(fetch_id=entry.fetch_id)
+    pending = services.entry_create(api_query={**QUERY, "n": 1})
+    settings.CACHE_MAX_BYTES = 1
+    services.cache_evict()
+    assert list(Fetch.objects.values_list("pk", flat=True)) == [pending.fetch_id]
+
+
+def test_prune_removes_stray_temp_and_orphan_files_once_old(settings):
+    directory = Path(settings.CACHE_PATH) / "images" / "ab"
+    directory.mkdir(parents=True)
+    old_temp = directory / f"{TEMP_PREFIX}x{TEMP_SUFFIX}"
+    old_orphan = directory / "orphan.png"
+    young_orphan = directory / "young.png"
+    for path in (old_temp, old_orphan, young_orphan):
+        path.write_bytes(b"12345")
+    old = time.time() - settings.STRAY_FILE_AGE - 10
+    for path in (old_temp, old_orphan):
+        os.utime(path, (old, old))
+    result = services.cache_prune()
+    assert (result.files, result.bytes_freed) == (2, 10)
+    assert sorted(p.name for p in directory.iterdir()) == ["young.png"]

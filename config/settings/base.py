@@ -146,10 +146,35 @@ CACHE_MAINTENANCE_PERIOD = env_number("CACHE_MAINTENANCE_PERIOD", 60, minimum=1,
 # How often the per-process waiter looks at the pending fetches it watches.
 WAITER_POLL_INTERVAL = env_number("WAITER_POLL_INTERVAL", 0.02, minimum=0.001)
 
-# The longest one fetch task may take: every attempt timing out, with the
-# longest sleep between attempts, plus room to store the image.
+# A worker holds a fetch for this long and renews it every third of it; a
+# fetch whose lease ran out is taken over by the reaper.
+FETCH_LEASE = env_number("FETCH_LEASE", 15.0, minimum=1)
+# After this many claims (workers that died or timed out on it), a fetch is
+# recorded as failed instead of being tried again: a poisoned query must not
+# cycle through the workers forever.
+FETCH_MAX_ATTEMPTS = env_number("FETCH_MAX_ATTEMPTS", 3, minimum=1, integer=True)
+# Kentik calls in flight at once, across every worker of the deployment.
+KENTIK_MAX_CONCURRENCY = env_number("KENTIK_MAX_CONCURRENCY", 4, minimum=1, integer=True)
+# Bytes of images kept at most (0: no bound). Past it, the least recently
+# read images go until the total is under 90% of it.
+CACHE_MAX_BYTES = env_number("CACHE_MAX_BYTES", 0, integer=True)
+# A read is recorded at most this often per image, so reads cost no write each.
+READ_MARK_INTERVAL = env_number("READ_MARK_INTERVAL", 60, integer=True)
+# Files under CACHE_PATH that no row needs (left by a crash) are removed once
+# they are this old; younger ones may be a fetch about to be marked ready.
+STRAY_FILE_AGE = env_number("STRAY_FILE_AGE", 600, integer=True)
+
+# How long a fetch task waits for one of the KENTIK_MAX_CONCURRENCY slots
+# before it leaves the fetch pending for the reaper to enqueue again.
+KENTIK_SLOT_WAIT = 60
+
+# The longest one fetch task may take: a wait for a slot, every attempt timing
+# out with the longest sleep between attempts, plus room to store the image.
 FETCH_TASK_TIMEOUT = int(
-    (KENTIK_API_RETRIES + 1) * KENTIK_API_TIMEOUT + KENTIK_API_RETRIES * KENTIK_RETRY_AFTER_MAX + 30
+    KENTIK_SLOT_WAIT
+    + (KENTIK_API_RETRIES + 1) * KENTIK_API_TIMEOUT
+    + KENTIK_API_RETRIES * KENTIK_RETRY_AFTER_MAX
+    + 30
 )
 
 STORAGES = {

@@ -7,13 +7,13 @@ from imagecache import services
 
 
 class Command(BaseCommand):
-    help = "Remove expired entries, the fetches no live entry uses, and their files."
+    help = "Remove expired entries, unused fetches and stray files; evict past CACHE_MAX_BYTES."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--dry-run", action="store_true", help="Only say what would go.")
 
     def handle(self, *args: Any, dry_run: bool, **options: Any) -> None:
-        result = services.cache_prune(dry_run=dry_run)
+        result = services.cache_prune(dry_run=dry_run) + services.cache_evict(dry_run=dry_run)
         verb = "Would prune" if dry_run else "Pruned"
         self.stdout.write(
             f"{verb} {result.entries} entries, {result.fetches} fetches, {result.files} files, "
