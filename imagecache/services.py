@@ -179,6 +179,8 @@ def fetch_run(*, fetch_id: int) -> None:
             logger.exception("fetch %s: unexpected error", fetch.pk)
             _fetch_fail(fetch=fetch, status=502, message="Kentik's answer could not be processed")
             return
+        # Room first, so that the directory never holds more than the bound.
+        cache_evict(incoming=len(chart.data))
         _fetch_store(fetch=fetch, chart=chart)
     logger.info(
         "fetch %s: ready, %s, %d bytes in %.2f s",
@@ -187,8 +189,6 @@ def fetch_run(*, fetch_id: int) -> None:
         len(chart.data),
         time.monotonic() - started,
     )
-    if settings.CACHE_MAX_BYTES:
-        cache_evict()
 
 
 def _fetch_store(*, fetch: Fetch, chart: kentik.Chart) -> None:
@@ -367,15 +367,18 @@ def _delete_files(files: list[tuple[str, int]], *, dry_run: bool) -> None:
         default_storage.delete(name)
 
 
-def cache_evict(*, dry_run: bool = False) -> PruneResult:
-    """Past CACHE_MAX_BYTES, remove the least recently read ready images (and
-    their entries) until the total is under 90% of it. Pending fetches stay."""
+def cache_evict(*, incoming: int = 0, dry_run: bool = False) -> PruneResult:
+    """Past CACHE_MAX_BYTES (counting an `incoming` image about to be stored),
+    remove the least recently read ready images, and their entries, until the
+    total is under 90% of it. Pending fetches stay."""
     limit = settings.CACHE_MAX_BYTES
+    if not limit:
+        return PruneResult()
     ready = Fetch.objects.filter(state=FetchState.READY)
     total = ready.aggregate(total=Sum("size"))["total"] or 0
-    if not limit or total <= limit:
+    if total + incoming <= limit:
         return PruneResult()
-    target = int(limit * 0.9)
+    target = int(limit * 0.9) - incoming
     victims: list[tuple[int, str, int]] = []
     oldest_first = ready.order_by(F("last_read_at").asc(nulls_first=True), "finished_at")
     for pk, name, size in oldest_first.values_list("pk", "file_name", "size").iterator():

@@ -369,3 +369,14 @@ def test_prune_removes_stray_temp_and_orphan_files_once_old(settings):
     result = services.cache_prune()
     assert (result.files, result.bytes_freed) == (2, 10)
     assert sorted(p.name for p in directory.iterdir()) == ["young.png"]
+
+
+def test_eviction_makes_room_for_an_incoming_image_first(settings, fetch_chart):
+    for n in range(3):
+        entry = services.entry_create(api_query={**QUERY, "n": n}, ttl=3600)
+        services.fetch_run(fetch_id=entry.fetch_id)
+    settings.CACHE_MAX_BYTES = 3 * len(PNG)
+    assert services.cache_evict().fetches == 0
+    # 3 stored + 1 incoming is over the bound: down to 90% of it, counting the new one.
+    assert services.cache_evict(incoming=len(PNG)).fetches == 2
+    assert Fetch.objects.count() == 1

@@ -4,6 +4,7 @@ the django-q2 cluster) on loopback ports, against a Kentik stand-in."""
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -76,6 +77,29 @@ class Service:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+
+    def kill(self) -> None:
+        """kill -9 every process of the service, as a crash or an OOM kill would."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def db(self) -> sqlite3.Connection:
+        """The service's own SQLite database, to look at or damage."""
+        return sqlite3.connect(self.workdir / "db.sqlite3", timeout=30, isolation_level=None)
+
+    def manage(self, *args: str) -> str:
+        """Run a management command as an operator would, with the service's settings."""
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]
