@@ -27,6 +27,7 @@ def service(
         KENTIK_API_RETRIES=1,
         ENTRY_WAIT_TIMEOUT=20,
         REUSE_MAX_AGE=60,
+        KENTIK_RETRY_AFTER_MAX=1,
     ).start()
     yield service
     service.stop()

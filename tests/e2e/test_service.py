@@ -116,12 +116,43 @@ def test_rate_limit_then_success_is_retried_transparently(service, simulator):
     assert simulator.calls()["total"] == 2
 
 
-def test_kentik_timeout_is_answered_504(service, simulator):
+def test_kentik_timeout_is_retried_then_answered_504(service, simulator):
     api_query = unique_query("hangs")
     simulator.add_rule(hang=True)
     response = service.get_image(service.post(api_query))
     assert response.status_code == 504
-    assert "did not answer" in response.json()["error"]
+    assert response.json()["error"] == "Kentik did not answer within 2 s"
+    assert simulator.calls()["by_query"] == {query_hash(api_query): 2}
+
+
+def test_final_unavailable_keeps_its_status_and_message(service, simulator):
+    api_query = unique_query("unavailable")
+    simulator.add_rule(status=503, message="Kentik is down for maintenance", retry_after="1")
+    response = service.get_image(service.post(api_query))
+    assert (response.status_code, response.json()["error"]) == (
+        503,
+        "Kentik is down for maintenance",
+    )
+    assert simulator.calls()["by_query"] == {query_hash(api_query): 2}
+
+
+def test_long_retry_after_is_capped(service, simulator):
+    api_query = unique_query("retry-after-an-hour")
+    simulator.add_rule(status=429, retry_after="3600", times=1)
+    started = time.monotonic()
+    response = service.get_image(service.post(api_query))
+    assert response.status_code == 200
+    # KENTIK_RETRY_AFTER_MAX=1 for this service, not an hour.
+    assert time.monotonic() - started < 10
+    assert simulator.calls()["by_query"] == {query_hash(api_query): 2}
+
+
+def test_kentik_500_is_not_retried(service, simulator):
+    api_query = unique_query("server-error")
+    simulator.add_rule(status=500, message="internal error")
+    response = service.get_image(service.post(api_query))
+    assert (response.status_code, response.json()["error"]) == (500, "internal error")
+    assert simulator.calls()["by_query"] == {query_hash(api_query): 1}
 
 
 def test_unreadable_kentik_answer_is_answered_502(service, simulator):
@@ -174,6 +205,36 @@ def test_unreachable_kentik_is_answered_502(tmp_path):
         response = service.get_image(service.post(unique_query("unreachable")))
         assert response.status_code == 502
         assert "could not be reached" in response.json()["error"]
+    finally:
+        service.stop()
+
+
+def test_wrong_credentials_are_401_and_not_retried(tmp_path, simulator):
+    service = Service(tmp_path, simulator.url, KT_AUTH_TOKEN="wrong-token").start()
+    try:
+        api_query = unique_query("wrong-token")
+        response = service.get_image(service.post(api_query))
+        assert response.status_code == 401
+        assert response.json()["error"].startswith("Authentication failed")
+        assert simulator.calls()["by_query"] == {query_hash(api_query): 1}
+        assert "wrong-token" not in service.log()
+        assert "check KT_AUTH_EMAIL and KT_AUTH_TOKEN" in service.log()
+    finally:
+        service.stop()
+
+
+def test_kentik_calls_in_flight_stay_under_the_bound(tmp_path, simulator):
+    service = Service(tmp_path, simulator.url, KENTIK_MAX_CONCURRENCY=2, Q_WORKERS=4).start()
+    try:
+        simulator.add_rule(delay=0.5)
+        # Calls an earlier test left hanging still count as in flight.
+        hanging = simulator.calls()["in_flight"]
+        ids = [service.post(unique_query(f"bounded-{n}")) for n in range(6)]
+        with ThreadPoolExecutor(6) as pool:
+            statuses = [r.status_code for r in pool.map(service.get_image, ids)]
+        assert statuses == [200] * 6
+        assert simulator.calls()["total"] == 6
+        assert simulator.calls()["max_in_flight"] - hanging == 2
     finally:
         service.stop()
 
