@@ -17,8 +17,14 @@ $(VENV)/.dev: requirements/base.txt requirements/dev.txt | $(BIN)/python
 	$(BIN)/pip install -q -r requirements/dev.txt
 	touch $@ $(VENV)/.base
 
+# schemathesis needs a newer typing-extensions than kentik-api allows: its own venv.
+.venv-fuzz/.fuzz: requirements/fuzz.txt
+	test -x .venv-fuzz/bin/python || $(PYTHON) -m venv .venv-fuzz
+	.venv-fuzz/bin/pip install -q -r requirements/fuzz.txt
+	touch $@
+
 install: $(VENV)/.base
-install-dev: $(VENV)/.dev
+install-dev: $(VENV)/.dev .venv-fuzz/.fuzz
 
 ## run: install, migrate, and run gunicorn + the worker (+ the Kentik simulator
 ## when KT_AUTH_EMAIL/KT_AUTH_TOKEN are not set) until Ctrl-C.
@@ -35,4 +41,4 @@ lint: install-dev
 	$(BIN)/python manage.py makemigrations --check --dry-run
 
 clean:
-	rm -rf $(VENV) var staticfiles .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-fuzz var staticfiles .pytest_cache .ruff_cache

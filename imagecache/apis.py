@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from imagecache import selectors, services
+from imagecache import openapi, selectors, services
 from imagecache.errors import EntryNotFound
 from imagecache.parsers import AnyTypeJSONParser
 from imagecache.runner import SIMULATOR_EMAIL
@@ -29,6 +29,7 @@ class RequestCreateApi(APIView):
     class OutputSerializer(serializers.Serializer):
         id = serializers.CharField()
 
+    @openapi.request_create(InputSerializer, OutputSerializer)
     def post(self, request: Request) -> Response:
         if not isinstance(request.data, dict):
             raise serializers.ValidationError("The request body must be a JSON object.")
@@ -39,6 +40,7 @@ class RequestCreateApi(APIView):
 
 
 class ImageGetApi(APIView):
+    @openapi.image_get
     def get(self, request: Request, entry_id: str) -> FileResponse:
         entry = selectors.entry_get_ready(entry_id=entry_id, wait=settings.ENTRY_WAIT_TIMEOUT)
         try:
@@ -53,6 +55,7 @@ class InfoApi(APIView):
     class FilterSerializer(serializers.Serializer):
         limit = serializers.IntegerField(min_value=0, max_value=10_000, default=100)
 
+    @openapi.info
     def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)

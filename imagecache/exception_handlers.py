@@ -23,7 +23,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if response is None:
         return None
     if isinstance(exc, exceptions.ValidationError):
-        response.data = {"error": _validation_message(exc.detail), "fields": exc.detail}
+        fields = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        response.data = {"error": _validation_message(exc.detail), "fields": fields}
     elif isinstance(exc, exceptions.APIException):
         response.data = {"error": str(exc.detail)}
     response.data["status"] = response.status_code

@@ -1,19 +1,18 @@
 from typing import Any
 
-from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework import exceptions
+from rest_framework.negotiation import DefaultContentNegotiation
 
 
-class JSONOnlyNegotiation(BaseContentNegotiation):
-    """Every API answer that is not an image is JSON, whatever Accept says:
-    a client asking for `image/png` must get its error as JSON, not a 406."""
-
-    def select_parser(self, request: Any, parsers: list[Any]) -> Any:
-        for parser in parsers:
-            if parser.media_type in ("*/*", request.content_type.split(";")[0].strip()):
-                return parser
-        return None
+class JSONOnlyNegotiation(DefaultContentNegotiation):
+    """DRF's negotiation, except that an Accept header no renderer satisfies
+    gets the view's first renderer (JSON for the API) instead of a 406: a
+    client asking for `image/png` must still get its error as JSON."""
 
     def select_renderer(
         self, request: Any, renderers: list[Any], format_suffix: str | None = None
     ) -> tuple[Any, str]:
-        return renderers[0], renderers[0].media_type
+        try:
+            return super().select_renderer(request, renderers, format_suffix)
+        except exceptions.NotAcceptable:
+            return renderers[0], renderers[0].media_type

@@ -3,9 +3,13 @@
 from typing import Any
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 
+@extend_schema_field(
+    {"type": "integer", "minimum": 1, "maximum": settings.MAX_TTL, "nullable": True}
+)
 class StrictIntegerField(serializers.Field):
     """A JSON integer: not a string, a float or a boolean."""
 
@@ -32,6 +36,7 @@ class StrictIntegerField(serializers.Field):
         return value
 
 
+@extend_schema_field({"type": "object", "additionalProperties": True})
 class JSONObjectField(serializers.Field):
     """A JSON object, kept exactly as parsed (key order and nulls too)."""
 

@@ -1,4 +1,5 @@
 from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from imagecache import apis
 
@@ -7,4 +8,6 @@ urlpatterns = [
     path("requests", apis.RequestCreateApi.as_view(), name="request-create"),
     path("image/<str:entry_id>", apis.ImageGetApi.as_view(), name="image-get"),
     path("info", apis.InfoApi.as_view(), name="info"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

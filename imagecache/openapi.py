@@ -1,0 +1,142 @@
+"""The OpenAPI description of the API (drf-spectacular), kept beside the
+views rather than in them."""
+
+from typing import Any
+
+from django.conf import settings
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers
+
+from imagecache.kentik import MEDIA_TYPES
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = serializers.CharField(help_text="What went wrong, for people.")
+    status = serializers.IntegerField(help_text="The HTTP status, repeated.")
+    fields = serializers.DictField(
+        required=False, help_text="Per-field messages, for a request that failed validation."
+    )
+
+
+def _error(description: str) -> OpenApiResponse:
+    return OpenApiResponse(ErrorSerializer, description=description)
+
+
+QUERY_EXAMPLE = {
+    "api_query": {
+        "queries": [
+            {
+                "bucket": "Left +Y Axis",
+                "isOverlay": False,
+                "query": {
+                    "metric": "bytes",
+                    "dimension": ["Traffic"],
+                    "topx": "8",
+                    "lookback_seconds": 3600,
+                    "viz_type": "stackedArea",
+                    "query_title": "Total traffic",
+                },
+            }
+        ],
+        "imageType": "png",
+    },
+    "ttl": 600,
+}
+
+
+def request_create(request: type, response: type):  # type: ignore[no-untyped-def]
+    """The description of `POST /requests`, given the view's own serializers."""
+    return extend_schema(
+        # Any Content-Type is read as JSON; JSON is what to send.
+        request={"application/json": request},
+        responses=_REQUEST_CREATE_RESPONSES | {200: response},
+        **_REQUEST_CREATE,
+    )
+
+
+_REQUEST_CREATE_RESPONSES = {
+    400: _error("The body is not JSON, or a field is invalid (named in `fields`)."),
+    413: _error("The body is larger than 1 MiB."),
+}
+
+_REQUEST_CREATE: dict[str, Any] = dict(
+    operation_id="request_create",
+    summary="Ask for a chart",
+    description=(
+        "Registers a Kentik query and answers at once with an image id: the sha256 of the "
+        "query's canonical JSON and the expiry as a unix epoch. The chart is fetched in the "
+        "background; identical queries share one Kentik call. `api_query` goes to Kentik "
+        "unmodified. The body is read as JSON whatever its Content-Type."
+    ),
+    examples=[
+        OpenApiExample("A PNG chart of total traffic", value=QUERY_EXAMPLE, request_only=True),
+        OpenApiExample(
+            "The id",
+            value={
+                "id": "4295aa38281c869ae8827320d407bf1dd1f38a7bf65af00551ce461e70f863d5"
+                "_1620973821.284400"
+            },
+            response_only=True,
+        ),
+    ],
+)
+
+image_get = extend_schema(
+    operation_id="image_get",
+    summary="Get a chart",
+    description=(
+        "The image, with its real media type. While it is being fetched the request waits, "
+        f"at most ENTRY_WAIT_TIMEOUT ({settings.ENTRY_WAIT_TIMEOUT:g} s here). A Kentik error "
+        "is answered with Kentik's status code and message."
+    ),
+    parameters=[
+        OpenApiParameter(
+            "entry_id",
+            OpenApiTypes.STR,
+            OpenApiParameter.PATH,
+            description="An id from `POST /requests`: `<64 hex>_<expiry epoch>`.",
+        )
+    ],
+    responses={
+        (200, media_type): OpenApiResponse(OpenApiTypes.BINARY, description="The chart.")
+        for media_type in MEDIA_TYPES.values()
+    }
+    | {
+        400: _error("Kentik rejected the query (its message)."),
+        401: _error("Kentik refused the service's credentials."),
+        403: _error("Kentik refused the service's credentials."),
+        404: _error("Unknown, malformed or expired id."),
+        429: _error("Kentik's rate limit, after the service's retries."),
+        500: _error("Still being fetched after ENTRY_WAIT_TIMEOUT; see `Retry-After`."),
+        502: _error("Kentik could not be reached, redirected, or answered something unreadable."),
+        503: _error("Kentik was unavailable, after the service's retries."),
+        504: _error("Kentik did not answer in time."),
+    },
+)
+
+
+class InfoEntrySerializer(serializers.Serializer):
+    id = serializers.CharField()
+    type = serializers.CharField(allow_null=True, help_text="The media type, once known.")
+    size = serializers.IntegerField(allow_null=True, help_text="Bytes, once known.")
+    expiration = serializers.FloatField(help_text="Unix epoch.")
+    status = serializers.IntegerField(required=False, help_text="Failed entries: the status.")
+
+
+class InfoSerializer(serializers.Serializer):
+    active_count = serializers.IntegerField()
+    pending_count = serializers.IntegerField()
+    failed_count = serializers.IntegerField()
+    stored_bytes = serializers.IntegerField()
+    active_entries = InfoEntrySerializer(many=True)
+    pending_entries = InfoEntrySerializer(many=True)
+    failed_entries = InfoEntrySerializer(many=True)
+
+
+info = extend_schema(
+    operation_id="info",
+    summary="What the cache holds",
+    description="Totals and the newest live entries by state, from the database alone.",
+    responses={200: InfoSerializer, 400: _error("`limit` is not a whole number 0-10000.")},
+)
