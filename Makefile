@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install install-dev clean
+.PHONY: run test test-production lint install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,14 +17,14 @@ $(VENV)/.dev: requirements/base.txt requirements/dev.txt | $(BIN)/python
 	$(BIN)/pip install -q -r requirements/dev.txt
 	touch $@ $(VENV)/.base
 
-# schemathesis needs a newer typing-extensions than kentik-api allows: its own venv.
-.venv-fuzz/.fuzz: requirements/fuzz.txt
-	test -x .venv-fuzz/bin/python || $(PYTHON) -m venv .venv-fuzz
-	.venv-fuzz/bin/pip install -q -r requirements/fuzz.txt
+# schemathesis and moto need a newer typing-extensions than kentik-api allows: a venv of their own.
+.venv-tools/.tools: requirements/tools.txt
+	test -x .venv-tools/bin/python || $(PYTHON) -m venv .venv-tools
+	.venv-tools/bin/pip install -q -r requirements/tools.txt
 	touch $@
 
 install: $(VENV)/.base
-install-dev: $(VENV)/.dev .venv-fuzz/.fuzz
+install-dev: $(VENV)/.dev .venv-tools/.tools
 
 ## run: install, migrate, and run gunicorn + the worker (+ the Kentik simulator
 ## when KT_AUTH_EMAIL/KT_AUTH_TOKEN are not set) until Ctrl-C.
@@ -35,10 +35,18 @@ run: install
 test: install-dev lint
 	$(BIN)/python -m pytest
 
+## test-production: the same suite on PostgreSQL and Redis (at their standard
+## ports unless TEST_DATABASE_URL / TEST_REDIS_URL say otherwise).
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/imagecache
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+test-production: install-dev
+	$(BIN)/python -m tests.backends $(TEST_DATABASE_URL)
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python -m pytest
+
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python manage.py makemigrations --check --dry-run
 
 clean:
-	rm -rf $(VENV) .venv-fuzz var staticfiles .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-tools var staticfiles .pytest_cache .ruff_cache

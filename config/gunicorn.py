@@ -22,3 +22,5 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 errorlog = "-"
 # One control socket per user would be shared by every gunicorn on the host.
 control_socket_disable = True
+# The web workers' many threads share a bounded database pool (PostgreSQL).
+raw_env = ["DJANGO_DB_POOL=1"]

@@ -21,7 +21,10 @@ from django.utils import timezone
 
 logger = logging.getLogger(__name__)
 
-HOST = socket.gethostname()
+# The name this node's leases carry. Nodes that share a host name (containers
+# with the host's network, tests) must set NODE_NAME apart, or one would take
+# the other's processes for its own.
+HOST = os.environ.get("NODE_NAME") or socket.gethostname()
 
 
 def owner_id() -> str:

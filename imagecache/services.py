@@ -18,7 +18,7 @@ from django.db.models import F, Q, Sum
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from imagecache import kentik, leases
+from imagecache import kentik, leases, notify
 from imagecache.hashing import query_hash
 from imagecache.models import IN_FLIGHT, KENTIK_LOCK, Entry, Fetch, FetchState, Lock
 
@@ -196,17 +196,20 @@ def _fetch_store(*, fetch: Fetch, chart: kentik.Chart) -> None:
     name = f"images/{fetch.query_hash[:2]}/{fetch.query_hash}-{fetch.pk}{extension}"
     saved_name = default_storage.save(name, ContentFile(chart.data))
     now = timezone.now()
-    stored = Fetch.objects.filter(pk=fetch.pk, state=FetchState.FETCHING).update(
-        state=FetchState.READY,
-        file_name=saved_name,
-        media_type=chart.media_type,
-        size=len(chart.data),
-        content_hash=hashlib.sha256(chart.data).hexdigest(),
-        finished_at=now,
-        last_read_at=now,
-        lease_until=None,
-        lease_owner="",
-    )
+    with transaction.atomic():
+        stored = Fetch.objects.filter(pk=fetch.pk, state=FetchState.FETCHING).update(
+            state=FetchState.READY,
+            file_name=saved_name,
+            media_type=chart.media_type,
+            size=len(chart.data),
+            content_hash=hashlib.sha256(chart.data).hexdigest(),
+            finished_at=now,
+            last_read_at=now,
+            lease_until=None,
+            lease_owner="",
+        )
+        if stored:
+            notify.fetch_done(fetch.pk)
     if not stored:
         # Purged, or finished by a worker that took the fetch over meanwhile.
         default_storage.delete(saved_name)
@@ -220,14 +223,17 @@ def _fetch_fail(
     message: str,
     states: tuple[str, ...] = (FetchState.FETCHING,),
 ) -> None:
-    Fetch.objects.filter(pk=fetch.pk, state__in=states).update(
-        state=FetchState.FAILED,
-        error_status=status,
-        error_message=message,
-        finished_at=timezone.now(),
-        lease_until=None,
-        lease_owner="",
-    )
+    with transaction.atomic():
+        failed = Fetch.objects.filter(pk=fetch.pk, state__in=states).update(
+            state=FetchState.FAILED,
+            error_status=status,
+            error_message=message,
+            finished_at=timezone.now(),
+            lease_until=None,
+            lease_owner="",
+        )
+        if failed:
+            notify.fetch_done(fetch.pk)
     logger.warning("fetch %s: failed with %s: %s", fetch.pk, status, message)
 
 

@@ -25,18 +25,23 @@ class FetchWaiter:
         interval: float,
         reap: Reap | None = None,
         reap_interval: float = 5.0,
+        listen: Callable[[Callable[[int], None]], object] | None = None,
     ) -> None:
         """`in_flight(ids)` returns those of `ids` still in flight (one query).
 
         `reap(ids)`, called every `reap_interval` while there are waiters,
         takes over the watched fetches whose worker died, so that a waiting
         client does not depend on the periodic reaper's minute.
+
+        `listen(wake)`, started once per process, pushes fetch ids that left
+        flight (PostgreSQL NOTIFY): the poll is then only a fallback.
         """
         self._in_flight = in_flight
         self._interval = interval
         self._reap = reap
         self._reap_interval = reap_interval
         self._last_reap = 0.0
+        self._listen = listen
         self._lock = threading.Lock()
         self._watched: dict[int, tuple[threading.Event, int]] = {}
         self._work = threading.Event()
@@ -60,6 +65,13 @@ class FetchWaiter:
                 else:
                     self._watched[fetch_id] = (event, count - 1)
 
+    def wake(self, fetch_id: int) -> None:
+        """Wake the requests waiting on a fetch that left flight."""
+        with self._lock:
+            watched = self._watched.get(fetch_id)
+        if watched is not None:
+            watched[0].set()
+
     @property
     def watched_count(self) -> int:
         with self._lock:
@@ -71,6 +83,8 @@ class FetchWaiter:
             self._pid = os.getpid()
             self._thread = threading.Thread(target=self._run, name="fetch-waiter", daemon=True)
             self._thread.start()
+            if self._listen is not None:
+                self._listen(self.wake)
 
     def _run(self) -> None:
         while True:

@@ -3,7 +3,7 @@
 from django.conf import settings
 from django.db import DatabaseError, connection
 
-from imagecache import services
+from imagecache import notify, services
 from imagecache.models import IN_FLIGHT, Fetch
 from imagecache.waiter import FetchWaiter
 
@@ -24,7 +24,12 @@ def _reap(fetch_ids: list[int]) -> None:
 
 waiter = FetchWaiter(
     _fetches_in_flight,
-    settings.WAITER_POLL_INTERVAL,
+    # With notifications pushed, the poll only catches what a reconnecting
+    # listener missed.
+    max(settings.WAITER_POLL_INTERVAL, 1.0)
+    if notify.available()
+    else settings.WAITER_POLL_INTERVAL,
     reap=_reap,
     reap_interval=settings.FETCH_LEASE / 3,
+    listen=notify.listen if notify.available() else None,
 )

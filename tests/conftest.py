@@ -28,3 +28,18 @@ def fetch_chart() -> Iterator[mock.MagicMock]:
     with mock.patch.object(kentik, "fetch_chart", autospec=True) as patched:
         patched.return_value = kentik.Chart(media_type="image/png", data=PNG)
         yield patched
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _end_stray_connections(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """Threads of the code under test (the waiter, the PostgreSQL listener) keep
+    connections to the test database; end them so that it can be dropped."""
+    yield
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )

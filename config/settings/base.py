@@ -121,6 +121,22 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Opening SQLite and setting its pragmas costs more than most requests:
     # keep each thread's connection.
     DATABASES["default"]["CONN_MAX_AGE"] = None
+IS_POSTGRES = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+if IS_POSTGRES and _read(env.bool, "DJANGO_DB_POOL", default=False):
+    # gunicorn sets DJANGO_DB_POOL for its workers (config/gunicorn.py): their
+    # many threads share a bounded pool, so a thousand waiters never hold more
+    # than DB_POOL_SIZE connections per process (PostgreSQL allows 100).
+    # django-q2's forked workers keep plain connections: a pool must not
+    # cross a fork.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": env_number("DB_POOL_SIZE", 10, minimum=1, integer=True),
+        "timeout": 30,
+    }
+elif IS_POSTGRES:
+    DATABASES["default"]["CONN_MAX_AGE"] = 60
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Kentik ------------------------------------------------------------------
@@ -179,20 +195,50 @@ FETCH_TASK_TIMEOUT = int(
     + 30
 )
 
-STORAGES = {
-    "default": {
+# Where the images go: a directory (CACHE_PATH, which may be a network file
+# system shared by several hosts) or S3-compatible object storage.
+STORAGE_BACKEND = env_str("STORAGE_BACKEND", "filesystem")
+if STORAGE_BACKEND == "filesystem":
+    IMAGE_STORAGE: dict[str, Any] = {
         "BACKEND": "imagecache.storage.AtomicFileSystemStorage",
         "OPTIONS": {"location": str(CACHE_PATH), "base_url": None},
-    },
+    }
+elif STORAGE_BACKEND == "s3":
+    IMAGE_STORAGE = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env_str("AWS_STORAGE_BUCKET_NAME"),
+            "endpoint_url": env_str("AWS_S3_ENDPOINT_URL", "") or None,
+            "region_name": env_str("AWS_S3_REGION_NAME", "") or None,
+            "access_key": env_str("AWS_ACCESS_KEY_ID", "") or None,
+            "secret_key": env_str("AWS_SECRET_ACCESS_KEY", "") or None,
+            "location": env_str("AWS_LOCATION", ""),
+            "default_acl": None,
+            "querystring_auth": False,
+            # Names are unique per fetch; an existing one is never overwritten.
+            "file_overwrite": False,
+        },
+    }
+else:
+    raise ImproperlyConfigured(f"STORAGE_BACKEND must be filesystem or s3, not {STORAGE_BACKEND!r}")
+STORAGES = {
+    "default": IMAGE_STORAGE,
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 
 # --- django-q2 ---------------------------------------------------------------
 
+# Redis as django-q2's broker when REDIS_URL is set; else the database (ORM).
+REDIS_URL = env_str("REDIS_URL", "")
+if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+    raise ImproperlyConfigured("REDIS_URL must be a redis://, rediss:// or unix:// URL")
+Q_BROKER: dict[str, Any] = {"redis": REDIS_URL} if REDIS_URL else {"orm": "default"}
+
 Q_CLUSTER = {
-    "name": "imagecache",
+    # Deployments that share one Redis need names of their own.
+    "name": env_str("Q_NAME", "imagecache"),
     "workers": env_number("Q_WORKERS", 4, minimum=1, integer=True),
-    "orm": "default",
+    **Q_BROKER,
     # How long an idle ORM broker sleeps between polls: the pickup delay of a
     # new fetch on the embedded default.
     "poll": 0.02,

@@ -30,7 +30,7 @@ def service(
         KENTIK_RETRY_AFTER_MAX=1,
     ).start()
     yield service
-    service.stop()
+    service.drop()
 
 
 @pytest.fixture(autouse=True)

@@ -8,10 +8,14 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
+
+from tests import backends
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -23,16 +27,33 @@ def free_port() -> int:
 
 
 class Service:
+    """One node of the service. On the production profile (DATABASE_URL is
+    PostgreSQL, REDIS_URL set) it gets a database and a queue of its own;
+    otherwise SQLite and the ORM broker in its work directory. `env` wins."""
+
     def __init__(self, workdir: Path, kentik_url: str, **env: Any) -> None:
         self.workdir = workdir
         self.port = free_port()
+        self.own_database: str | None = None
+        backend: dict[str, str] = {"DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}"}
+        if backends.profile_is_production() and "DATABASE_URL" not in env:
+            self.own_database = backends.create_database()
+            backend = {
+                "DATABASE_URL": self.own_database,
+                "REDIS_URL": os.environ.get("REDIS_URL", backends.REDIS_URL),
+                "Q_NAME": backends.redis_namespace(),
+            }
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / "service.log"
         self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("KT_", "KENTIK_"))},
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith(("KT_", "KENTIK_")) and k not in ("DATABASE_URL", "REDIS_URL")
+            },
             "DJANGO_SETTINGS_MODULE": "config.settings.local",
             "CACHE_PATH": str(workdir / "cache"),
-            "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
+            **backend,
             "PORT": str(self.port),
             "BIND": "127.0.0.1",
             "KENTIK_API_URL": kentik_url,
@@ -78,15 +99,31 @@ class Service:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
+    def drop(self) -> None:
+        """Stop, and drop the database made for this service, if any."""
+        self.stop()
+        if self.own_database:
+            backends.drop_database(self.own_database)
+            self.own_database = None
+
     def kill(self) -> None:
         """kill -9 every process of the service, as a crash or an OOM kill would."""
         assert self.process is not None
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
 
-    def db(self) -> sqlite3.Connection:
-        """The service's own SQLite database, to look at or damage."""
-        return sqlite3.connect(self.workdir / "db.sqlite3", timeout=30, isolation_level=None)
+    def sql(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run SQL on the service's own database (SQLite or PostgreSQL), to look
+        at or damage; `?` placeholders."""
+        url = self.env["DATABASE_URL"]
+        if url.startswith("sqlite"):
+            with closing(sqlite3.connect(urlsplit(url).path, timeout=30)) as db, db:
+                return db.execute(query, params).fetchall()
+        import psycopg
+
+        with psycopg.connect(url.replace("postgres://", "postgresql://", 1), autocommit=True) as db:
+            cursor = db.execute(query.replace("?", "%s"), params)
+            return cursor.fetchall() if cursor.description else []
 
     def manage(self, *args: str) -> str:
         """Run a management command as an operator would, with the service's settings."""

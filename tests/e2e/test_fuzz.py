@@ -1,6 +1,6 @@
 """The API fuzzed from its own OpenAPI description by schemathesis.
 
-schemathesis lives in `.venv-fuzz` (made by `make test`): it needs a newer
+schemathesis lives in `.venv-tools` (made by `make test`): it needs a newer
 typing-extensions than kentik-api's pin allows in the service's own venv.
 """
 
@@ -13,7 +13,7 @@ from tests.e2e.service import ROOT
 
 pytestmark = pytest.mark.e2e
 
-SCHEMATHESIS = ROOT / ".venv-fuzz" / "bin" / "schemathesis"
+SCHEMATHESIS = ROOT / ".venv-tools" / "bin" / "schemathesis"
 
 
 def test_fuzzing_finds_no_server_error_and_no_schema_violation(service):

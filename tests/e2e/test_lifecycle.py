@@ -31,12 +31,12 @@ def images(service: Service) -> list[Path]:
 
 
 def fetch_row(service: Service, api_query: dict) -> tuple:
-    with service.db() as db:
-        return db.execute(
-            "SELECT state, lease_owner, attempts FROM imagecache_fetch WHERE query_hash = ?"
-            " ORDER BY id DESC",
-            (query_hash(api_query),),
-        ).fetchone()
+    rows = service.sql(
+        "SELECT state, lease_owner, attempts FROM imagecache_fetch WHERE query_hash = ?"
+        " ORDER BY id DESC",
+        (query_hash(api_query),),
+    )
+    return rows[0] if rows else (None, None, None)
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def fresh(simulator: KentikSimulator, tmp_path: Path):
 
     yield make
     for service in started:
-        service.stop()
+        service.drop()
 
 
 def test_kill_9_of_everything_mid_fetch_then_restart_delivers_the_image(simulator, fresh):
@@ -94,18 +94,17 @@ def test_poisoned_pending_fetches_do_not_stop_a_restart(simulator, fresh):
     service.get_image(broken)
     service.get_image(worn_out)
     service.stop()
-    with service.db() as db:
-        db.execute(
-            "UPDATE imagecache_fetch SET state = 'pending', query_json = '{not json'"
-            " WHERE query_hash = ?",
-            (broken.split("_")[0],),
-        )
-        db.execute(
-            "UPDATE imagecache_fetch SET state = 'fetching', attempts = 2,"
-            " lease_owner = 'gone-host:1', lease_until = '2000-01-01 00:00:00'"
-            " WHERE query_hash = ?",
-            (worn_out.split("_")[0],),
-        )
+    service.sql(
+        "UPDATE imagecache_fetch SET state = 'pending', query_json = '{not json'"
+        " WHERE query_hash = ?",
+        (broken.split("_")[0],),
+    )
+    service.sql(
+        "UPDATE imagecache_fetch SET state = 'fetching', attempts = 2,"
+        " lease_owner = 'gone-host:1', lease_until = '2000-01-01 00:00:00+00'"
+        " WHERE query_hash = ?",
+        (worn_out.split("_")[0],),
+    )
     service.start()
     assert service.get_image(broken).status_code == 502
     response = service.get_image(worn_out)
@@ -127,8 +126,7 @@ def test_prune_cache_removes_expired_rows_and_files(simulator, fresh):
     output = service.manage("prune_cache")
     assert output.startswith("Pruned 1 entries, 1 fetches, 1 files")
     assert [p.name for p in images(service)] == [f"{kept.split('_')[0]}-2.png"]
-    with service.db() as db:
-        assert db.execute("SELECT id FROM imagecache_entry").fetchall() == [(kept,)]
+    assert service.sql("SELECT id FROM imagecache_entry") == [(kept,)]
 
 
 def test_scheduled_maintenance_prunes_without_anyone_asking(simulator, fresh):
@@ -138,8 +136,7 @@ def test_scheduled_maintenance_prunes_without_anyone_asking(simulator, fresh):
     assert len(images(service)) == 1
     # django-q2's scheduler looks every 30 s; the schedule is due at once.
     wait_for(lambda: not images(service), timeout=75, interval=1)
-    with service.db() as db:
-        assert db.execute("SELECT count(*) FROM imagecache_entry").fetchone() == (0,)
+    assert service.sql("SELECT count(*) FROM imagecache_entry") == [(0,)]
 
 
 def test_disk_stays_under_cache_max_bytes(simulator, fresh):

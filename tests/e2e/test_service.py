@@ -206,7 +206,7 @@ def test_unreachable_kentik_is_answered_502(tmp_path):
         assert response.status_code == 502
         assert "could not be reached" in response.json()["error"]
     finally:
-        service.stop()
+        service.drop()
 
 
 def test_wrong_credentials_are_401_and_not_retried(tmp_path, simulator):
@@ -220,7 +220,7 @@ def test_wrong_credentials_are_401_and_not_retried(tmp_path, simulator):
         assert "wrong-token" not in service.log()
         assert "check KT_AUTH_EMAIL and KT_AUTH_TOKEN" in service.log()
     finally:
-        service.stop()
+        service.drop()
 
 
 def test_kentik_calls_in_flight_stay_under_the_bound(tmp_path, simulator):
@@ -236,12 +236,13 @@ def test_kentik_calls_in_flight_stay_under_the_bound(tmp_path, simulator):
         assert simulator.calls()["total"] == 6
         assert simulator.calls()["max_in_flight"] - hanging == 2
     finally:
-        service.stop()
+        service.drop()
 
 
 def test_stop_stops_every_process(tmp_path, simulator):
     service = Service(tmp_path, simulator.url).start()
     service.stop()
+    service.drop()
     assert service.process is not None and service.process.returncode == 0
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{service.url}/info", timeout=2)
