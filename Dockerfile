@@ -1,5 +1,5 @@
-# Kentik Image Cache. python:3.11 because kentik-api 1.0.7 pins grpcio 1.51.3,
-# which has no wheels for newer Pythons.
+# Kentik Image Cache. Python 3.11: kentik-api 1.0.7 pins grpcio 1.51.3, which
+# has no wheels for newer Pythons.
 FROM python:3.11-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /venv
@@ -12,16 +12,18 @@ ENV PATH=/venv/bin:$PATH \
     DJANGO_SETTINGS_MODULE=config.settings.production \
     CACHE_PATH=/cache \
     BIND=0.0.0.0 \
-    PORT=8000
+    PORT=8000 \
+    FORWARDED_ALLOW_IPS=*
 RUN useradd --system --uid 10001 --home-dir /app imagecache \
     && mkdir -p /cache && chown imagecache /cache
 COPY --from=build /venv /venv
 WORKDIR /app
 COPY --chown=imagecache . /app
-RUN SECRET_KEY=collectstatic ALLOWED_HOSTS=build python manage.py collectstatic --noinput
+RUN SECRET_KEY=build-only ALLOWED_HOSTS=build python manage.py collectstatic --noinput
 USER imagecache
 VOLUME ["/cache"]
 EXPOSE 8000
-HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request,os; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"PORT\"]}/info?limit=0', timeout=4)"
-# Migrates, recovers pending fetches, and runs gunicorn and the worker.
-CMD ["python", "manage.py", "serve"]
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s \
+    CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"PORT\"]}/info?limit=0', timeout=4)" || exit 1
+ENTRYPOINT ["/app/config/entrypoint.sh"]
+CMD ["serve"]

@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-production lint install install-dev clean
+.PHONY: run test test-embedded test-production lint install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,17 +31,25 @@ install-dev: $(VENV)/.dev .venv-tools/.tools
 run: install
 	$(BIN)/python manage.py serve
 
-## test: install, lint, and run the whole suite (unit, API, end-to-end).
-test: install-dev lint
+## test: install, lint, and run the whole suite (unit, API, end-to-end) twice:
+## on the embedded default (SQLite, ORM broker), then on PostgreSQL + Redis.
+test: install-dev lint test-embedded test-production
+
+test-embedded: install-dev
 	$(BIN)/python -m pytest
 
 ## test-production: the same suite on PostgreSQL and Redis (at their standard
 ## ports unless TEST_DATABASE_URL / TEST_REDIS_URL say otherwise).
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/imagecache
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+## Without them it says so and passes, except under CI, where it fails.
 test-production: install-dev
-	$(BIN)/python -m tests.backends $(TEST_DATABASE_URL)
-	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python -m pytest
+	@if $(BIN)/python -m tests.backends $(TEST_DATABASE_URL) $(TEST_REDIS_URL); then \
+	  DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python -m pytest; \
+	else \
+	  echo "PostgreSQL or Redis does not answer: the production profile was not tested."; \
+	  test -z "$$CI"; \
+	fi
 
 lint: install-dev
 	$(BIN)/ruff check .

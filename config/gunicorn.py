@@ -14,12 +14,16 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("WEB_THREADS", "64"))
 worker_connections = int(os.environ.get("WEB_CONNECTIONS", "1000"))
 backlog = 2048
+# The worker's heartbeat, not a request's duration (gthread).
 timeout = int(os.environ.get("WEB_TIMEOUT", "30"))
-graceful_timeout = int(os.environ.get("WEB_GRACEFUL_TIMEOUT", "10"))
-keepalive = 5
+# On a restart, requests still waiting get this long to be answered.
+graceful_timeout = int(os.environ.get("WEB_GRACEFUL_TIMEOUT", "30"))
+keepalive = int(os.environ.get("WEB_KEEPALIVE", "5"))
 accesslog = "-" if os.environ.get("WEB_ACCESS_LOG", "1") == "1" else None
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 errorlog = "-"
+# X-Forwarded-* headers are trusted only from these addresses (the proxy).
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 # One control socket per user would be shared by every gunicorn on the host.
 control_socket_disable = True
 # The web workers' many threads share a bounded database pool (PostgreSQL).

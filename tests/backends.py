@@ -73,6 +73,15 @@ def _conninfo(url: str) -> str:
     return url.replace("postgres://", "postgresql://", 1)
 
 
+def require_production_profile() -> None:
+    """For tests that need PostgreSQL and Redis themselves: they run once, in
+    the production profile, rather than twice."""
+    if not profile_is_production():
+        pytest.skip("runs in the production profile (PostgreSQL + Redis)")
+    require_postgres()
+    require_redis()
+
+
 def profile_is_production() -> bool:
     """Whether the suite runs on PostgreSQL + Redis (`make test-production`)."""
     return os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
@@ -89,6 +98,11 @@ def ensure_database(url: str) -> None:
 
 
 if __name__ == "__main__":
+    # `python -m tests.backends DATABASE_URL REDIS_URL`: exit 1 if either does
+    # not answer; otherwise create the database if needed.
     import sys
 
-    ensure_database(sys.argv[1])
+    database_url, redis_url = sys.argv[1:3]
+    if not (_answers(database_url, 5432) and _answers(redis_url, 6379)):
+        sys.exit(1)
+    ensure_database(database_url)

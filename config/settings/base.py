@@ -47,6 +47,18 @@ DEBUG = _read(env.bool, "DEBUG", default=False)
 SECRET_KEY = env_str("SECRET_KEY", "")
 ALLOWED_HOSTS: list[str] = _read(env.list, "ALLOWED_HOSTS", default=[])
 
+# Behind a TLS proxy: trust its headers only when told to.
+CSRF_TRUSTED_ORIGINS: list[str] = _read(env.list, "CSRF_TRUSTED_ORIGINS", default=[])
+USE_X_FORWARDED_HOST = _read(env.bool, "USE_X_FORWARDED_HOST", default=False)
+_proxy_ssl_header = _read(env.list, "SECURE_PROXY_SSL_HEADER", default=[])
+if _proxy_ssl_header:
+    if len(_proxy_ssl_header) != 2:
+        raise ImproperlyConfigured(
+            "SECURE_PROXY_SSL_HEADER must be a header and a value, "
+            "e.g. HTTP_X_FORWARDED_PROTO,https"
+        )
+    SECURE_PROXY_SSL_HEADER = (_proxy_ssl_header[0], _proxy_ssl_header[1])
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",

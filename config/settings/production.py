@@ -17,4 +17,5 @@ if not os.environ.get("CACHE_PATH"):
     raise ImproperlyConfigured("CACHE_PATH must be set in production")
 if "DATABASE_URL" not in os.environ:
     # The embedded database lives beside the images, on the same volume.
+    CACHE_PATH.mkdir(parents=True, exist_ok=True)  # noqa: F405
     DATABASES["default"]["NAME"] = str(CACHE_PATH / "db.sqlite3")  # noqa: F405

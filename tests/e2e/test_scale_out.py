@@ -86,8 +86,7 @@ def stored_objects(s3_settings: dict[str, str]) -> list[str]:
 
 @pytest.fixture(params=["shared-directory", "s3"])
 def nodes(request, simulator: KentikSimulator, tmp_path: Path) -> Iterator[tuple[Service, Service]]:
-    backends.require_postgres()
-    backends.require_redis()
+    backends.require_production_profile()
     database = backends.create_database()
     common: dict[str, object] = {
         "DATABASE_URL": database,

@@ -1,0 +1,29 @@
+#!/bin/sh
+# The container's entry point: one image, several roles.
+#   serve    everything in one container (migrate, recover, web, worker; the
+#            Kentik simulator when no credentials are set): the default
+#   web      gunicorn only
+#   worker   re-enqueue what is pending, then the django-q2 cluster
+#   migrate  apply migrations and register the schedules (run once per release)
+#   recover  re-enqueue pending and abandoned fetches (safe at any time)
+# Anything else is run as a command, e.g. `python manage.py prune_cache`.
+set -eu
+cd "$(dirname "$0")/.."
+
+role="${1:-serve}"
+case "$role" in
+  serve)
+    exec python manage.py serve ;;
+  web)
+    exec python -m gunicorn -c config/gunicorn.py config.wsgi ;;
+  worker)
+    python manage.py recover_pending
+    exec python manage.py qcluster ;;
+  migrate)
+    python manage.py migrate --noinput
+    exec python manage.py register_schedules ;;
+  recover)
+    exec python manage.py recover_pending ;;
+  *)
+    exec "$@" ;;
+esac

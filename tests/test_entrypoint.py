@@ -1,0 +1,98 @@
+"""The Docker image's entry point, role by role (no Docker engine runs here,
+so the script runs directly, with the image's production settings)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.e2e.service import ROOT, free_port
+
+ENTRYPOINT = ROOT / "config" / "entrypoint.sh"
+
+
+@pytest.fixture
+def image_env(tmp_path: Path) -> dict[str, str]:
+    """What the Dockerfile and a deployment set, pointed at a temp directory."""
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "REDIS_URL")
+    }
+    return {
+        **clean,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "DJANGO_SETTINGS_MODULE": "config.settings.production",
+        "SECRET_KEY": "entrypoint-test",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "CACHE_PATH": str(tmp_path / "cache"),
+        "BIND": "127.0.0.1",
+        "PORT": str(free_port()),
+        "KT_AUTH_EMAIL": "ops@example.com",
+        "KT_AUTH_TOKEN": "token",
+    }
+
+
+def run(role: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(ENTRYPOINT), role, *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_migrate_role_migrates_and_registers_schedules(image_env):
+    result = run("migrate", image_env)
+    assert result.returncode == 0, result.stderr
+    assert "Registered 1 schedules: imagecache.maintain_cache" in result.stdout
+    # The embedded database lives on the cache volume in production.
+    assert (Path(image_env["CACHE_PATH"]) / "db.sqlite3").is_file()
+
+
+def test_recover_role_reports_what_it_enqueued(image_env):
+    assert run("migrate", image_env).returncode == 0
+    result = run("recover", image_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("Recovered 0 pending fetches")
+
+
+def test_other_arguments_run_as_a_command(image_env):
+    assert run("migrate", image_env).returncode == 0
+    result = run("python", image_env, "manage.py", "prune_cache", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Would prune 0 entries")
+
+
+@pytest.mark.parametrize(
+    "role, ready",
+    [("web", "Booting worker"), ("worker", "running.")],
+)
+def test_long_running_roles_start_and_stop_on_sigterm(image_env, role, ready, tmp_path):
+    assert run("migrate", image_env).returncode == 0
+    log = tmp_path / f"{role}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(ENTRYPOINT), role], env=image_env, stdout=out, stderr=subprocess.STDOUT
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while ready not in log.read_text() and time.monotonic() < deadline:
+                assert process.poll() is None, log.read_text()
+                time.sleep(0.2)
+            assert ready in log.read_text()
+            if role == "web":
+                url = f"http://127.0.0.1:{image_env['PORT']}/info?limit=0"
+                for _ in range(50):
+                    try:
+                        assert requests.get(url, timeout=5).status_code == 200
+                        break
+                    except requests.ConnectionError:
+                        time.sleep(0.2)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=60) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()

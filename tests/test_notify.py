@@ -1,0 +1,53 @@
+"""PostgreSQL LISTEN/NOTIFY between a fetch and the waiters (production profile)."""
+
+import queue
+import time
+
+import pytest
+from django.db import transaction
+
+from imagecache import notify
+from tests import backends
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def heard() -> "queue.Queue[int]":
+    backends.require_production_profile()
+    got: queue.Queue[int] = queue.Queue()
+    notify.listen(got.put)
+    # The listener subscribes in its own thread: wait until it hears.
+    deadline = time.monotonic() + 10
+    while True:
+        notify.fetch_done(0)
+        try:
+            got.get(timeout=0.2)
+            break
+        except queue.Empty:
+            assert time.monotonic() < deadline, "the listener never subscribed"
+    while not got.empty():
+        got.get()
+    return got
+
+
+def test_fetch_done_is_heard_only_once_committed(heard):
+    with transaction.atomic():
+        notify.fetch_done(42)
+        with pytest.raises(queue.Empty):
+            heard.get(timeout=0.3)
+    assert heard.get(timeout=5) == 42
+
+
+def test_rolled_back_fetch_done_is_never_heard(heard):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        notify.fetch_done(7)
+        raise RuntimeError("rolled back")
+    with pytest.raises(queue.Empty):
+        heard.get(timeout=0.5)
+
+
+def test_notifications_are_not_available_without_postgresql():
+    from django.db import connection
+
+    assert notify.available() == (connection.vendor == "postgresql")
