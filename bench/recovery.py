@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import signal
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -60,7 +59,7 @@ def whole_service(sim: KentikSimulator, workdir: Path, n: int) -> float:
         assert response.status_code == 200, response.text
         return time.monotonic() - restarted - DELAY
     finally:
-        service.stop()
+        service.drop()
 
 
 def worker_alone(sim: KentikSimulator, workdir: Path, n: int) -> float:
@@ -72,13 +71,12 @@ def worker_alone(sim: KentikSimulator, workdir: Path, n: int) -> float:
         entry_id = service.post(api_query)
 
         def owner() -> str | None:
-            with sqlite3.connect(workdir / "db.sqlite3") as db:
-                row = db.execute(
-                    "SELECT lease_owner FROM imagecache_fetch WHERE query_hash = ?"
-                    " AND state = 'fetching'",
-                    (query_hash(api_query),),
-                ).fetchone()
-            return row[0] if row else None
+            rows = service.sql(
+                "SELECT lease_owner FROM imagecache_fetch WHERE query_hash = ?"
+                " AND state = 'fetching'",
+                (query_hash(api_query),),
+            )
+            return rows[0][0] if rows else None
 
         pid = int(wait_for(owner).rsplit(":", 1)[1])
         os.kill(pid, signal.SIGKILL)
@@ -87,7 +85,7 @@ def worker_alone(sim: KentikSimulator, workdir: Path, n: int) -> float:
         assert response.status_code == 200, response.text
         return time.monotonic() - killed - DELAY
     finally:
-        service.stop()
+        service.drop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,15 +9,21 @@ bundled Kentik simulator on loopback:
    answer;
 3. coalescing: concurrent identical POSTs and the Kentik calls they caused.
 
+On PostgreSQL + Redis when DATABASE_URL and REDIS_URL say so (as
+`make test-production` sets them), with the connections the service holds to
+PostgreSQL sampled during the waiters.
+
 Usage: .venv/bin/python bench/waiters.py [--waiters 1000] [--rounds 20] [--json out.json]
+       DATABASE_URL=postgres://postgres@127.0.0.1:5432/imagecache \
+       REDIS_URL=redis://127.0.0.1:6379/0 .venv/bin/python bench/waiters.py
 """
 
 import argparse
 import json
-import sqlite3
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -68,10 +74,31 @@ def added_latency(service: Service, sim: KentikSimulator, rounds: int, delay: fl
     }
 
 
-def waiters(service: Service, sim: KentikSimulator, count: int, delay: float, db: Path) -> dict:
+def database_connections(service: Service) -> int | None:
+    """Connections open to the service's PostgreSQL database (None on SQLite)."""
+    if not service.env["DATABASE_URL"].startswith("postgres"):
+        return None
+    name = service.env["DATABASE_URL"].rsplit("/", 1)[1]
+    rows = service.sql("SELECT count(*) FROM pg_stat_activity WHERE datname = ?", (name,))
+    # Less the connection that asks.
+    return int(rows[0][0]) - 1
+
+
+def waiters(service: Service, sim: KentikSimulator, count: int, delay: float) -> dict:
     api_query = unique_query(f"waiters-{time.time()}")
     sim.add_rule(delay=delay)
     entry_id = service.post(api_query)
+    connections: list[int] = []
+    sampling = threading.Event()
+
+    def sample() -> None:
+        while not sampling.wait(0.1):
+            held = database_connections(service)
+            if held is not None:
+                connections.append(held)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
 
     def get(_: int) -> tuple[int, float, int]:
         response = requests.get(f"{service.url}/image/{entry_id}", timeout=120)
@@ -79,12 +106,15 @@ def waiters(service: Service, sim: KentikSimulator, count: int, delay: float, db
 
     with ThreadPoolExecutor(count) as pool:
         results = list(pool.map(get, range(count)))
-    with sqlite3.connect(db) as conn:
-        (finished,) = conn.execute(
-            "SELECT finished_at FROM imagecache_fetch WHERE query_hash = ?",
-            (query_hash(api_query),),
-        ).fetchone()
-    stored = datetime.fromisoformat(finished).timestamp()
+    sampling.set()
+    sampler.join()
+    ((finished,),) = service.sql(
+        "SELECT finished_at FROM imagecache_fetch WHERE query_hash = ?",
+        (query_hash(api_query),),
+    )
+    stored = (
+        finished if isinstance(finished, datetime) else datetime.fromisoformat(finished)
+    ).timestamp()
     lags = [(answered - stored) * 1000 for _, answered, _ in results]
     statuses: dict[str, int] = {}
     for status, _, _ in results:
@@ -98,6 +128,7 @@ def waiters(service: Service, sim: KentikSimulator, count: int, delay: float, db
         "store_to_answer_ms_median": round(statistics.median(lags), 1),
         "store_to_answer_ms_p99": round(percentile(lags, 0.99), 1),
         "store_to_answer_ms_max": round(max(lags), 1),
+        "database_connections_max": max(connections) if connections else None,
     }
 
 
@@ -134,13 +165,13 @@ def main(argv: list[str] | None = None) -> int:
             figures: dict[str, Any] = {
                 "date": datetime.now().isoformat(timespec="seconds"),
                 "added_wait_latency": added_latency(service, sim, args.rounds, args.delay),
-                "concurrent_waiters": waiters(
-                    service, sim, args.waiters, 3.0, Path(tmp) / "db.sqlite3"
-                ),
+                "database": service.env["DATABASE_URL"].split(":", 1)[0],
+                "broker": "redis" if "REDIS_URL" in service.env else "orm",
+                "concurrent_waiters": waiters(service, sim, args.waiters, 3.0),
                 "coalescing": [coalescing(service, sim, n) for n in (20, 100)],
             }
         finally:
-            service.stop()
+            service.drop()
     text = json.dumps(figures, indent=2)
     print(text)
     if args.json:

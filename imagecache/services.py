@@ -57,7 +57,7 @@ def entry_create(*, api_query: dict[str, Any], ttl: int | None = None) -> Entry:
             id=entry_id, defaults={"fetch": fetch, "created_at": now, "expires_at": expires_at}
         )
         if created:
-            transaction.on_commit(lambda: fetch_enqueue(fetch_id=fetch.pk))
+            transaction.on_commit(lambda: _task_enqueue(fetch_id=fetch.pk))
     logger.info("entry %s: %s fetch %s", entry.id, "new" if created else "shares", fetch.pk)
     return entry
 
@@ -79,7 +79,10 @@ def _fetch_for_query(
     try:
         with transaction.atomic():
             fetch = Fetch.objects.create(
-                query_hash=query_key, query_json=json.dumps(api_query), created_at=now
+                query_hash=query_key,
+                query_json=json.dumps(api_query),
+                created_at=now,
+                enqueued_at=now,
             )
         return fetch, True
     except IntegrityError:
@@ -88,7 +91,12 @@ def _fetch_for_query(
 
 
 def fetch_enqueue(*, fetch_id: int) -> None:
+    """Put a fetch's task on the queue (again), noting when."""
     Fetch.objects.filter(pk=fetch_id).update(enqueued_at=timezone.now())
+    _task_enqueue(fetch_id=fetch_id)
+
+
+def _task_enqueue(*, fetch_id: int) -> None:
     async_task(
         "imagecache.tasks.fetch_image",
         fetch_id,
@@ -133,18 +141,21 @@ def fetch_claim(*, fetch_id: int) -> Claim:
         live = Fetch.objects.filter(state=FetchState.FETCHING, lease_until__gt=now)
         if live.count() >= settings.KENTIK_MAX_CONCURRENCY:
             return Claim(ClaimOutcome.BUSY)
+        lease = {
+            "state": FetchState.FETCHING,
+            "started_at": now,
+            "lease_until": now + timedelta(seconds=settings.FETCH_LEASE),
+            "lease_owner": leases.owner_id(),
+            "attempts": fetch.attempts + 1,
+        }
         claimed = Fetch.objects.filter(
             pk=fetch_id, state=fetch.state, attempts=fetch.attempts
-        ).update(
-            state=FetchState.FETCHING,
-            started_at=now,
-            lease_until=now + timedelta(seconds=settings.FETCH_LEASE),
-            lease_owner=leases.owner_id(),
-            attempts=F("attempts") + 1,
-        )
+        ).update(**lease)
     if not claimed:
         return Claim(ClaimOutcome.SKIPPED)
-    return Claim(ClaimOutcome.CLAIMED, Fetch.objects.get(pk=fetch_id))
+    for field, value in lease.items():
+        setattr(fetch, field, value)
+    return Claim(ClaimOutcome.CLAIMED, fetch)
 
 
 def _claimable(fetch: Fetch, now: datetime) -> bool:

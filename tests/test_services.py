@@ -44,13 +44,14 @@ def test_query_is_stored_with_nulls_and_key_order():
 
 
 def test_new_query_enqueues_one_fetch_after_commit(django_capture_on_commit_callbacks):
-    with mock.patch.object(services, "fetch_enqueue", autospec=True) as enqueue:
+    with mock.patch.object(services, "async_task", autospec=True) as enqueue:
         with django_capture_on_commit_callbacks(execute=False) as callbacks:
             entry = services.entry_create(api_query=QUERY)
         enqueue.assert_not_called()
         for callback in callbacks:
             callback()
-    enqueue.assert_called_once_with(fetch_id=entry.fetch_id)
+    enqueue.assert_called_once()
+    assert enqueue.call_args.args == ("imagecache.tasks.fetch_image", entry.fetch_id)
 
 
 def test_identical_queries_share_an_in_flight_fetch():
@@ -271,7 +272,7 @@ def test_poisoned_query_fails_instead_of_crashing(fetch_chart):
 @pytest.mark.django_db(transaction=True)
 def test_lease_is_renewed_while_kentik_renders(settings, fetch_chart):
     settings.FETCH_LEASE = 0.3
-    with mock.patch.object(services, "fetch_enqueue", autospec=True):
+    with mock.patch.object(services, "async_task", autospec=True):
         entry = services.entry_create(api_query=QUERY)
     leases_seen = []
 
