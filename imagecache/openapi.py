@@ -8,6 +8,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 
+from imagecache.examples import chart_query
 from imagecache.kentik import MEDIA_TYPES
 
 
@@ -23,26 +24,7 @@ def _error(description: str) -> OpenApiResponse:
     return OpenApiResponse(ErrorSerializer, description=description)
 
 
-QUERY_EXAMPLE = {
-    "api_query": {
-        "queries": [
-            {
-                "bucket": "Left +Y Axis",
-                "isOverlay": False,
-                "query": {
-                    "metric": "bytes",
-                    "dimension": ["Traffic"],
-                    "topx": "8",
-                    "lookback_seconds": 3600,
-                    "viz_type": "stackedArea",
-                    "query_title": "Total traffic",
-                },
-            }
-        ],
-        "imageType": "png",
-    },
-    "ttl": 600,
-}
+QUERY_EXAMPLE = {"api_query": chart_query(), "ttl": 600}
 
 
 def request_create(request: type, response: type):  # type: ignore[no-untyped-def]

@@ -776,27 +776,6 @@ class _Handler(BaseHTTPRequestHandler):
         if self.server.state.verbose:
             super().log_message(format, *args)
 
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_PUT(self) -> None:
-        self._dispatch()
-
-    def do_PATCH(self) -> None:
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        self._dispatch()
-
-    def do_HEAD(self) -> None:
-        self._dispatch()
-
-    def do_OPTIONS(self) -> None:
-        self._dispatch()
-
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Protocol errors found by http.server, answered as JSON like everything else."""
         try:
@@ -827,6 +806,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(HTTPStatus.OK, self.server.state.calls())
         else:
             self._send_json(HTTPStatus.NOT_FOUND, {"error": f"Not found: {method} {path}"})
+
+    # Every method goes through one dispatcher, which answers what it does not serve.
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _dispatch
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():

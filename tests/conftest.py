@@ -22,6 +22,14 @@ def _clean_cache_path() -> Iterator[None]:
     settings.CACHE_PATH.mkdir(parents=True, exist_ok=True)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_connectors() -> Iterator[None]:
+    """The Kentik client is cached per settings; settings change per test."""
+    kentik._connector.cache_clear()
+    yield
+    kentik._connector.cache_clear()
+
+
 @pytest.fixture
 def fetch_chart() -> Iterator[mock.MagicMock]:
     """The Kentik seam, patched: unit tests only."""

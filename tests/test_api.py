@@ -8,7 +8,6 @@ HTTP to a real KentikSimulator on loopback. Without it, the fetch stays pending.
 import json
 import re
 import shutil
-import socket
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -21,11 +20,12 @@ from django.db import transaction
 from django.http import HttpResponseBase
 from django.test import Client
 
-from imagecache import kentik, services
+from imagecache import examples, services
 from imagecache.hashing import query_hash
 from imagecache.models import Entry, Fetch, FetchState
 from imagecache.simulator import KentikSimulator, render_chart
 from tests.conftest import QUERY
+from tests.e2e.service import free_port
 
 pytestmark = pytest.mark.django_db
 
@@ -35,21 +35,7 @@ FAVICON = Path(__file__).resolve().parents[1] / "imagecache" / "root" / "favicon
 
 
 def chart_query(image_type: str = "png", title: str = "Total traffic") -> dict[str, Any]:
-    return {
-        "queries": [
-            {
-                "bucket": "Left +Y Axis",
-                "query": {
-                    "metric": "bytes",
-                    "dimension": ["Traffic"],
-                    "lookback_seconds": 3600,
-                    "query_title": title,
-                    "filters_obj": None,
-                },
-            }
-        ],
-        "imageType": image_type,
-    }
+    return examples.chart_query(title, image_type)
 
 
 def body_of(response: HttpResponseBase) -> bytes:
@@ -102,13 +88,6 @@ def api(client, settings) -> Api:
     return Api(client, settings.KT_AUTH_TOKEN)
 
 
-@pytest.fixture(autouse=True)
-def _fresh_connectors() -> Iterator[None]:
-    kentik._connector.cache_clear()
-    yield
-    kentik._connector.cache_clear()
-
-
 @pytest.fixture
 def sim(settings) -> Iterator[KentikSimulator]:
     """A simulator that knows the test credentials, with the service pointed at it."""
@@ -139,12 +118,6 @@ def pending(api: Api, api_query: dict[str, Any], **fields: Any) -> str:
     response = api.post("/requests", {"api_query": api_query, **fields})
     assert response.status_code == 200, body_of(response)
     return str(response.json()["id"])
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def nested_body(depth: int) -> str:

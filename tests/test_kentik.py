@@ -6,7 +6,6 @@ started per test, configured through Django settings.
 
 import json
 import logging
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -15,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from imagecache import kentik
+from imagecache import examples, kentik
 from imagecache.simulator import KentikSimulator, render_chart
+from tests.e2e.service import free_port
 
 EMAIL = "tests@example.com"
 TOKEN = "kentik-t0ken-that-must-stay-secret"
@@ -24,26 +24,7 @@ TOKEN = "kentik-t0ken-that-must-stay-secret"
 
 def chart_query(image_type: str = "png", **query: Any) -> dict[str, Any]:
     """A topXchart body like the ones clients send, nulls included."""
-    body: dict[str, Any] = {
-        "queries": [
-            {
-                "bucket": "Left +Y Axis",
-                "isOverlay": False,
-                "query": {
-                    "metric": "bytes",
-                    "dimension": ["Traffic"],
-                    "topx": "8",
-                    "lookback_seconds": 3600,
-                    "viz_type": "stackedArea",
-                    "query_title": "Total traffic",
-                    "filters_obj": None,
-                    **query,
-                },
-            }
-        ],
-        "imageType": image_type,
-    }
-    return body
+    return examples.chart_query(image_type=image_type, **query)
 
 
 def fetch_error(query: dict[str, Any]) -> kentik.KentikError:
@@ -55,22 +36,8 @@ def fetch_error(query: dict[str, Any]) -> kentik.KentikError:
     return raised.value
 
 
-def free_port() -> int:
-    """A loopback port nobody listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def header(headers: dict[str, str], name: str) -> str | None:
     return next((v for k, v in headers.items() if k.lower() == name.lower()), None)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_connectors() -> Iterator[None]:
-    kentik._connector.cache_clear()
-    yield
-    kentik._connector.cache_clear()
 
 
 @pytest.fixture

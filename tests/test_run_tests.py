@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from imagecache import examples
 from tests import run_tests
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -123,22 +124,7 @@ def stub() -> Iterator[tuple[Stub, str]]:
 
 
 def api_query(image_type: str = "png") -> dict[str, Any]:
-    return {
-        "queries": [
-            {
-                "bucket": "Left +Y Axis",
-                "isOverlay": False,
-                "query": {
-                    "metric": "bytes",
-                    "dimension": ["Traffic"],
-                    "lookback_seconds": 3600,
-                    "starting_time": None,
-                    "viz_type": "stackedArea",
-                },
-            }
-        ],
-        "imageType": image_type,
-    }
+    return examples.chart_query(image_type=image_type)
 
 
 def write(directory: Path, name: str, content: dict[str, Any]) -> Path:

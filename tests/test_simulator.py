@@ -29,6 +29,7 @@ import pytest
 import requests
 from PIL import Image
 
+from imagecache import examples
 from imagecache.hashing import query_hash
 from imagecache.simulator import KentikSimulator, RuleError, render_chart
 
@@ -42,30 +43,7 @@ DELAY = 0.3
 
 def chart_body(image_type: str = "png", **query: Any) -> dict[str, Any]:
     """A topXchart body like the ones the cache sends, with some query fields replaced."""
-    body: dict[str, Any] = {
-        "queries": [
-            {
-                "bucket": "Left +Y Axis",
-                "isOverlay": False,
-                "query": {
-                    "metric": "bytes",
-                    "dimension": ["Traffic"],
-                    "topx": "8",
-                    "depth": "100",
-                    "lookback_seconds": 3600,
-                    "viz_type": "stackedArea",
-                    "query_title": "Total traffic",
-                    "fastData": "Auto",
-                    "outsort": "avg_bits_per_sec",
-                    "all_selected": True,
-                    "filters_obj": None,
-                },
-            }
-        ],
-        "imageType": image_type,
-    }
-    body["queries"][0]["query"].update(query)
-    return body
+    return examples.chart_query(image_type=image_type, **query)
 
 
 def post_chart(

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from imagecache import examples
 from imagecache.simulator import KentikSimulator
 from tests.e2e.service import Service
 
@@ -40,25 +41,7 @@ def _reset_simulator(simulator: KentikSimulator) -> None:
 
 def unique_query(name: str, image_type: str = "png", **query: object) -> dict[str, object]:
     """A realistic query whose title makes it unique to one test."""
-    return {
-        "queries": [
-            {
-                "bucket": "Left +Y Axis",
-                "isOverlay": False,
-                "query": {
-                    "metric": "bytes",
-                    "dimension": ["Traffic"],
-                    "topx": "8",
-                    "lookback_seconds": 3600,
-                    "viz_type": "stackedArea",
-                    "query_title": name,
-                    "starting_time": None,
-                    **query,
-                },
-            }
-        ],
-        "imageType": image_type,
-    }
+    return examples.chart_query(name, image_type, **query)
 
 
 def simulator_dir() -> Path:
