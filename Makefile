@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-embedded test-production lint install install-dev clean
+.PHONY: run test test-embedded test-production bench lint install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,13 @@ test-production: install-dev
 	  echo "PostgreSQL or Redis does not answer: the production profile was not tested."; \
 	  test -z "$$CI"; \
 	fi
+
+## bench: the speed figures against nginx on this machine (bench/run.py);
+## installs wrk and nginx from Debian if they are missing.
+bench: install-dev
+	@command -v wrk >/dev/null && command -v nginx >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light)
+	$(BIN)/python bench/run.py
 
 lint: install-dev
 	$(BIN)/ruff check .
