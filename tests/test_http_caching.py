@@ -479,3 +479,21 @@ def test_x_accel_redirect_prefix_must_be_a_path():
 
     assert result.returncode != 0
     assert "X_ACCEL_REDIRECT_PREFIX" in result.stderr.splitlines()[-1]
+
+
+# -------------------------------------------------------------------------- OpenAPI
+
+
+def test_schema_documents_wait_202_304_and_the_caching_headers(client):
+    operation = client.get("/api/schema/?format=json").json()["paths"]["/image/{entry_id}"]["get"]
+
+    wait = {p["name"]: p for p in operation["parameters"]}["wait"]
+    assert (wait["in"], wait["schema"]) == ("query", {"type": "number", "minimum": 0})
+    responses = operation["responses"]
+    assert {"200", "202", "304", "400", "404", "500"} <= set(responses)
+    pending_schema = responses["202"]["content"]["application/json"]["schema"]
+    assert pending_schema == {"$ref": "#/components/schemas/Pending"}
+    assert {"ETag", "Last-Modified", "Cache-Control", "Expires"} <= set(responses["200"]["headers"])
+    assert {"ETag", "Cache-Control", "Expires"} <= set(responses["304"]["headers"])
+    assert "Retry-After" in responses["202"]["headers"]
+    assert "Cache-Control" in responses["404"]["headers"]
