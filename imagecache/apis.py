@@ -2,11 +2,26 @@
 service or selector, and serializing."""
 
 from typing import Any
+from urllib.parse import quote
 
 from django.conf import settings
-from django.core.files.storage import default_storage
-from django.http import FileResponse, HttpRequest, HttpResponse
+from django.core.files.storage import FileSystemStorage, default_storage
+from django.http import (
+    FileResponse,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    HttpResponseNotModified,
+)
 from django.shortcuts import render
+from django.utils import timezone
+from django.utils.http import (
+    http_date,
+    parse_etags,
+    parse_http_date,
+    parse_http_date_safe,
+    quote_etag,
+)
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -14,6 +29,7 @@ from rest_framework.views import APIView
 
 from imagecache import openapi, selectors, services
 from imagecache.errors import EntryNotFound
+from imagecache.models import Entry, Fetch
 from imagecache.parsers import AnyTypeJSONParser
 from imagecache.runner import SIMULATOR_EMAIL
 from imagecache.serializers import JSONObjectField, StrictIntegerField
@@ -40,15 +56,91 @@ class RequestCreateApi(APIView):
 
 
 class ImageGetApi(APIView):
+    class FilterSerializer(serializers.Serializer):
+        wait = serializers.FloatField(
+            min_value=0,
+            required=False,
+            error_messages={
+                "invalid": "Must be a number of seconds.",
+                "min_value": "Must be at least 0 seconds.",
+            },
+        )
+
+    # HEAD is answered by `get` (Django's View.setup maps it), with no body.
     @openapi.image_get
-    def get(self, request: Request, entry_id: str) -> FileResponse:
-        entry = selectors.entry_get_ready(entry_id=entry_id, wait=settings.ENTRY_WAIT_TIMEOUT)
+    def get(self, request: Request, entry_id: str) -> HttpResponseBase:
+        # A plain dict, so that an empty `wait=` is refused rather than ignored.
+        filters = self.FilterSerializer(data=request.query_params.dict())
+        filters.is_valid(raise_exception=True)
+        entry = selectors.entry_get_ready(entry_id=entry_id, **filters.validated_data)
+        headers = _caching_headers(entry)
+        if _not_modified(request, headers):
+            response = _not_modified_response(entry.fetch, headers)
+        else:
+            response = _image_response(request, entry.fetch, headers)
+        services.fetch_mark_read(fetch=entry.fetch)
+        return response
+
+
+def _caching_headers(entry: Entry) -> dict[str, str]:
+    """A ready image never changes: cacheable by anyone until its entry expires."""
+    fetch = entry.fetch
+    fresh_for = max(0, int((entry.expires_at - timezone.now()).total_seconds()))
+    headers = {
+        "Cache-Control": f"public, max-age={fresh_for}, immutable",
+        "Expires": http_date(entry.expires_at.timestamp()),
+    }
+    if fetch.content_hash:
+        headers["ETag"] = quote_etag(fetch.content_hash)
+    if fetch.finished_at is not None:
+        headers["Last-Modified"] = http_date(fetch.finished_at.timestamp())
+    return headers
+
+
+def _not_modified(request: Request, headers: dict[str, str]) -> bool:
+    """RFC 9110 13.2.2 for GET and HEAD: If-None-Match (weak comparison) when
+    present, else If-Modified-Since."""
+    if_none_match = request.headers.get("If-None-Match", "").strip()
+    if if_none_match:
+        etags = parse_etags(if_none_match)
+        if etags == ["*"]:
+            return True
+        etag = headers.get("ETag")
+        return etag is not None and _weak(etag) in {_weak(tag) for tag in etags}
+    since = parse_http_date_safe(request.headers.get("If-Modified-Since", ""))
+    modified = headers.get("Last-Modified")
+    return since is not None and modified is not None and parse_http_date(modified) <= since
+
+
+def _weak(etag: str) -> str:
+    return etag.removeprefix("W/")
+
+
+def _not_modified_response(fetch: Fetch, headers: dict[str, str]) -> HttpResponseNotModified:
+    response = HttpResponseNotModified()
+    for name in ("ETag", "Cache-Control", "Expires"):
+        if name in headers:
+            response[name] = headers[name]
+    # Else CommonMiddleware would say 0, which a cache could take for the image's.
+    response["Content-Length"] = str(fetch.size or 0)
+    return response
+
+
+def _image_response(request: Request, fetch: Fetch, headers: dict[str, str]) -> HttpResponseBase:
+    """The image; or only its headers, for HEAD and for nginx to send the bytes."""
+    if settings.X_ACCEL_REDIRECT_PREFIX and isinstance(default_storage, FileSystemStorage):
+        headers["X-Accel-Redirect"] = settings.X_ACCEL_REDIRECT_PREFIX + quote(fetch.file_name)
+    elif request.method == "HEAD":
+        headers["Content-Length"] = str(fetch.size or 0)
+    else:
         try:
-            image = default_storage.open(entry.fetch.file_name, "rb")
+            image = default_storage.open(fetch.file_name, "rb")
         except FileNotFoundError:
             raise EntryNotFound() from None  # pruned or evicted meanwhile
-        services.fetch_mark_read(fetch=entry.fetch)
-        return FileResponse(image, content_type=entry.fetch.media_type)
+        return FileResponse(image, content_type=fetch.media_type, headers=headers)
+    if not default_storage.exists(fetch.file_name):
+        raise EntryNotFound()  # pruned or evicted meanwhile
+    return HttpResponse(content_type=fetch.media_type, headers=headers)
 
 
 class InfoApi(APIView):

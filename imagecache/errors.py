@@ -1,6 +1,8 @@
 """Domain errors: raised by services and selectors, answered in one place
 (`imagecache.exception_handlers`)."""
 
+from typing import Any
+
 
 class ImageCacheError(Exception):
     status = 500
@@ -12,6 +14,9 @@ class ImageCacheError(Exception):
 
     def headers(self) -> dict[str, str]:
         return {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.message, "status": self.status}
 
 
 class EntryNotFound(ImageCacheError):
@@ -28,6 +33,8 @@ class FetchFailed(ImageCacheError):
 
 
 class FetchPending(ImageCacheError):
+    """The image is still being fetched after the longest wait allowed."""
+
     status = 500
     default_message = "The image is still being fetched from Kentik; try again later."
 
@@ -37,3 +44,28 @@ class FetchPending(ImageCacheError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+class FetchStillPending(ImageCacheError):
+    """The client asked not to wait (`?wait=0`) and the image is not ready yet:
+    not a failure but "come back later" (202), with the fetch's state."""
+
+    status = 202
+    default_message = "The image is still being fetched from Kentik; come back later."
+
+    def __init__(self, entry_id: str, state: str, retry_after: int) -> None:
+        super().__init__()
+        self.entry_id = entry_id
+        self.state = state
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "id": self.entry_id,
+            "state": self.state,
+            "status": self.status,
+            "retry_after": self.retry_after,
+        }

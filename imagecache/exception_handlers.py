@@ -1,4 +1,9 @@
-"""Every error leaves the service as JSON: `{"error": "<message>", ...}`."""
+"""Every error leaves the service as JSON: `{"error": "<message>", ...}`.
+
+Every answer made here (errors, and the 202 of an image still being fetched)
+carries `Cache-Control: no-store`: it says nothing a cache should keep, and
+the next request may well be answered differently.
+"""
 
 from typing import Any
 
@@ -11,11 +16,19 @@ from rest_framework.views import exception_handler
 
 from imagecache.errors import ImageCacheError
 
+NO_STORE = {"Cache-Control": "no-store"}
+
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    response = _api_response(exc, context)
+    if response is not None:
+        response["Cache-Control"] = NO_STORE["Cache-Control"]
+    return response
+
+
+def _api_response(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ImageCacheError):
-        body: dict[str, Any] = {"error": exc.message, "status": exc.status}
-        return Response(body, status=exc.status, headers=exc.headers())
+        return Response(exc.body(), status=exc.status, headers=exc.headers())
     if isinstance(exc, RequestDataTooBig):
         # DRF reads the body through Django, which refuses it past the limit.
         return Response({"error": _too_large(), "status": 413}, status=413)
@@ -44,7 +57,7 @@ def _validation_message(detail: Any) -> str:
 
 
 def _json_error(status: int, message: str) -> JsonResponse:
-    return JsonResponse({"error": message, "status": status}, status=status)
+    return JsonResponse({"error": message, "status": status}, status=status, headers=NO_STORE)
 
 
 def _too_large() -> str:

@@ -64,13 +64,54 @@ _REQUEST_CREATE: dict[str, Any] = dict(
     ],
 )
 
+
+class PendingSerializer(serializers.Serializer):
+    id = serializers.CharField(help_text="The image id asked for.")
+    state = serializers.ChoiceField(
+        choices=["pending", "fetching"],
+        help_text="`pending`: queued for a worker; `fetching`: a worker is calling Kentik.",
+    )
+    status = serializers.IntegerField(help_text="202, repeated.")
+    retry_after = serializers.IntegerField(help_text="Seconds before asking again.")
+
+
+def _header(name: str, description: str, responses: list[int]) -> OpenApiParameter:
+    return OpenApiParameter(
+        name,
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        description=description,
+        response=responses,
+    )
+
+
+_WAIT = OpenApiParameter(
+    "wait",
+    {"type": "number", "minimum": 0},
+    OpenApiParameter.QUERY,
+    required=False,
+    description=(
+        "How long to wait for an image still being fetched, in seconds (fractions allowed), "
+        "at most ENTRY_WAIT_TIMEOUT. `0` never waits: a pending image is answered 202 at once. "
+        "Without it, the request waits ENTRY_WAIT_TIMEOUT."
+    ),
+)
+
 image_get = extend_schema(
     operation_id="image_get",
     summary="Get a chart",
     description=(
         "The image, with its real media type. While it is being fetched the request waits, "
-        f"at most ENTRY_WAIT_TIMEOUT ({settings.ENTRY_WAIT_TIMEOUT:g} s here). A Kentik error "
-        "is answered with Kentik's status code and message."
+        f"at most ENTRY_WAIT_TIMEOUT ({settings.ENTRY_WAIT_TIMEOUT:g} s here) or `wait`; "
+        "`wait=0` answers 202 at once instead. A Kentik error is answered with Kentik's status "
+        "code and message.\n\n"
+        "A ready image never changes, so it is cacheable until its id expires: `ETag` (the "
+        "sha256 of the bytes), `Last-Modified`, `Cache-Control: public, max-age=<seconds to "
+        "the expiry>, immutable` and `Expires`. `If-None-Match` (weak comparison, lists and "
+        "`*`) or, without it, `If-Modified-Since` answer 304. `HEAD` answers the same headers "
+        "without the body. Every other answer carries `Cache-Control: no-store`. With "
+        "X_ACCEL_REDIRECT_PREFIX set, a ready image comes with an empty body and an "
+        "`X-Accel-Redirect` header for the nginx in front to send the file."
     ),
     parameters=[
         OpenApiParameter(
@@ -78,19 +119,41 @@ image_get = extend_schema(
             OpenApiTypes.STR,
             OpenApiParameter.PATH,
             description="An id from `POST /requests`: `<64 hex>_<expiry epoch>`.",
-        )
+        ),
+        _WAIT,
+        _header("ETag", 'The sha256 of the image, quoted: `"<64 hex>"`.', [200, 304]),
+        _header("Last-Modified", "When the image was fetched from Kentik.", [200]),
+        _header(
+            "Cache-Control",
+            "`public, max-age=<whole seconds to the expiry>, immutable` for the image; "
+            "`no-store` for every other answer.",
+            [200, 202, 304, 400, 401, 403, 404, 429, 500, 502, 503, 504],
+        ),
+        _header("Expires", "The id's expiry, an HTTP date.", [200, 304]),
+        _header("Retry-After", "Seconds before asking again.", [202, 500]),
     ],
     responses={
         (200, media_type): OpenApiResponse(OpenApiTypes.BINARY, description="The chart.")
         for media_type in MEDIA_TYPES.values()
     }
     | {
-        400: _error("Kentik rejected the query (its message)."),
+        202: OpenApiResponse(
+            PendingSerializer, description="`wait=0` and the image is still being fetched."
+        ),
+        304: OpenApiResponse(
+            description="Not modified (`If-None-Match` or `If-Modified-Since`); no body."
+        ),
+        400: _error("Kentik rejected the query (its message), or `wait` is not a number >= 0."),
         401: _error("Kentik refused the service's credentials."),
         403: _error("Kentik refused the service's credentials."),
         404: _error("Unknown, malformed or expired id."),
+        # A long `wait=...&wait=...` list is refused by gunicorn before the service sees it.
+        414: OpenApiResponse(
+            description="The request line is longer than gunicorn accepts (4094 bytes); "
+            "gunicorn's own answer, not JSON."
+        ),
         429: _error("Kentik's rate limit, after the service's retries."),
-        500: _error("Still being fetched after ENTRY_WAIT_TIMEOUT; see `Retry-After`."),
+        500: _error("Still being fetched after ENTRY_WAIT_TIMEOUT (or `wait`); see `Retry-After`."),
         502: _error("Kentik could not be reached, redirected, or answered something unreadable."),
         503: _error("Kentik was unavailable, after the service's retries."),
         504: _error("Kentik did not answer in time."),

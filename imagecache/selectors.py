@@ -10,10 +10,13 @@ from django.db.models import Count, Sum
 from django.utils import timezone
 
 from imagecache import waiting
-from imagecache.errors import EntryNotFound, FetchFailed, FetchPending
+from imagecache.errors import EntryNotFound, FetchFailed, FetchPending, FetchStillPending
 from imagecache.models import IN_FLIGHT, Entry, Fetch, FetchState
 
 ENTRY_ID_RE = re.compile(r"^[0-9a-f]{64}_[0-9]{1,12}(\.[0-9]{1,9})?$")
+# The Retry-After of a 202 to a client that asked not to wait: it polls, and
+# most charts take Kentik a few seconds.
+POLL_RETRY_AFTER = 1
 
 
 def entry_get(*, entry_id: str) -> Entry:
@@ -26,17 +29,27 @@ def entry_get(*, entry_id: str) -> Entry:
     return entry
 
 
-def entry_get_ready(*, entry_id: str, wait: float) -> Entry:
-    """The entry once its image is ready, waiting at most `wait` seconds.
+def entry_get_ready(*, entry_id: str, wait: float | None = None) -> Entry:
+    """The entry once its image is ready.
 
-    Raises FetchFailed with Kentik's status, FetchPending when the wait ran
-    out, EntryNotFound when the entry is gone or expired meanwhile.
+    `wait` caps how long a pending image is waited for: ENTRY_WAIT_TIMEOUT when
+    None, never more. `wait=0` never blocks: a pending image raises
+    FetchStillPending (202) at once. Otherwise raises FetchPending when the
+    wait ran out, FetchFailed with Kentik's status, EntryNotFound when the
+    entry is gone or expired meanwhile.
     """
     entry = entry_get(entry_id=entry_id)
-    if entry.fetch.state in IN_FLIGHT and wait > 0:
+    if wait == 0 and entry.fetch.state in IN_FLIGHT:
+        raise FetchStillPending(
+            entry_id=entry.pk, state=str(entry.fetch.state), retry_after=POLL_RETRY_AFTER
+        )
+    timeout = (
+        settings.ENTRY_WAIT_TIMEOUT if wait is None else min(wait, settings.ENTRY_WAIT_TIMEOUT)
+    )
+    if entry.fetch.state in IN_FLIGHT and timeout > 0:
         # A long wait must not hold a database connection.
         connection.close()
-        waiting.waiter.wait(entry.fetch_id, wait)
+        waiting.waiter.wait(entry.fetch_id, timeout)
         entry = entry_get(entry_id=entry_id)
     fetch = entry.fetch
     if fetch.state == FetchState.READY:

@@ -233,6 +233,19 @@ elif STORAGE_BACKEND == "s3":
     }
 else:
     raise ImproperlyConfigured(f"STORAGE_BACKEND must be filesystem or s3, not {STORAGE_BACKEND!r}")
+# With a prefix (e.g. /protected-images/), ready images on the file system
+# are answered with an empty body and `X-Accel-Redirect: <prefix><file name>`,
+# and a fronting nginx sends the bytes from an `internal` location aliased to
+# CACHE_PATH. Empty: the service sends the bytes itself.
+X_ACCEL_REDIRECT_PREFIX = env_str("X_ACCEL_REDIRECT_PREFIX", "")
+if X_ACCEL_REDIRECT_PREFIX:
+    if not X_ACCEL_REDIRECT_PREFIX.startswith("/"):
+        raise ImproperlyConfigured(
+            "X_ACCEL_REDIRECT_PREFIX must be a path starting with /, "
+            f"not {X_ACCEL_REDIRECT_PREFIX!r}"
+        )
+    X_ACCEL_REDIRECT_PREFIX = X_ACCEL_REDIRECT_PREFIX.rstrip("/") + "/"
+
 STORAGES = {
     "default": IMAGE_STORAGE,
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},

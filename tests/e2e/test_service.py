@@ -2,7 +2,9 @@
 the Kentik simulator on loopback."""
 
 import base64
+import hashlib
 import json
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -246,3 +248,76 @@ def test_stop_stops_every_process(tmp_path, simulator):
     assert service.process is not None and service.process.returncode == 0
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{service.url}/info", timeout=2)
+
+
+def raw_exchange(service: Service, request: str) -> tuple[bytes, bytes]:
+    """One request on its own connection, as bytes on the wire: the head of
+    the answer and everything after it until the server closes."""
+    with socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock:
+        sock.sendall(request.encode("latin-1"))
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, rest = received.partition(b"\r\n\r\n")
+    return head, rest
+
+
+def test_head_of_a_ready_image_has_its_length_and_no_body(service, simulator):
+    entry_id = service.post(unique_query("head"), ttl=120)
+    got = service.get_image(entry_id)
+    assert got.status_code == 200
+    head = requests.head(f"{service.url}/image/{entry_id}", timeout=10)
+    assert head.status_code == 200
+    assert head.headers["Content-Length"] == str(len(got.content))
+    for name in ("Content-Type", "ETag", "Last-Modified", "Cache-Control", "Expires"):
+        assert head.headers[name] == got.headers[name]
+    # On the wire: the headers, then nothing.
+    status, rest = raw_exchange(
+        service,
+        f"HEAD /image/{entry_id} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    )
+    assert status.startswith(b"HTTP/1.1 200 ")
+    assert f"content-length: {len(got.content)}".encode() in status.lower()
+    assert rest == b""
+    assert "no-body response" not in service.log()
+
+
+def test_conditional_get_of_a_ready_image_is_304(service, simulator):
+    entry_id = service.post(unique_query("conditional"), ttl=120)
+    got = service.get_image(entry_id)
+    assert got.headers["ETag"] == f'"{hashlib.sha256(got.content).hexdigest()}"'
+    assert got.headers["Cache-Control"].startswith("public, max-age=")
+    url = f"{service.url}/image/{entry_id}"
+    by_etag = requests.get(url, headers={"If-None-Match": got.headers["ETag"]}, timeout=10)
+    by_date = requests.get(
+        url, headers={"If-Modified-Since": got.headers["Last-Modified"]}, timeout=10
+    )
+    for response in (by_etag, by_date):
+        assert response.status_code == 304
+        assert response.content == b""
+        assert response.headers["ETag"] == got.headers["ETag"]
+        assert response.headers["Expires"] == got.headers["Expires"]
+    changed = requests.get(url, headers={"If-None-Match": '"other"'}, timeout=10)
+    assert (changed.status_code, changed.content) == (200, got.content)
+
+
+def test_wait_0_on_a_slow_query_is_202_until_the_image_is_ready(service, simulator):
+    api_query = unique_query("wait-0-slow")
+    simulator.add_rule(match="wait-0-slow", delay=1.2)
+    entry_id = service.post(api_query)
+    # Kentik takes 1.2 s: a request that waited would get the image.
+    polled = requests.get(f"{service.url}/image/{entry_id}?wait=0", timeout=10)
+    assert polled.status_code == 202
+    assert polled.headers["Retry-After"] == "1"
+    assert polled.headers["Cache-Control"] == "no-store"
+    assert polled.json() == {
+        "id": entry_id,
+        "state": polled.json()["state"],
+        "status": 202,
+        "retry_after": 1,
+    }
+    assert polled.json()["state"] in ("pending", "fetching")
+    assert service.get_image(entry_id).status_code == 200
+    ready = requests.get(f"{service.url}/image/{entry_id}?wait=0", timeout=10)
+    assert ready.status_code == 200
+    assert ready.content == kentik_bytes(simulator, api_query)[1]
