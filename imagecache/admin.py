@@ -52,6 +52,11 @@ def time_left(expires_at: datetime, now: datetime) -> str:
     return f"in {seconds // DAY} days"
 
 
+def when(moment: datetime) -> str:
+    """A compact local date and time for the lists: '2026-11-28 12:04:05'."""
+    return date_format(timezone.localtime(moment), "Y-m-d H:i:s")
+
+
 def duration(age: timedelta) -> str:
     """A short, rounded age: '42 s', '3 min 5 s', '2 h 10 min', '3 days 4 h'."""
     seconds = max(0, int(age.total_seconds()))
@@ -165,7 +170,7 @@ class EntryAdmin(ReadOnlyAdmin):
         "state",
         "media_type",
         "size",
-        "created_at",
+        "created",
         "expires",
         "kentik_status",
         "thumbnail",
@@ -264,7 +269,12 @@ class EntryAdmin(ReadOnlyAdmin):
     @admin.display(description="id", ordering="id")
     def short_id(self, entry: Entry) -> str:
         query_key, _, expiry = entry.pk.partition("_")
-        return format_html('<code title="{}">{}…_{}</code>', entry.pk, query_key[:12], expiry)
+        return format_html(
+            '<code title="{}" style="white-space: nowrap">{}…_{}</code>',
+            entry.pk,
+            query_key[:12],
+            expiry,
+        )
 
     @admin.display(description="state", ordering="fetch__state")
     def state(self, entry: Entry) -> str:
@@ -278,11 +288,15 @@ class EntryAdmin(ReadOnlyAdmin):
     def size(self, entry: Entry) -> str | None:
         return filesizeformat(entry.fetch.size) if entry.fetch.size is not None else None
 
+    @admin.display(description="created", ordering="created_at")
+    def created(self, entry: Entry) -> str:
+        return format_html('<span style="white-space: nowrap">{}</span>', when(entry.created_at))
+
     @admin.display(description="expires", ordering="expires_at")
     def expires(self, entry: Entry) -> str:
         return format_html(
-            "{}<br><small>{}</small>",
-            date_format(timezone.localtime(entry.expires_at), "DATETIME_FORMAT"),
+            '<span style="white-space: nowrap">{}</span><br><small>{}</small>',
+            when(entry.expires_at),
             time_left(entry.expires_at, timezone.now()),
         )
 
