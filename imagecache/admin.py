@@ -216,7 +216,8 @@ class EntryAdmin(ReadOnlyAdmin):
 
     def _cache_at_a_glance(self) -> dict[str, Any]:
         stats = selectors.cache_stats()
-        changelist = reverse("admin:imagecache_entry_changelist", current_app=self.admin_site.name)
+        name = self.admin_site.name
+        changelist = reverse("admin:imagecache_entry_changelist", current_app=name)
         states = [
             {
                 "label": label,
@@ -229,7 +230,6 @@ class EntryAdmin(ReadOnlyAdmin):
         queue_models = (("tasks", Success), ("failures", Failure), ("schedules", Schedule))
         if self.admin_site.is_registered(OrmQ):  # the ORM broker only
             queue_models += (("queued", OrmQ),)
-        name = self.admin_site.name
         return {
             "cache_stats": stats,
             "cache_states": states,
@@ -241,7 +241,12 @@ class EntryAdmin(ReadOnlyAdmin):
                 "admin:app_list", kwargs={"app_label": "django_q"}, current_app=name
             ),
             "task_queue_links": [
-                (label, reverse(f"admin:django_q_{model._meta.model_name}_changelist"))
+                (
+                    label,
+                    reverse(
+                        f"admin:django_q_{model._meta.model_name}_changelist", current_app=name
+                    ),
+                )
                 for label, model in queue_models
             ],
         }
