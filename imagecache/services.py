@@ -415,3 +415,149 @@ def cache_evict(*, incoming: int = 0, dry_run: bool = False) -> PruneResult:
         files=len(files),
         bytes_freed=sum(size for _, size in files),
     )
+
+
+# --- Operators' actions (the admin) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class PurgeResult:
+    entries: int = 0
+    fetches: int = 0
+    files: int = 0
+    bytes_freed: int = 0
+
+
+def entry_purge(*, entry_ids: list[str]) -> PurgeResult:
+    """Delete entries now, and each fetch (with its file) that no other entry uses.
+
+    A fetch in flight that is purged is harmless: its task finds no row to
+    claim, or stores nothing and drops its file (`_fetch_store`).
+    """
+    with transaction.atomic():
+        entries = Entry.objects.filter(pk__in=entry_ids)
+        fetch_ids = set(entries.values_list("fetch_id", flat=True))
+        _, deleted = entries.delete()
+        entry_count = deleted.get(Entry._meta.label, 0)
+        orphans = _fetches_unused(fetch_ids)
+    files = [(name, size or 0) for _, name, size in orphans if name]
+    transaction.on_commit(lambda: _delete_files(files, dry_run=False))
+    logger.info("purged %d entries, %d fetches", entry_count, len(orphans))
+    return PurgeResult(
+        entries=entry_count,
+        fetches=len(orphans),
+        files=len(files),
+        bytes_freed=sum(size for _, size in files),
+    )
+
+
+def _fetches_unused(fetch_ids: set[int]) -> list[tuple[int, str, int | None]]:
+    """Delete those of the fetches that no entry uses; their (pk, file, size).
+
+    The delete applies the condition again, so a fetch that a new entry took
+    up meanwhile is kept (the same rule as `cache_prune`).
+    """
+    unused = Fetch.objects.filter(pk__in=fetch_ids, entries__isnull=True)
+    doomed = list(unused.values_list("pk", "file_name", "size"))
+    unused.filter(pk__in=[pk for pk, _, _ in doomed]).delete()
+    return doomed
+
+
+@dataclass(frozen=True)
+class RefetchResult:
+    entries: int = 0  # re-pointed to a fetch in flight
+    fetches_created: int = 0  # new fetches, enqueued
+    fetches_joined: int = 0  # fetches of the same query already in flight
+    fetches_deleted: int = 0  # old fetches no entry used any more
+    expired: int = 0  # selected entries skipped: they serve nobody
+
+
+def entry_refetch(*, entry_ids: list[str]) -> RefetchResult:
+    """Fetch the selected entries' images from Kentik again, now.
+
+    Each live entry is pointed at a new pending fetch of its query, or at the
+    one already in flight for that query (one fetch in flight per query is a
+    constraint), so entries of one query share one new Kentik call. New
+    fetches are enqueued once the transaction commits, and pending ones that
+    were joined are enqueued again (the task is idempotent; their task may be
+    lost). Old fetches that no entry uses any more are deleted with their files.
+    """
+    now = timezone.now()
+    created: set[int] = set()
+    joined: set[int] = set()
+    with transaction.atomic():
+        entries = list(
+            Entry.objects.filter(pk__in=entry_ids).select_related("fetch").order_by("pk")
+        )
+        live = [entry for entry in entries if entry.expires_at > now]
+        old_fetch_ids = {entry.fetch_id for entry in live}
+        for entry in live:
+            fetch, is_new = _fetch_in_flight(old=entry.fetch, now=now)
+            (created if is_new else joined).add(fetch.pk)
+            if entry.fetch_id != fetch.pk:
+                Entry.objects.filter(pk=entry.pk).update(fetch=fetch)
+        joined -= created
+        orphans = _fetches_unused(old_fetch_ids - created - joined)
+        waiting = Fetch.objects.filter(pk__in=joined, state=FetchState.PENDING)
+        again = sorted(waiting.values_list("pk", flat=True))
+        files = [(name, size or 0) for _, name, size in orphans if name]
+        transaction.on_commit(lambda: _refetch_enqueue(sorted(created), again, files))
+    logger.info(
+        "refetch: %d entries, %d new fetches, %d joined, %d old fetches deleted",
+        len(live),
+        len(created),
+        len(joined),
+        len(orphans),
+    )
+    return RefetchResult(
+        entries=len(live),
+        fetches_created=len(created),
+        fetches_joined=len(joined),
+        fetches_deleted=len(orphans),
+        expired=len(entries) - len(live),
+    )
+
+
+def _fetch_in_flight(*, old: Fetch, now: datetime) -> tuple[Fetch, bool]:
+    """The fetch in flight for `old`'s query: an existing one, or a new one
+    (True) with the same query text, sent to Kentik as the client wrote it."""
+    existing = Fetch.objects.filter(query_hash=old.query_hash, state__in=IN_FLIGHT).first()
+    if existing is not None:
+        return existing, False
+    try:
+        with transaction.atomic():
+            fetch = Fetch.objects.create(
+                query_hash=old.query_hash,
+                query_json=old.query_json,
+                created_at=now,
+                enqueued_at=now,
+            )
+        return fetch, True
+    except IntegrityError:
+        # A client's request created the in-flight fetch of this query first.
+        return Fetch.objects.get(query_hash=old.query_hash, state__in=IN_FLIGHT), False
+
+
+def _refetch_enqueue(created: list[int], again: list[int], files: list[tuple[str, int]]) -> None:
+    _delete_files(files, dry_run=False)
+    for fetch_id in created:
+        _task_enqueue(fetch_id=fetch_id)  # enqueued_at was set at creation
+    for fetch_id in again:
+        fetch_enqueue(fetch_id=fetch_id)
+
+
+def entry_extend(*, entry_ids: list[str], seconds: int) -> int:
+    """Push the expiry of the selected live entries `seconds` later; how many.
+
+    The id keeps its number: clients already hold it, and the id is only a
+    key. After an extension that number no longer equals the expiry, which
+    is `expires_at` (what every read checks, and what `/info` reports).
+    Expired entries are left to pruning: their fetch may be gone already.
+    """
+    if seconds < 1:
+        raise ValueError("seconds must be at least 1")
+    extended = Entry.objects.filter(pk__in=entry_ids, expires_at__gt=timezone.now()).update(
+        expires_at=F("expires_at") + timedelta(seconds=seconds)
+    )
+    logger.info("extended %d entries by %d s", extended, seconds)
+    return extended
