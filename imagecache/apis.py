@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from imagecache import openapi, selectors, services
+from imagecache import metrics, openapi, selectors, services
 from imagecache.errors import EntryNotFound
 from imagecache.parsers import AnyTypeJSONParser
 from imagecache.runner import SIMULATOR_EMAIL
@@ -48,6 +48,7 @@ class ImageGetApi(APIView):
         except FileNotFoundError:
             raise EntryNotFound() from None  # pruned or evicted meanwhile
         services.fetch_mark_read(fetch=entry.fetch)
+        metrics.CACHE_HITS.inc()
         return FileResponse(image, content_type=entry.fetch.media_type)
 
 
