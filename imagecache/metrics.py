@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from django.db.models import Count, Sum
 from django.utils import timezone
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
+    CONTENT_TYPE_PLAIN_0_0_4,
     REGISTRY,
     CollectorRegistry,
     Counter,
@@ -36,7 +36,9 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+# The classic text format, which every Prometheus reads (the names here need
+# none of the escaping that format 1.0.0 allows).
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 # `_created` series mean nothing once summed over processes, and multiprocess
 # mode leaves them out: leave them out in both modes.
