@@ -40,6 +40,12 @@ MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 # none of the escaping that format 1.0.0 allows).
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
+if os.environ.get(MULTIPROC_DIR):
+    # Each metric opens its file there as it is made. A one-off command (say
+    # `manage.py prune_cache` in a container whose environment names the
+    # directory) may come before the server that prepares it.
+    os.makedirs(os.environ[MULTIPROC_DIR], exist_ok=True)
+
 # `_created` series mean nothing once summed over processes, and multiprocess
 # mode leaves them out: leave them out in both modes.
 disable_created_metrics()
