@@ -22,12 +22,13 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def _own_cluster_reports(settings: Any, tmp_path: Path) -> None:
-    """With the ORM broker, cluster reports go to files named after the
-    database: a `make run` in this checkout would write there too."""
-    settings.CACHES = {
-        **settings.CACHES,
-        "django_q": {**settings.CACHES["django_q"], "LOCATION": str(tmp_path / "q-stats")},
-    }
+    """With the ORM broker, cluster reports go to files beside the database
+    file: a `make run` in this checkout would write there too."""
+    if "django_q" in settings.CACHES:
+        settings.CACHES = {
+            **settings.CACHES,
+            "django_q": {**settings.CACHES["django_q"], "LOCATION": str(tmp_path / "q-stats")},
+        }
 
 
 @pytest.fixture

@@ -277,24 +277,29 @@ Q_CLUSTER = {
 # Redis, which every host sees; with the ORM broker in Django's cache, which
 # is per process by default (LocMemCache), so the web would never see the
 # worker. A database cache would need `createcachetable` on every deployment
-# path and a write every half second on SQLite; files cost neither. They go
-# to a temp directory named after the database, so that every process of the
-# host that uses the same database sees them, and no other deployment's.
-# Use Redis when workers run on other hosts (or containers) than the web.
-_database_identity = "|".join(
-    str(DATABASES["default"].get(key, "")) for key in ("ENGINE", "HOST", "PORT", "NAME")
-)
-CLUSTER_STAT_PATH = Path(tempfile.gettempdir()) / (
-    "imagecache-q-stats-" + hashlib.sha256(_database_identity.encode()).hexdigest()[:16]
-)
-CACHES = {
+# path and a write every half second on SQLite; files cost neither. With the
+# ORM broker the reports go to a directory named after the database: beside
+# the SQLite file (`<file>-q-stats`), or in the temp directory for another
+# database, so that the processes of one host and one database see each
+# other's, and no other deployment's. Use Redis when the workers run on other
+# hosts (or containers) than the web.
+CACHES: dict[str, dict[str, Any]] = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-    "django_q": {
+}
+if not REDIS_URL:
+    _database = DATABASES["default"]
+    if _database["ENGINE"] == "django.db.backends.sqlite3":
+        CLUSTER_STAT_PATH = Path(f"{_database['NAME']}-q-stats").resolve()
+    else:
+        _identity = "|".join(str(_database.get(key, "")) for key in ("HOST", "PORT", "NAME"))
+        CLUSTER_STAT_PATH = Path(tempfile.gettempdir()) / (
+            "imagecache-q-stats-" + hashlib.sha256(_identity.encode()).hexdigest()[:16]
+        )
+    CACHES["django_q"] = {
         "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
         "LOCATION": str(CLUSTER_STAT_PATH),
         "TIMEOUT": None,
-    },
-}
+    }
 
 # --- Static files, i18n, logging ----------------------------------------------
 
