@@ -28,3 +28,34 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 control_socket_disable = True
 # The web workers' many threads share a bounded database pool (PostgreSQL).
 raw_env = ["DJANGO_DB_POOL=1"]
+
+
+# Prometheus' multiprocess mode (imagecache/metrics.py): every worker writes
+# its metrics to files in PROMETHEUS_MULTIPROC_DIR, and /metrics sums them.
+# The master prepares the directory before it forks any worker (set in its
+# environment, the workers inherit it), unless `manage.py serve` did it for
+# gunicorn and the qcluster together. The imports are here, not at the top:
+# prometheus_client must not be imported before the variable is set.
+_metrics_dir_made = None
+
+
+def on_starting(server):
+    global _metrics_dir_made
+    from imagecache.runner import metrics_dir_prepare
+
+    _metrics_dir_made = metrics_dir_prepare(os.environ)
+
+
+def child_exit(server, worker):
+    # A dead worker's waiters are no longer waiting (the gauge is `livesum`);
+    # its counters stay in the sums.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _metrics_dir_made is not None:
+        import shutil
+
+        shutil.rmtree(_metrics_dir_made, ignore_errors=True)

@@ -27,7 +27,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from imagecache import openapi, selectors, services
+from imagecache import metrics, openapi, selectors, services
 from imagecache.errors import EntryNotFound
 from imagecache.models import Entry, Fetch
 from imagecache.parsers import AnyTypeJSONParser
@@ -79,6 +79,7 @@ class ImageGetApi(APIView):
         else:
             response = _image_response(request, entry.fetch, headers)
         services.fetch_mark_read(fetch=entry.fetch)
+        metrics.CACHE_HITS.inc()
         return response
 
 

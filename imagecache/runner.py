@@ -3,11 +3,13 @@ are no credentials, then gunicorn and the django-q2 cluster, until a signal or
 one of them stops."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 
 from django.conf import settings
@@ -15,12 +17,48 @@ from django.conf import settings
 SIMULATOR_EMAIL = "simulator@example.com"
 SIMULATOR_TOKEN = "simulator-token"
 
+# Prometheus' multiprocess mode (imagecache/metrics.py): every process of the
+# service writes its metrics there, and /metrics sums them.
+METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+# The directory that was prepared for the processes started with this
+# environment: gunicorn, started by `manage.py serve` after the qcluster,
+# must not empty it under the qcluster's feet.
+METRICS_DIR_PREPARED = "IMAGECACHE_METRICS_DIR_PREPARED"
+
+
+def metrics_dir_prepare(env: MutableMapping[str, str]) -> Path | None:
+    """Give the processes started with `env` one empty directory for their
+    metrics: PROMETHEUS_MULTIPROC_DIR, emptied of a previous run's files, or
+    a new temp directory. Nothing if it is already prepared. Returns the
+    directory if it was made here, for the caller to remove at the end."""
+    path = env.get(METRICS_DIR)
+    if path and env.get(METRICS_DIR_PREPARED) == path:
+        return None
+    made = None
+    if path:
+        directory = Path(path)
+        directory.mkdir(parents=True, exist_ok=True)
+        # A dead process's counters would be summed with the new ones.
+        for stale in directory.glob("*.db"):
+            stale.unlink()
+    else:
+        made = Path(tempfile.mkdtemp(prefix="imagecache-metrics-"))
+        path = str(made)
+    env[METRICS_DIR] = path
+    env[METRICS_DIR_PREPARED] = path
+    return made
+
 
 class Runner:
     def __init__(self, write: Callable[[str], None]) -> None:
         self.write = write
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.stopping = False
+        self.metrics_dir: Path | None = None
+
+    def prepare_metrics_dir(self, env: dict[str, str]) -> None:
+        """One metrics directory for every child, removed at the end if made here."""
+        self.metrics_dir = metrics_dir_prepare(env)
 
     def start_simulator(self, env: dict[str, str]) -> None:
         """Start the bundled simulator and point `env` at it."""
@@ -86,6 +124,9 @@ class Runner:
                 self.write(f"{name} did not stop in 15 s; killing it")
                 process.kill()
                 process.wait()
+        if self.metrics_dir is not None:
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+            self.metrics_dir = None
 
 
 def child_env() -> dict[str, str]:

@@ -18,7 +18,7 @@ from django.db.models import F, Q, Sum
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from imagecache import kentik, leases, notify
+from imagecache import kentik, leases, metrics, notify
 from imagecache.hashing import query_hash
 from imagecache.models import IN_FLIGHT, KENTIK_LOCK, Entry, Fetch, FetchState, Lock
 
@@ -58,6 +58,7 @@ def entry_create(*, api_query: dict[str, Any], ttl: int | None = None) -> Entry:
         )
         if created:
             transaction.on_commit(lambda: _task_enqueue(fetch_id=fetch.pk))
+    (metrics.CACHE_MISSES if created else metrics.SHARED_FETCHES).inc()
     logger.info("entry %s: %s fetch %s", entry.id, "new" if created else "shares", fetch.pk)
     return entry
 
@@ -137,6 +138,9 @@ def fetch_claim(*, fetch_id: int) -> Claim:
                 status=502,
                 message=f"Gave up after {fetch.attempts} attempts that did not finish",
             )
+            logger.warning(
+                "fetch %s: failed (502), given up after %s attempts", fetch.pk, fetch.attempts
+            )
             return Claim(ClaimOutcome.SKIPPED)
         live = Fetch.objects.filter(state=FetchState.FETCHING, lease_until__gt=now)
         if live.count() >= settings.KENTIK_MAX_CONCURRENCY:
@@ -183,23 +187,54 @@ def fetch_run(*, fetch_id: int) -> None:
             chart = kentik.fetch_chart(fetch.query_json)
         except kentik.KentikError as exc:
             _fetch_fail(fetch=fetch, status=exc.status, message=exc.message)
+            _fetch_observe(fetch=fetch, status=exc.status, started=started, message=exc.message)
             return
         except Exception:
             # Whatever a query does to the client, the fetch ends recorded as
             # failed rather than retried forever by the task queue.
             logger.exception("fetch %s: unexpected error", fetch.pk)
-            _fetch_fail(fetch=fetch, status=502, message="Kentik's answer could not be processed")
+            message = "Kentik's answer could not be processed"
+            _fetch_fail(fetch=fetch, status=502, message=message)
+            _fetch_observe(fetch=fetch, status=502, started=started, message=message)
             return
         # Room first, so that the directory never holds more than the bound.
         cache_evict(incoming=len(chart.data))
         _fetch_store(fetch=fetch, chart=chart)
-    logger.info(
-        "fetch %s: ready, %s, %d bytes in %.2f s",
-        fetch.pk,
-        chart.media_type,
-        len(chart.data),
-        time.monotonic() - started,
-    )
+    _fetch_observe(fetch=fetch, status=200, started=started, chart=chart)
+
+
+def _fetch_observe(
+    *,
+    fetch: Fetch,
+    status: int,
+    started: float,
+    chart: kentik.Chart | None = None,
+    message: str = "",
+) -> None:
+    """The one log line and the metrics of a fetch that called Kentik."""
+    duration = time.monotonic() - started
+    outcome = "ready" if status == 200 else "failed"
+    metrics.KENTIK_CALLS.labels(str(status)).inc()
+    metrics.FETCH_DURATION.labels(outcome).observe(duration)
+    fields = {
+        "fetch_id": fetch.pk,
+        "outcome": outcome,
+        "status": status,
+        "duration_ms": round(duration * 1000, 1),
+    }
+    if chart is not None:
+        logger.info(
+            "fetch %s: ready (200), %s, %d bytes in %.2f s",
+            fetch.pk,
+            chart.media_type,
+            len(chart.data),
+            duration,
+            extra={**fields, "media_type": chart.media_type, "size": len(chart.data)},
+        )
+    else:
+        logger.warning(
+            "fetch %s: failed (%s) in %.2f s: %s", fetch.pk, status, duration, message, extra=fields
+        )
 
 
 def _fetch_store(*, fetch: Fetch, chart: kentik.Chart) -> None:
@@ -245,7 +280,6 @@ def _fetch_fail(
         )
         if failed:
             notify.fetch_done(fetch.pk)
-    logger.warning("fetch %s: failed with %s: %s", fetch.pk, status, message)
 
 
 def fetch_reap(*, fetch_ids: list[int] | None = None) -> list[int]:

@@ -12,6 +12,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
+from imagecache import metrics
+
 logger = logging.getLogger(__name__)
 
 InFlight = Callable[[list[int]], Iterable[int]]
@@ -56,7 +58,8 @@ class FetchWaiter:
             self._ensure_thread()
         self._work.set()
         try:
-            return event.wait(timeout)
+            with metrics.WAITERS.track_inprogress():
+                return event.wait(timeout)
         finally:
             with self._lock:
                 event, count = self._watched[fetch_id]

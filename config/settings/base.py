@@ -3,6 +3,8 @@
 A wrong value stops start-up with ImproperlyConfigured naming the variable.
 """
 
+import hashlib
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -75,6 +77,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost: a log line and a count for every request, timed end to end.
+    "imagecache.log.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -276,7 +280,39 @@ Q_CLUSTER = {
     "ack_failures": True,
     "save_limit": 1000,
     "label": "Task queue",
+    # With the ORM broker, clusters report (for /readyz) through a cache that
+    # every process can read; see CACHES below.
+    **({} if REDIS_URL else {"cache": "django_q"}),
 }
+
+# /readyz needs to know that a worker is alive. Every django-q2 cluster saves
+# a report (its Stat) every half second, expiring after 3 s: with Redis in
+# Redis, which every host sees; with the ORM broker in Django's cache, which
+# is per process by default (LocMemCache), so the web would never see the
+# worker. A database cache would need `createcachetable` on every deployment
+# path and a write every half second on SQLite; files cost neither. With the
+# ORM broker the reports go to a directory named after the database: beside
+# the SQLite file (`<file>-q-stats`), or in the temp directory for another
+# database, so that the processes of one host and one database see each
+# other's, and no other deployment's. Use Redis when the workers run on other
+# hosts (or containers) than the web.
+CACHES: dict[str, dict[str, Any]] = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+}
+if not REDIS_URL:
+    _database = DATABASES["default"]
+    if _database["ENGINE"] == "django.db.backends.sqlite3":
+        CLUSTER_STAT_PATH = Path(f"{_database['NAME']}-q-stats").resolve()
+    else:
+        _identity = "|".join(str(_database.get(key, "")) for key in ("HOST", "PORT", "NAME"))
+        CLUSTER_STAT_PATH = Path(tempfile.gettempdir()) / (
+            "imagecache-q-stats-" + hashlib.sha256(_identity.encode()).hexdigest()[:16]
+        )
+    CACHES["django_q"] = {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": str(CLUSTER_STAT_PATH),
+        "TIMEOUT": None,
+    }
 
 # --- Static files, i18n, logging ----------------------------------------------
 
@@ -317,13 +353,26 @@ SPECTACULAR_SETTINGS = {
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+# `json`: one JSON object per line, with the extra fields of each record.
+LOG_FORMAT = env_str("LOG_FORMAT", "plain").lower()
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"},
+        "json": {"()": "imagecache.log.JSONFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # On the handler, so that no record of any logger leaves with a credential.
+    "filters": {"redact_secrets": {"()": "imagecache.log.RedactSecrets"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["redact_secrets"],
+        }
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         # urllib3 logs retried requests with their URL only; keep it quiet anyway.

@@ -16,6 +16,8 @@ class Command(BaseCommand):
         runner = Runner(self.stdout.write)
         env = child_env()
         try:
+            # First: the children's metrics files must go to a clean directory.
+            runner.prepare_metrics_dir(env)
             if not (settings.KT_AUTH_EMAIL and settings.KT_AUTH_TOKEN):
                 runner.start_simulator(env)
             else:

@@ -1,0 +1,149 @@
+"""Health for orchestrators and monitoring: /healthz (the process answers),
+/readyz (what the service needs answers), /metrics (Prometheus).
+
+They are DRF views left out of the OpenAPI description: no authentication
+runs (none is configured), and the session and user are never touched, so
+/healthz costs no query at all.
+"""
+
+import os
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+from django.core.files.storage import FileSystemStorage, default_storage
+from django.db import connection
+from django.http import HttpResponse
+from django.utils.cache import add_never_cache_headers
+from django_q.brokers import Broker, get_broker
+from django_q.conf import Conf
+from django_q.status import Stat
+from drf_spectacular.utils import extend_schema
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from imagecache import log, metrics
+
+# How long a cluster's report lives: django-q2 saves it every guard cycle
+# (0.5 s) with this expiry (django_q.status.Stat.save).
+CLUSTER_REPORT_TTL = 3
+ERROR_LIMIT = 300
+
+
+class NotReady(Exception):
+    """A check that answered, with a bad answer."""
+
+
+def check_database() -> dict[str, Any]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+    return {"vendor": connection.vendor}
+
+
+def check_storage() -> dict[str, Any]:
+    """The image store takes writes: a temp file created and deleted in the
+    directory, or, for object storage, the bucket answering a HEAD."""
+    if isinstance(default_storage, FileSystemStorage):
+        location = default_storage.location
+        os.makedirs(location, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=location, prefix=".readyz-"):
+            pass
+        return {"location": location}
+    bucket = getattr(default_storage, "bucket_name", None)
+    if bucket is not None:  # django-storages' S3Storage
+        default_storage.connection.meta.client.head_bucket(Bucket=bucket)
+        return {"bucket": bucket}
+    default_storage.exists("readyz")
+    return {}
+
+
+def check_broker(broker: Broker) -> dict[str, Any]:
+    """The broker answers. The ORM broker's ping is always true, so the size
+    of the queue, one query on its table (or a LLEN on Redis), is asked too."""
+    if broker.ping() is False:
+        raise NotReady("the broker did not answer the ping")
+    return {"broker": type(broker).__name__, "queued": broker.queue_size()}
+
+
+def check_worker(broker: Broker) -> dict[str, Any]:
+    """A django-q2 cluster reported in the last CLUSTER_REPORT_TTL seconds.
+
+    With Redis the reports are in Redis. With the ORM broker they are in the
+    cache Q_CLUSTER["cache"] names, files that every process of the host can
+    read (see CACHES in settings).
+    """
+    clusters = [
+        stat
+        for stat in Stat.get_all(broker=broker)
+        if stat.status not in (Conf.STOPPING, Conf.STOPPED)
+    ]
+    if not clusters:
+        raise NotReady(
+            f"no django-q2 cluster has reported in the last {CLUSTER_REPORT_TTL} s: "
+            "is `manage.py qcluster` running?"
+        )
+    return {"clusters": len(clusters), "workers": sum(len(stat.workers) for stat in clusters)}
+
+
+def readiness() -> tuple[bool, dict[str, dict[str, Any]]]:
+    """Every check's outcome, and whether all passed."""
+    broker = get_broker()
+    checks = {
+        "database": _run(check_database),
+        "storage": _run(check_storage),
+        "broker": _run(lambda: check_broker(broker)),
+        "worker": _run(lambda: check_worker(broker)),
+    }
+    return all(check["status"] == "ok" for check in checks.values()), checks
+
+
+def _run(check: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    try:
+        return {"status": "ok", **check()}
+    except NotReady as exc:
+        error = str(exc)
+    except Exception as exc:  # noqa: BLE001 - whatever fails, the answer names the check
+        error = f"{type(exc).__name__}: {exc}"
+    error = log.redact(error)
+    if len(error) > ERROR_LIMIT:
+        error = error[: ERROR_LIMIT - 1] + "…"
+    return {"status": "fail", "error": error}
+
+
+class HealthzApi(APIView):
+    @extend_schema(exclude=True)
+    def get(self, request: Request) -> Response:
+        """The process answers. No I/O: a liveness probe must not fail because
+        the database is slow."""
+        response = Response({"status": "ok"})
+        add_never_cache_headers(response)
+        return response
+
+
+class ReadyzApi(APIView):
+    @extend_schema(exclude=True)
+    def get(self, request: Request) -> Response:
+        ready, checks = readiness()
+        if ready:
+            body: dict[str, Any] = {"status": "ok", "checks": checks}
+        else:
+            failed = [name for name, check in checks.items() if check["status"] != "ok"]
+            body = {
+                "status": "fail",
+                "error": "Not ready: " + ", ".join(failed),
+                "failed": failed,
+                "checks": checks,
+            }
+        response = Response(body, status=200 if ready else 503)
+        add_never_cache_headers(response)
+        return response
+
+
+class MetricsApi(APIView):
+    @extend_schema(exclude=True)
+    def get(self, request: Request) -> HttpResponse:
+        response = HttpResponse(metrics.exposition(), content_type=metrics.CONTENT_TYPE)
+        add_never_cache_headers(response)
+        return response

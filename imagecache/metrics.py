@@ -1,0 +1,140 @@
+"""Prometheus metrics.
+
+Counters and histograms are incremented where things happen: the web
+processes count requests, cache hits, misses and shared fetches; django-q2's
+workers count Kentik calls and time fetches. Gauges of what the cache holds
+are read from the database at scrape time.
+
+One deployment runs several processes (gunicorn's workers, django-q2's
+workers), and a scrape reaches only one of them. With PROMETHEUS_MULTIPROC_DIR
+set, every process writes its values to files in that directory and a scrape
+sums them; `manage.py serve` and gunicorn's config set it up (see
+`imagecache.runner.metrics_dir_prepare`). Without it (unit tests), the
+metrics live in the default registry of the one process.
+
+prometheus_client chooses between the two modes when it is first imported:
+the variable must be in the environment before that, which is why it is set
+for the child processes rather than by settings.
+"""
+
+import os
+from collections.abc import Iterator
+
+from django.db.models import Count, Sum
+from django.utils import timezone
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+# The classic text format, which every Prometheus reads (the names here need
+# none of the escaping that format 1.0.0 allows).
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+
+if os.environ.get(MULTIPROC_DIR):
+    # Each metric opens its file there as it is made. A one-off command (say
+    # `manage.py prune_cache` in a container whose environment names the
+    # directory) may come before the server that prepares it.
+    os.makedirs(os.environ[MULTIPROC_DIR], exist_ok=True)
+
+# `_created` series mean nothing once summed over processes, and multiprocess
+# mode leaves them out: leave them out in both modes.
+disable_created_metrics()
+
+REQUESTS = Counter(
+    "imagecache_http_requests",
+    "HTTP requests answered, by endpoint (the URL's name), method and status.",
+    ["endpoint", "method", "status"],
+)
+CACHE_HITS = Counter(
+    "imagecache_cache_hits",
+    "Images served: GET /image/{id} answered 200 with the image.",
+)
+CACHE_MISSES = Counter(
+    "imagecache_cache_misses",
+    "POST /requests that created a new fetch, i.e. a new Kentik call.",
+)
+SHARED_FETCHES = Counter(
+    "imagecache_shared_fetches",
+    "POST /requests that joined a fetch in flight or reused a recent one: no Kentik call.",
+)
+KENTIK_CALLS = Counter(
+    "imagecache_kentik_calls",
+    "Fetches that called Kentik, by outcome: 200, or the status the fetch failed with "
+    "(retries within one fetch are one call).",
+    ["status"],
+)
+FETCH_DURATION = Histogram(
+    "imagecache_fetch_duration_seconds",
+    "Time from a fetch's claim to its image stored or its failure recorded, by outcome.",
+    ["outcome"],
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300),
+)
+WAITERS = Gauge(
+    "imagecache_waiters",
+    "Requests waiting now for a pending image.",
+    multiprocess_mode="livesum",
+)
+
+
+class CacheContentCollector:
+    """What the cache holds, from three aggregate queries at scrape time:
+    entries by the state of their fetch (`expired` for rows past their expiry
+    that pruning has not removed yet), fetches by state, and the bytes of
+    their images by state."""
+
+    def collect(self) -> Iterator[Metric]:
+        # Not at the top: this module is imported while logging is set up,
+        # before the models can be.
+        from imagecache.models import Entry, Fetch, FetchState
+
+        now = timezone.now()
+        entries = dict.fromkeys(FetchState.values, 0)
+        live = Entry.objects.filter(expires_at__gt=now).values("fetch__state")
+        for state, count in live.annotate(n=Count("pk")).values_list("fetch__state", "n"):
+            entries[state] = count
+        entries["expired"] = Entry.objects.filter(expires_at__lte=now).count()
+        fetches = dict.fromkeys(FetchState.values, 0)
+        stored = dict.fromkeys(FetchState.values, 0)
+        by_state = Fetch.objects.values("state").annotate(n=Count("pk"), size=Sum("size"))
+        for state, count, size in by_state.values_list("state", "n", "size"):
+            fetches[state] = count
+            stored[state] = size or 0
+        yield _gauge("imagecache_entries", "Entries by the state of their fetch.", entries)
+        yield _gauge("imagecache_fetches", "Fetches by state.", fetches)
+        yield _gauge("imagecache_stored_bytes", "Bytes of images by fetch state.", stored)
+
+
+def _gauge(name: str, documentation: str, values: dict[str, int]) -> GaugeMetricFamily:
+    gauge = GaugeMetricFamily(name, documentation, labels=["state"])
+    for state, value in values.items():
+        gauge.add_metric([state], value)
+    return gauge
+
+
+_content = CollectorRegistry(auto_describe=False)
+_content.register(CacheContentCollector())
+
+
+def multiprocess_mode() -> bool:
+    return bool(os.environ.get(MULTIPROC_DIR))
+
+
+def exposition() -> bytes:
+    """Every metric in Prometheus' text format: this process's, or every
+    process's summed in multiprocess mode, and the cache's content."""
+    if multiprocess_mode():
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return generate_latest(registry) + generate_latest(_content)
