@@ -24,6 +24,6 @@ USER imagecache
 VOLUME ["/cache"]
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s \
-    CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"PORT\"]}/info?limit=0', timeout=4)" || exit 1
+    CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ['PORT'], timeout=4)" || exit 1
 ENTRYPOINT ["/app/config/entrypoint.sh"]
 CMD ["serve"]
