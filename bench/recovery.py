@@ -21,7 +21,6 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -29,19 +28,9 @@ sys.path.insert(0, str(ROOT))
 from imagecache.hashing import query_hash  # noqa: E402
 from imagecache.simulator import KentikSimulator  # noqa: E402
 from tests.e2e.conftest import EMAIL, TOKEN, unique_query  # noqa: E402
-from tests.e2e.service import Service  # noqa: E402
+from tests.e2e.service import Service, wait_for  # noqa: E402
 
 DELAY = 2.0
-
-
-def wait_for(condition: Any, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise RuntimeError("timed out")
 
 
 def whole_service(sim: KentikSimulator, workdir: Path, n: int) -> float:

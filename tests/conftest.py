@@ -7,7 +7,11 @@ import pytest
 from django.conf import settings
 
 from imagecache import kentik
+from imagecache.simulator import KentikSimulator
 
+# The credentials of end-to-end services and their simulator.
+E2E_EMAIL = "e2e@example.com"
+E2E_TOKEN = "e2e-token"
 PNG = b"\x89PNG\r\n\x1a\n" + b"chart-bytes" * 10
 QUERY: dict[str, Any] = {
     "queries": [{"bucket": "Left +Y Axis", "query": {"metric": "bytes", "filters_obj": None}}],
@@ -28,6 +32,26 @@ def _fresh_connectors() -> Iterator[None]:
     kentik._connector.cache_clear()
     yield
     kentik._connector.cache_clear()
+
+
+@pytest.fixture
+def sim(settings: Any) -> Iterator[KentikSimulator]:
+    """An in-process simulator that knows the test credentials, with the
+    service's settings pointed at it and its timeouts made short."""
+    settings.KENTIK_API_TIMEOUT = 0.5
+    settings.KENTIK_API_RETRIES = 1
+    settings.KENTIK_API_BACKOFF = 0.01
+    settings.KENTIK_RETRY_AFTER_MAX = 0.2
+    with KentikSimulator(email=settings.KT_AUTH_EMAIL, token=settings.KT_AUTH_TOKEN) as simulator:
+        settings.KENTIK_API_URL = simulator.url
+        yield simulator
+
+
+@pytest.fixture(scope="module")
+def simulator() -> Iterator[KentikSimulator]:
+    """A simulator for the real processes of end-to-end tests."""
+    with KentikSimulator(email=E2E_EMAIL, token=E2E_TOKEN) as sim:
+        yield sim
 
 
 @pytest.fixture

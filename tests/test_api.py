@@ -9,7 +9,6 @@ import json
 import re
 import shutil
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from django.test import Client
 from imagecache import examples, services
 from imagecache.hashing import query_hash
 from imagecache.models import Entry, Fetch, FetchState
-from imagecache.simulator import KentikSimulator, render_chart
+from imagecache.simulator import render_chart
 from tests.conftest import QUERY
 from tests.e2e.service import free_port
 
@@ -86,18 +85,6 @@ class Api:
 @pytest.fixture
 def api(client, settings) -> Api:
     return Api(client, settings.KT_AUTH_TOKEN)
-
-
-@pytest.fixture
-def sim(settings) -> Iterator[KentikSimulator]:
-    """A simulator that knows the test credentials, with the service pointed at it."""
-    settings.KENTIK_API_TIMEOUT = 0.5
-    settings.KENTIK_API_RETRIES = 1
-    settings.KENTIK_API_BACKOFF = 0.01
-    settings.KENTIK_RETRY_AFTER_MAX = 0.2
-    with KentikSimulator(email=settings.KT_AUTH_EMAIL, token=settings.KT_AUTH_TOKEN) as simulator:
-        settings.KENTIK_API_URL = simulator.url
-        yield simulator
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ KentikSimulator on loopback.
 import hashlib
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -40,17 +39,6 @@ class HttpApi(Api):
 @pytest.fixture
 def api(client: Client, settings: Any) -> HttpApi:
     return HttpApi(client, settings.KT_AUTH_TOKEN)
-
-
-@pytest.fixture
-def sim(settings: Any) -> Iterator[KentikSimulator]:
-    settings.KENTIK_API_TIMEOUT = 0.5
-    settings.KENTIK_API_RETRIES = 1
-    settings.KENTIK_API_BACKOFF = 0.01
-    settings.KENTIK_RETRY_AFTER_MAX = 0.2
-    with KentikSimulator(email=settings.KT_AUTH_EMAIL, token=settings.KT_AUTH_TOKEN) as simulator:
-        settings.KENTIK_API_URL = simulator.url
-        yield simulator
 
 
 @pytest.fixture

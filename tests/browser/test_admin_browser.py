@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from imagecache.simulator import KentikSimulator
-from tests.e2e.conftest import EMAIL, TOKEN, unique_query
+from tests.e2e.conftest import unique_query
 from tests.e2e.service import ROOT, Service
 
 pytestmark = pytest.mark.e2e
@@ -42,12 +42,6 @@ def browser_tools() -> None:
         if os.environ.get("CI"):
             pytest.fail(f"{message}; CI must run the browser test")
         pytest.skip(message)
-
-
-@pytest.fixture(scope="module")
-def simulator() -> Iterator[KentikSimulator]:
-    with KentikSimulator(email=EMAIL, token=TOKEN) as sim:
-        yield sim
 
 
 @pytest.fixture(scope="module")

@@ -5,16 +5,10 @@ import pytest
 
 from imagecache import examples
 from imagecache.simulator import KentikSimulator
+from tests.conftest import E2E_EMAIL, E2E_TOKEN
 from tests.e2e.service import Service
 
-EMAIL = "e2e@example.com"
-TOKEN = "e2e-token"
-
-
-@pytest.fixture(scope="module")
-def simulator() -> Iterator[KentikSimulator]:
-    with KentikSimulator(email=EMAIL, token=TOKEN) as sim:
-        yield sim
+EMAIL, TOKEN = E2E_EMAIL, E2E_TOKEN
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,17 @@ import requests
 from tests import backends
 
 ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 30, interval: float = 0.05) -> Any:
+    """Poll until `condition()` is truthy; its value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"not true within {timeout} s: {condition}")
 
 
 def free_port() -> int:

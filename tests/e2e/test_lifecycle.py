@@ -11,19 +11,9 @@ import requests
 from imagecache.hashing import query_hash
 from imagecache.simulator import KentikSimulator
 from tests.e2e.conftest import unique_query
-from tests.e2e.service import Service
+from tests.e2e.service import Service, wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-def wait_for(condition, timeout: float = 30, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"not true within {timeout} s: {condition}")
 
 
 def images(service: Service) -> list[Path]:

@@ -7,8 +7,7 @@ summed through PROMETHEUS_MULTIPROC_DIR: the totals must be exact."""
 import os
 import re
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from imagecache.simulator import KentikSimulator
 from tests.e2e.conftest import unique_query
-from tests.e2e.service import Service
+from tests.e2e.service import Service, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -45,16 +44,6 @@ def ops_service(
     ).start()
     yield service
     service.drop()
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not true within {timeout} s: {condition}")
 
 
 def scrape(service: Service) -> Samples:
