@@ -454,12 +454,8 @@ def cache_evict(*, incoming: int = 0, dry_run: bool = False) -> PruneResult:
 # --- Operators' actions (the admin) ---------------------------------------------
 
 
-@dataclass(frozen=True)
-class PurgeResult:
-    entries: int = 0
-    fetches: int = 0
-    files: int = 0
-    bytes_freed: int = 0
+# What a purge removed: the same counts as a prune.
+PurgeResult = PruneResult
 
 
 def entry_purge(*, entry_ids: list[str]) -> PurgeResult:
