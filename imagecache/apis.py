@@ -77,7 +77,7 @@ class ImageGetApi(APIView):
         if _not_modified(request, headers):
             response = _not_modified_response(entry.fetch, headers)
         else:
-            response = _image_response(request, entry.fetch, headers)
+            response = _image_response(request, entry, headers)
         services.fetch_mark_read(fetch=entry.fetch)
         metrics.CACHE_HITS.inc()
         return response
@@ -127,8 +127,9 @@ def _not_modified_response(fetch: Fetch, headers: dict[str, str]) -> HttpRespons
     return response
 
 
-def _image_response(request: Request, fetch: Fetch, headers: dict[str, str]) -> HttpResponseBase:
+def _image_response(request: Request, entry: Entry, headers: dict[str, str]) -> HttpResponseBase:
     """The image; or only its headers, for HEAD and for nginx to send the bytes."""
+    fetch = entry.fetch
     if settings.X_ACCEL_REDIRECT_PREFIX and isinstance(default_storage, FileSystemStorage):
         headers["X-Accel-Redirect"] = settings.X_ACCEL_REDIRECT_PREFIX + quote(fetch.file_name)
     elif request.method == "HEAD":
@@ -138,7 +139,11 @@ def _image_response(request: Request, fetch: Fetch, headers: dict[str, str]) -> 
             image = default_storage.open(fetch.file_name, "rb")
         except FileNotFoundError:
             raise EntryNotFound() from None  # pruned or evicted meanwhile
-        return FileResponse(image, content_type=fetch.media_type, headers=headers)
+        # Saved under the id the client holds, not the storage's name.
+        filename = entry.id + services.EXTENSIONS.get(fetch.media_type, "")
+        return FileResponse(
+            image, content_type=fetch.media_type, headers=headers, filename=filename
+        )
     if not default_storage.exists(fetch.file_name):
         raise EntryNotFound()  # pruned or evicted meanwhile
     return HttpResponse(content_type=fetch.media_type, headers=headers)

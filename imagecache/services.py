@@ -4,6 +4,7 @@ import enum
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from django.db.models import F, Q, Sum
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from imagecache import kentik, leases, metrics, notify
+from imagecache import kentik, leases, links, metrics, notify
 from imagecache.hashing import query_hash
 from imagecache.models import IN_FLIGHT, KENTIK_LOCK, Entry, Fetch, FetchState, Lock
 
@@ -58,6 +59,10 @@ def entry_create(*, api_query: dict[str, Any], ttl: int | None = None) -> Entry:
         )
         if created:
             transaction.on_commit(lambda: _task_enqueue(fetch_id=fetch.pk))
+        elif fetch.state == FetchState.READY:
+            transaction.on_commit(
+                lambda: _entries_link(fetch_id=fetch.pk, file_name=fetch.file_name)
+            )
     (metrics.CACHE_MISSES if created else metrics.SHARED_FETCHES).inc()
     logger.info("entry %s: %s fetch %s", entry.id, "new" if created else "shares", fetch.pk)
     return entry
@@ -239,16 +244,21 @@ def _fetch_observe(
 
 def _fetch_store(*, fetch: Fetch, chart: kentik.Chart) -> None:
     extension = EXTENSIONS.get(chart.media_type, ".bin")
-    name = f"images/{fetch.query_hash[:2]}/{fetch.query_hash}-{fetch.pk}{extension}"
+    content_hash = hashlib.sha256(chart.data).hexdigest()
+    # The content hash in the name gives the fast path its ETag.
+    name = f"images/{fetch.query_hash[:2]}/{fetch.query_hash}-{fetch.pk}-{content_hash}{extension}"
     saved_name = default_storage.save(name, ContentFile(chart.data))
     now = timezone.now()
+    if links.enabled():
+        # The file's time is the image's Last-Modified on the fast path.
+        os.utime(default_storage.path(saved_name), (now.timestamp(), now.timestamp()))
     with transaction.atomic():
         stored = Fetch.objects.filter(pk=fetch.pk, state=FetchState.FETCHING).update(
             state=FetchState.READY,
             file_name=saved_name,
             media_type=chart.media_type,
             size=len(chart.data),
-            content_hash=hashlib.sha256(chart.data).hexdigest(),
+            content_hash=content_hash,
             finished_at=now,
             last_read_at=now,
             lease_until=None,
@@ -260,6 +270,19 @@ def _fetch_store(*, fetch: Fetch, chart: kentik.Chart) -> None:
         # Purged, or finished by a worker that took the fetch over meanwhile.
         default_storage.delete(saved_name)
         logger.info("fetch %s: finished elsewhere or purged, image dropped", fetch.pk)
+        return
+    _entries_link(fetch_id=fetch.pk, file_name=saved_name)
+
+
+def _entries_link(*, fetch_id: int, file_name: str) -> None:
+    """Link the entries of a ready fetch for the fast path; then unlink any
+    that went meanwhile (their delete may have run before their link)."""
+    if not links.enabled():
+        return
+    entry_ids = set(Entry.objects.filter(fetch_id=fetch_id).values_list("pk", flat=True))
+    links.entries_link(entry_ids=entry_ids, file_name=file_name)
+    still = set(Entry.objects.filter(fetch_id=fetch_id).values_list("pk", flat=True))
+    links.entries_unlink(entry_ids=entry_ids - still)
 
 
 def _fetch_fail(
@@ -374,6 +397,8 @@ def cache_prune(*, dry_run: bool = False) -> PruneResult:
     _delete_files(files, dry_run=dry_run)
     strays = _stray_files(now=now)
     _delete_files(strays, dry_run=dry_run)
+    if not dry_run:
+        _stray_links_remove()
     return PruneResult(
         entries=entry_count,
         fetches=len(doomed),
@@ -398,6 +423,21 @@ def _stray_files(*, now: datetime) -> list[tuple[str, int]]:
         except FileNotFoundError:
             continue
     return strays
+
+
+def _stray_links_remove() -> None:
+    """Fast-path links of entries that are gone (removed behind Django's back)
+    and temp links a crash left."""
+    if not links.enabled() or not links.directory().is_dir():
+        return
+    names = [p.name for p in links.directory().iterdir()]
+    temps = [name for name in names if name.startswith(".")]
+    ids = [name for name in names if not name.startswith(".")]
+    live: set[str] = set()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        live |= set(Entry.objects.filter(pk__in=chunk).values_list("pk", flat=True))
+    links.entries_unlink(entry_ids=[*temps, *(set(ids) - live)])
 
 
 def _storage_walk(directory: str) -> Iterator[str]:
@@ -526,6 +566,7 @@ def entry_refetch(*, entry_ids: list[str]) -> RefetchResult:
             (created if is_new else joined).add(fetch.pk)
             if entry.fetch_id != fetch.pk:
                 Entry.objects.filter(pk=entry.pk).update(fetch=fetch)
+                links.entries_unlink(entry_ids=[entry.pk])
         joined -= created
         orphans = _fetches_unused(old_fetch_ids - created - joined)
         waiting = Fetch.objects.filter(pk__in=joined, state=FetchState.PENDING)

@@ -177,6 +177,9 @@ ENTRY_WAIT_TIMEOUT = env_number(
     "ENTRY_WAIT_TIMEOUT", KENTIK_API_RETRIES * KENTIK_API_TIMEOUT + 5, minimum=0
 )
 CACHE_MAINTENANCE_PERIOD = env_number("CACHE_MAINTENANCE_PERIOD", 60, minimum=1, integer=True)
+# Answer ready images from per-entry links before Django runs (filesystem
+# storage only; see imagecache/fastpath.py).
+FAST_PATH = _read(env.bool, "FAST_PATH", default=True)
 # How often the per-process waiter looks at the pending fetches it watches.
 WAITER_POLL_INTERVAL = env_number("WAITER_POLL_INTERVAL", 0.02, minimum=0.001)
 

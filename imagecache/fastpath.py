@@ -1,0 +1,163 @@
+"""Ready images answered before Django runs, the way whitenoise answers
+static files.
+
+`GET /image/{id}` for a ready, unexpired image needs no database: the expiry
+is in the id, and `CACHE_PATH/by-id/<id>` (see `imagecache.links`) links to
+the image file, whose name carries the content hash (the ETag) and whose
+time is the image's Last-Modified. Anything else falls through to Django,
+which knows the rest: a missing link, an id past its expiry (an operator may
+have extended it), conditional requests, query strings, other methods.
+Purging, pruning and eviction remove the link before anything else, so the
+fast path answers 404 (through Django) at once.
+
+Reads are recorded for eviction in memory, and written at most once per
+READ_MARK_INTERVAL per image by a background thread.
+"""
+
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.conf import settings
+from django.utils.http import http_date
+
+from imagecache import links, metrics
+
+logger = logging.getLogger("imagecache.requests")
+
+PATH_RE = re.compile(r"^/image/([0-9a-f]{64}_([0-9]{1,12}(?:\.[0-9]{1,9})?))$")
+# images/<hh>/<query hash>-<fetch id>-<content hash>.<ext>
+FILE_RE = re.compile(r"-([0-9]+)-([0-9a-f]{64})\.(png|jpg|svg|pdf)$")
+MEDIA_TYPES = {
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "svg": "image/svg+xml",
+    "pdf": "application/pdf",
+}
+# What Django's middleware adds to an image answer, so both paths agree.
+FIXED_HEADERS = [
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "same-origin"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+    ("X-Frame-Options", "DENY"),
+]
+
+StartResponse = Callable[..., Any]
+
+
+class ReadMarks:
+    """Fetch ids read since the last flush; flushed by one thread."""
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._read: set[int] = set()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def add(self, fetch_id: int) -> None:
+        with self._lock:
+            self._read.add(fetch_id)
+            if self._thread is None or self._pid != os.getpid():
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, name="read-marks", daemon=True)
+                self._thread.start()
+
+    def flush(self) -> None:
+        from django.utils import timezone
+
+        from imagecache.models import Fetch
+
+        with self._lock:
+            read, self._read = self._read, set()
+        if read:
+            Fetch.objects.filter(pk__in=read).update(last_read_at=timezone.now())
+
+    def _run(self) -> None:
+        from django.db import connection
+
+        while True:
+            time.sleep(self._interval)
+            try:
+                self.flush()
+            except Exception:  # the thread must outlive a database hiccup
+                logger.exception("Reads of fast-path images were not recorded")
+            finally:
+                connection.close()
+
+
+class FastImages:
+    """WSGI middleware: ready images from their links, the rest to `app`."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+        self.marks = ReadMarks(max(1.0, settings.READ_MARK_INTERVAL / 2))
+        # Off with object storage, or when a fronting nginx sends the files.
+        self.active = links.enabled() and not settings.X_ACCEL_REDIRECT_PREFIX
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if self.active and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
+            answer = self._answer(environ, start_response)
+            if answer is not None:
+                return answer
+        return self.app(environ, start_response)
+
+    def _answer(
+        self, environ: dict[str, Any], start_response: StartResponse
+    ) -> Iterable[bytes] | None:
+        match = PATH_RE.match(environ.get("PATH_INFO", ""))
+        if (
+            match is None
+            or environ.get("QUERY_STRING")
+            or "HTTP_IF_NONE_MATCH" in environ
+            or "HTTP_IF_MODIFIED_SINCE" in environ
+        ):
+            return None
+        entry_id, expiry_text = match.groups()
+        expires = float(expiry_text)
+        now = time.time()
+        if expires <= now:
+            return None
+        link = links.directory() / entry_id
+        try:
+            target = os.readlink(link)
+            image = open(link, "rb")  # the server closes it
+        except OSError:
+            return None
+        named = FILE_RE.search(target)
+        if named is None:
+            image.close()
+            return None
+        fetch_id, content_hash, extension = named.groups()
+        stat = os.fstat(image.fileno())
+        headers = [
+            ("Content-Type", MEDIA_TYPES[extension]),
+            ("Content-Length", str(stat.st_size)),
+            ("Content-Disposition", f'inline; filename="{entry_id}.{extension}"'),
+            ("ETag", f'"{content_hash}"'),
+            ("Last-Modified", http_date(stat.st_mtime)),
+            ("Cache-Control", f"public, max-age={int(expires - now)}, immutable"),
+            ("Expires", http_date(expires)),
+            *FIXED_HEADERS,
+        ]
+        start_response("200 OK", headers)
+        self.marks.add(int(fetch_id))
+        metrics.REQUESTS.labels("image-get", environ["REQUEST_METHOD"], "200").inc()
+        metrics.CACHE_HITS.inc()
+        if environ["REQUEST_METHOD"] == "HEAD":
+            image.close()
+            return []
+        wrapper = environ.get("wsgi.file_wrapper")
+        if wrapper is not None:
+            return wrapper(image, 64 * 1024)  # type: ignore[no-any-return]
+        return _chunks(image)
+
+
+def _chunks(image: Any) -> Iterable[bytes]:
+    with image:
+        while chunk := image.read(64 * 1024):
+            yield chunk

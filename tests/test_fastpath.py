@@ -1,0 +1,184 @@
+"""Ready images answered before Django runs, and falling through whenever the
+fast path cannot be sure."""
+
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import time_machine
+from django.core.handlers.wsgi import WSGIHandler
+from django.test import RequestFactory
+
+from imagecache import links, services
+from imagecache.fastpath import FastImages
+from imagecache.models import Entry, Fetch
+from tests.conftest import PNG, QUERY
+
+pytestmark = pytest.mark.django_db
+
+NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
+
+
+class CountingDjango:
+    """The real Django application, counting the requests that reach it."""
+
+    def __init__(self) -> None:
+        self.app = WSGIHandler()
+        self.calls = 0
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        self.calls += 1
+        return self.app(environ, start_response)
+
+
+@pytest.fixture
+def django_app() -> CountingDjango:
+    return CountingDjango()
+
+
+@pytest.fixture
+def fast(django_app: CountingDjango) -> FastImages:
+    return FastImages(django_app)
+
+
+def call(app: Any, path: str, method: str = "GET", **headers: str) -> tuple[int, dict, bytes]:
+    environ = RequestFactory().generic(method, path, **headers).environ
+    answer: dict[str, Any] = {}
+
+    def start_response(status: str, response_headers: list[tuple[str, str]], *_: Any) -> None:
+        answer["status"] = int(status.split()[0])
+        answer["headers"] = dict(response_headers)
+
+    result: Iterable[bytes] = app(environ, start_response)
+    body = b"".join(result)
+    if hasattr(result, "close"):
+        result.close()
+    return answer["status"], answer["headers"], body
+
+
+@pytest.fixture
+def ready(fetch_chart, django_capture_on_commit_callbacks) -> Callable[..., str]:
+    def make(query: dict[str, Any] = QUERY, ttl: int = 300) -> str:
+        with django_capture_on_commit_callbacks(execute=True):
+            entry = services.entry_create(api_query=query, ttl=ttl)
+        services.fetch_run(fetch_id=entry.fetch_id)
+        return entry.id
+
+    return make
+
+
+@time_machine.travel(NOW, tick=False)
+def test_ready_image_is_answered_without_django_and_as_django_would(fast, django_app, ready):
+    entry_id = ready()
+    status, headers, body = call(fast, f"/image/{entry_id}")
+    assert (status, body, django_app.calls) == (200, PNG, 0)
+    _, django_headers, django_body = call(django_app, f"/image/{entry_id}")
+    assert django_body == body
+    for name in (
+        "Content-Type",
+        "Content-Length",
+        "Content-Disposition",
+        "ETag",
+        "Last-Modified",
+        "Cache-Control",
+        "Expires",
+        "X-Content-Type-Options",
+    ):
+        assert headers[name] == django_headers[name], name
+
+
+def test_head_has_the_headers_and_no_body(fast, django_app, ready):
+    status, headers, body = call(fast, f"/image/{ready()}", method="HEAD")
+    assert (status, headers["Content-Length"], body, django_app.calls) == (
+        200,
+        str(len(PNG)),
+        b"",
+        0,
+    )
+
+
+@pytest.mark.parametrize(
+    "remove",
+    [
+        lambda entry_id: services.entry_purge(entry_ids=[entry_id]),
+        lambda entry_id: services.cache_evict(incoming=10**9),
+    ],
+    ids=["purge", "evict"],
+)
+def test_purged_or_evicted_image_is_404_at_once(fast, django_app, ready, settings, remove):
+    entry_id = ready()
+    assert call(fast, f"/image/{entry_id}")[0] == 200
+    settings.CACHE_MAX_BYTES = 1
+    remove(entry_id)
+    status, _, body = call(fast, f"/image/{entry_id}")
+    assert (status, django_app.calls) == (404, 1)
+    assert b'"error"' in body
+
+
+def test_pruned_image_is_404_at_once(fast, django_app, ready):
+    with time_machine.travel(NOW, tick=False):
+        entry_id = ready(ttl=10)
+    with time_machine.travel(NOW.timestamp() + 11, tick=False):
+        services.cache_prune()
+    assert not (links.directory() / entry_id).exists()
+    assert call(fast, f"/image/{entry_id}")[0] == 404
+
+
+def test_refetched_entry_leaves_the_fast_path(fast, django_app, ready, settings):
+    settings.ENTRY_WAIT_TIMEOUT = 0
+    entry_id = ready()
+    services.entry_refetch(entry_ids=[entry_id])
+    assert call(fast, f"/image/{entry_id}")[0] == 500  # pending again, no wait
+    assert django_app.calls == 1
+
+
+def test_expired_id_falls_through_to_django(fast, django_app, ready):
+    with time_machine.travel(NOW, tick=False):
+        entry_id = ready(ttl=10)
+    with time_machine.travel(NOW.timestamp() + 11, tick=False):
+        assert call(fast, f"/image/{entry_id}")[0] == 404
+    assert django_app.calls == 1
+
+
+def test_conditional_and_query_requests_go_to_django(fast, django_app, ready):
+    entry_id = ready()
+    _, headers, _ = call(fast, f"/image/{entry_id}")
+    assert call(fast, f"/image/{entry_id}", HTTP_IF_NONE_MATCH=headers["ETag"])[0] == 304
+    assert call(fast, f"/image/{entry_id}?wait=0")[0] == 200
+    assert django_app.calls == 2
+
+
+def test_entry_joining_a_ready_fetch_is_linked_at_once(fast, django_app, ready, settings):
+    settings.REUSE_MAX_AGE = 60
+    first = ready(ttl=10)
+    second = ready(ttl=20)
+    assert Fetch.objects.count() == 1
+    for entry_id in (first, second):
+        assert call(fast, f"/image/{entry_id}")[0] == 200
+    assert django_app.calls == 0
+
+
+def test_reads_are_recorded_for_eviction(fast, ready):
+    entry_id = ready()
+    Fetch.objects.update(last_read_at=None)
+    call(fast, f"/image/{entry_id}")
+    fast.marks.flush()
+    assert Fetch.objects.get().last_read_at is not None
+
+
+def test_fast_path_is_off_when_nginx_sends_the_files(django_app, ready, settings):
+    settings.X_ACCEL_REDIRECT_PREFIX = "/protected-images/"
+    fast = FastImages(django_app)
+    status, headers, _ = call(fast, f"/image/{ready()}")
+    assert status == 200 and "X-Accel-Redirect" in headers
+    assert django_app.calls == 1
+
+
+def test_prune_removes_links_of_entries_gone_behind_djangos_back(fast, ready):
+    entry_id = ready()
+    Entry.objects.filter(pk=entry_id)._raw_delete(using="default")
+    assert (links.directory() / entry_id).is_symlink()
+    services.cache_prune()
+    assert not (links.directory() / entry_id).is_symlink()
+    assert call(fast, f"/image/{entry_id}")[0] == 404
