@@ -85,6 +85,9 @@ def test_poisoned_pending_fetches_do_not_stop_a_restart(simulator, fresh):
     service.get_image(broken)
     service.get_image(worn_out)
     service.stop()
+    # Back to in flight, as a fetch that never finished would be: no fast-path links.
+    for entry_id in (broken, worn_out):
+        (service.workdir / "cache" / "by-id" / entry_id).unlink()
     service.sql(
         "UPDATE imagecache_fetch SET state = 'pending', query_json = '{not json'"
         " WHERE query_hash = ?",
