@@ -69,6 +69,8 @@ def test_kill_9_of_the_fetching_worker_is_taken_over(simulator, fresh):
     service = fresh().start()
     entry_id = service.post(api_query)
     _, owner, _ = wait_for(lambda: (row := fetch_row(service, api_query))[0] == "fetching" and row)
+    # Killed mid-call, not between its claim and its call.
+    wait_for(lambda: simulator.calls()["by_query"].get(query_hash(api_query)) == 1)
     os.kill(int(owner.rsplit(":", 1)[1]), signal.SIGKILL)
     started = time.monotonic()
     response = service.get_image(entry_id)

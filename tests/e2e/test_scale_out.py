@@ -17,7 +17,7 @@ from imagecache.hashing import query_hash
 from imagecache.simulator import KentikSimulator
 from tests import backends
 from tests.e2e.conftest import unique_query
-from tests.e2e.service import ROOT, Service, free_port
+from tests.e2e.service import ROOT, Service, free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -149,6 +149,8 @@ def test_a_fetch_of_a_killed_node_is_taken_over_by_the_other(nodes, simulator):
             owner = rows[0][0] if rows else ""
             time.sleep(0.05)
         assert owner.startswith("node-a:")
+        # Killed mid-call, not between its claim and its call.
+        wait_for(lambda: simulator.calls()["by_query"].get(query_hash(api_query)) == 1)
         a.kill()
     finally:
         os.killpg(b.process.pid, signal.SIGCONT)
