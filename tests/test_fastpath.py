@@ -1,13 +1,15 @@
 """Ready images answered before Django runs, and falling through whenever the
 fast path cannot be sure."""
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import time_machine
 from django.core.handlers.wsgi import WSGIHandler
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
 from django.test import RequestFactory
 
 from imagecache import links, services
@@ -33,8 +35,16 @@ class CountingDjango:
 
 
 @pytest.fixture
-def django_app() -> CountingDjango:
-    return CountingDjango()
+def django_app() -> Iterator[CountingDjango]:
+    # As Django's test client does: a request must not close the test's
+    # connection, whose transaction the test runs in (PostgreSQL would).
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    try:
+        yield CountingDjango()
+    finally:
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)
 
 
 @pytest.fixture
