@@ -12,12 +12,16 @@ request goes through Django.
 """
 
 import contextlib
+import logging
 import os
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
 from django.conf import settings
 from django.core.files.storage import FileSystemStorage, default_storage
+
+logger = logging.getLogger(__name__)
 
 BY_ID = "by-id"
 
@@ -38,12 +42,17 @@ def entries_link(*, entry_ids: Iterable[str], file_name: str) -> None:
     links.mkdir(parents=True, exist_ok=True)
     target = os.path.join("..", file_name)
     for entry_id in entry_ids:
-        temp = links / f".{entry_id}.{os.getpid()}.tmp"
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
-        temp.symlink_to(target)
-        # Atomic: a reader sees the old link or the new one, never none.
-        os.replace(temp, links / entry_id)
+        # A name of this call's own: threads and processes link at once.
+        temp = links / f".{entry_id}.{uuid.uuid4().hex}.tmp"
+        try:
+            temp.symlink_to(target)
+            # Atomic: a reader sees the old link or the new one, never none.
+            os.replace(temp, links / entry_id)
+        except OSError:
+            # A missing link is only slower (Django answers): never fail for it.
+            logger.exception("No fast-path link for entry %s", entry_id)
+            with contextlib.suppress(OSError):
+                temp.unlink()
 
 
 def entries_unlink(*, entry_ids: Iterable[str]) -> None:

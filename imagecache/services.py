@@ -61,7 +61,7 @@ def entry_create(*, api_query: dict[str, Any], ttl: int | None = None) -> Entry:
             transaction.on_commit(lambda: _task_enqueue(fetch_id=fetch.pk))
         elif fetch.state == FetchState.READY:
             transaction.on_commit(
-                lambda: _entries_link(fetch_id=fetch.pk, file_name=fetch.file_name)
+                lambda: links.entries_link(entry_ids=[entry.pk], file_name=fetch.file_name)
             )
     (metrics.CACHE_MISSES if created else metrics.SHARED_FETCHES).inc()
     logger.info("entry %s: %s fetch %s", entry.id, "new" if created else "shares", fetch.pk)

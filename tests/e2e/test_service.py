@@ -321,3 +321,15 @@ def test_wait_0_on_a_slow_query_is_202_until_the_image_is_ready(service, simulat
     ready = requests.get(f"{service.url}/image/{entry_id}?wait=0", timeout=10)
     assert ready.status_code == 200
     assert ready.content == kentik_bytes(simulator, api_query)[1]
+
+
+def test_concurrent_posts_joining_a_ready_image_all_succeed(service, simulator):
+    api_query = unique_query("joins-ready")
+    assert service.get_image(service.post(api_query)).status_code == 200
+    with ThreadPoolExecutor(32) as pool:
+        ids = list(pool.map(lambda _: service.post(api_query), range(200)))
+    # Each joins the ready fetch and gets its fast-path link on the way.
+    with ThreadPoolExecutor(32) as pool:
+        responses = list(pool.map(service.get_image, ids))
+    assert {r.status_code for r in responses} == {200}
+    assert simulator.calls()["by_query"] == {query_hash(api_query): 1}
