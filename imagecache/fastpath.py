@@ -26,18 +26,15 @@ from django.conf import settings
 from django.utils.http import http_date
 
 from imagecache import links, metrics
+from imagecache.services import EXTENSIONS
 
 logger = logging.getLogger("imagecache.requests")
 
 PATH_RE = re.compile(r"^/image/([0-9a-f]{64}_([0-9]{1,12}(?:\.[0-9]{1,9})?))$")
 # images/<hh>/<query hash>-<fetch id>-<content hash>.<ext>
 FILE_RE = re.compile(r"-([0-9]+)-([0-9a-f]{64})\.(png|jpg|svg|pdf)$")
-MEDIA_TYPES = {
-    "png": "image/png",
-    "jpg": "image/jpeg",
-    "svg": "image/svg+xml",
-    "pdf": "application/pdf",
-}
+# The file extensions the fetch gives images, back to their media types.
+MEDIA_TYPES = {extension[1:]: media_type for media_type, extension in EXTENSIONS.items()}
 # What Django's middleware adds to an image answer, so both paths agree.
 FIXED_HEADERS = [
     ("X-Content-Type-Options", "nosniff"),
