@@ -4,6 +4,7 @@ import enum
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -33,33 +34,49 @@ EXTENSIONS = {
 }
 
 
-def entry_id_make(*, query_key: str, expires_at: float) -> str:
+def entry_id_make(*, query_key: str, expires_at: int) -> str:
     """The id clients hold: `<query sha256>_<expiry as unix epoch>`."""
-    return f"{query_key}_{expires_at:.6f}"
+    return f"{query_key}_{expires_at}"
 
 
 def entry_create(*, api_query: dict[str, Any], ttl: int | None = None) -> Entry:
     """Register a client's request and make sure a fetch will serve it.
 
-    Reuses a fetch of the same query that is in flight, or that succeeded
-    less than REUSE_MAX_AGE seconds ago; otherwise creates one and enqueues
-    it once the transaction commits.
+    The expiry is rounded up to the second, so identical requests (same
+    query, same ttl) within one second get the same id and share one entry:
+    a dashboard polled by many viewers costs one read each, not one write.
+    Otherwise reuses a fetch of the same query that is in flight, or that
+    succeeded less than REUSE_MAX_AGE seconds ago; or creates one and
+    enqueues it once the transaction commits.
     """
     now = timezone.now()
     key = query_hash(api_query)
-    entry_id = entry_id_make(
-        query_key=key, expires_at=now.timestamp() + (ttl or settings.DEFAULT_TTL)
-    )
-    # The expiry stored is the one written in the id, to the microsecond.
-    expires_at = datetime.fromtimestamp(float(entry_id.rsplit("_", 1)[1]), tz=UTC)
+    expiry = math.ceil(now.timestamp() + (ttl or settings.DEFAULT_TTL))
+    entry_id = entry_id_make(query_key=key, expires_at=expiry)
+    shared = Entry.objects.filter(_reusable(now, prefix="fetch__"), pk=entry_id).first()
+    if shared is not None:
+        metrics.SHARED_FETCHES.inc()
+        return shared
     with transaction.atomic():
         fetch, created = _fetch_for_query(query_key=key, api_query=api_query, now=now)
-        entry, _ = Entry.objects.get_or_create(
-            id=entry_id, defaults={"fetch": fetch, "created_at": now, "expires_at": expires_at}
+        entry, new = Entry.objects.get_or_create(
+            id=entry_id,
+            defaults={
+                "fetch": fetch,
+                "created_at": now,
+                "expires_at": datetime.fromtimestamp(expiry, tz=UTC),
+            },
         )
+        if not new and entry.fetch_id != fetch.pk:
+            # Asked again within the second, and the entry's fetch may not be
+            # reused (it failed, or is older than REUSE_MAX_AGE): the entry
+            # takes the fetch a new entry would get.
+            entry.fetch = fetch
+            entry.save(update_fields=["fetch"])
+            links.entries_unlink(entry_ids=[entry.pk])
         if created:
             transaction.on_commit(lambda: _task_enqueue(fetch_id=fetch.pk))
-        elif fetch.state == FetchState.READY:
+        elif fetch.state == FetchState.READY and entry.fetch_id == fetch.pk:
             transaction.on_commit(
                 lambda: links.entries_link(entry_ids=[entry.pk], file_name=fetch.file_name)
             )
@@ -68,16 +85,23 @@ def entry_create(*, api_query: dict[str, Any], ttl: int | None = None) -> Entry:
     return entry
 
 
+def _reusable(now: datetime, prefix: str = "") -> Q:
+    """Fetches a new request may share: in flight, or ready within REUSE_MAX_AGE."""
+    reusable = Q(**{f"{prefix}state__in": IN_FLIGHT})
+    if settings.REUSE_MAX_AGE > 0:
+        reusable |= Q(
+            **{
+                f"{prefix}state": FetchState.READY,
+                f"{prefix}finished_at__gte": now - timedelta(seconds=settings.REUSE_MAX_AGE),
+            }
+        )
+    return reusable
+
+
 def _fetch_for_query(
     *, query_key: str, api_query: dict[str, Any], now: datetime
 ) -> tuple[Fetch, bool]:
-    reusable = Q(state__in=IN_FLIGHT)
-    if settings.REUSE_MAX_AGE > 0:
-        reusable |= Q(
-            state=FetchState.READY,
-            finished_at__gte=now - timedelta(seconds=settings.REUSE_MAX_AGE),
-        )
-    candidates = Fetch.objects.filter(reusable, query_hash=query_key)
+    candidates = Fetch.objects.filter(_reusable(now), query_hash=query_key)
     # Newest ready image first; an in-flight fetch (no finish time) after it.
     fetch = candidates.order_by(F("finished_at").desc(nulls_last=True)).first()
     if fetch is not None:

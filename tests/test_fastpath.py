@@ -143,6 +143,20 @@ def test_refetched_entry_leaves_the_fast_path(fast, django_app, ready, settings)
     assert django_app.calls == 1
 
 
+def test_entry_taking_a_new_fetch_within_its_second_leaves_the_fast_path(
+    fast, django_app, ready, settings
+):
+    settings.REUSE_MAX_AGE = 0
+    settings.ENTRY_WAIT_TIMEOUT = 0
+    with time_machine.travel(NOW, tick=False):
+        entry_id = ready()
+        assert call(fast, f"/image/{entry_id}")[0] == 200
+        # The same request again in the same second, with reuse off: a new fetch.
+        assert services.entry_create(api_query=QUERY, ttl=300).id == entry_id
+        assert call(fast, f"/image/{entry_id}")[0] == 500  # pending, no wait
+    assert django_app.calls == 1
+
+
 def test_expired_id_falls_through_to_django(fast, django_app, ready):
     with time_machine.travel(NOW, tick=False):
         entry_id = ready(ttl=10)

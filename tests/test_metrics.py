@@ -144,7 +144,8 @@ def test_waiters_gauge_counts_the_requests_waiting_now():
 @pytest.mark.django_db
 def test_entries_fetches_and_bytes_gauges_match_the_database(client, sim, post):
     post(examples.chart_query("ready-1", "png"), ttl=600)
-    post(examples.chart_query("ready-1", "png"), ttl=600)
+    # Another ttl: another entry, sharing the fetch.
+    post(examples.chart_query("ready-1", "png"), ttl=601)
     post(examples.chart_query("ready-2", "svg"), ttl=600)
     post(examples.chart_query("expiring", "jpg"), ttl=5)
     post(examples.chart_query("pending"), run=False)

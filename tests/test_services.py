@@ -27,14 +27,14 @@ NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
 def test_entry_id_is_query_hash_and_expiry(settings):
     settings.DEFAULT_TTL = 300
     entry = services.entry_create(api_query=QUERY)
-    assert entry.id == f"{query_hash(QUERY)}_{NOW.timestamp() + 300:.6f}"
+    assert entry.id == f"{query_hash(QUERY)}_{int(NOW.timestamp()) + 300}"
     assert entry.expires_at.timestamp() == NOW.timestamp() + 300
 
 
 @time_machine.travel(NOW, tick=False)
 def test_entry_ttl_overrides_default():
     entry = services.entry_create(api_query=QUERY, ttl=42)
-    assert entry.id.endswith(f"_{NOW.timestamp() + 42:.6f}")
+    assert entry.id.endswith(f"_{int(NOW.timestamp()) + 42}")
 
 
 def test_query_is_stored_with_nulls_and_key_order():
@@ -60,6 +60,37 @@ def test_identical_queries_share_an_in_flight_fetch():
     assert first.id != second.id
     assert first.fetch_id == second.fetch_id
     assert Fetch.objects.count() == 1
+
+
+@time_machine.travel(NOW.timestamp() + 0.001, tick=False)
+def test_identical_requests_within_a_second_share_one_entry_and_write_nothing(fetch_chart):
+    first = services.entry_create(api_query=QUERY, ttl=60)
+    services.fetch_run(fetch_id=first.fetch_id)
+    with time_machine.travel(NOW.timestamp() + 0.999, tick=False):
+        with CaptureQueriesContext(connection) as queries:
+            again = services.entry_create(api_query=dict(reversed(QUERY.items())), ttl=60)
+    assert again.id == first.id
+    assert [query["sql"].split()[0] for query in queries] == ["SELECT"]
+    with time_machine.travel(NOW.timestamp() + 1.001, tick=False):
+        next_second = services.entry_create(api_query=QUERY, ttl=60)
+    assert next_second.id != first.id
+    assert next_second.fetch_id == first.fetch_id
+    assert Entry.objects.count() == 2
+
+
+@time_machine.travel(NOW, tick=False)
+def test_request_within_the_second_of_a_failure_takes_a_new_fetch(fetch_chart):
+    fetch_chart.side_effect = kentik.KentikError(503, "down")
+    failed = services.entry_create(api_query=QUERY)
+    services.fetch_run(fetch_id=failed.fetch_id)
+    fetch_chart.side_effect = None
+    again = services.entry_create(api_query=QUERY)
+    assert again.id == failed.id
+    assert again.fetch_id != failed.fetch_id
+    services.fetch_run(fetch_id=again.fetch_id)
+    entry = Entry.objects.select_related("fetch").get(pk=failed.id)
+    assert entry.fetch.state == FetchState.READY
+    assert Entry.objects.count() == 1
 
 
 def test_ready_fetch_is_reused_within_reuse_max_age(settings, fetch_chart):
