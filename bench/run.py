@@ -504,9 +504,17 @@ def print_table(profile: str, result: dict[str, Any]) -> None:
         )
 
 
+def cpu_model() -> str:
+    match = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+    return match.group(1).strip() if match else "unknown CPU"
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The last run's tables, for the README."""
-    lines = [f"Last run: {report['date'][:10]}, {report['cores']} cores, `{report['command']}`."]
+    lines = [
+        f"Last run: {report['date'][:10]}, {report['cores']} cores ({report['cpu']}),"
+        f" `{report['command']}`."
+    ]
     for profile, result in report["profiles"].items():
         lines += [
             "",
@@ -573,10 +581,12 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "date": datetime.now().isoformat(timespec="seconds"),
         "cores": os.cpu_count(),
+        "cpu": cpu_model(),
         "command": "bench/run.py "
         f"--rounds {args.rounds} --seconds {args.seconds:g} --waiters {args.waiters}",
         "profiles": {},
     }
+    print(f"{report['date']}; {report['cores']} cores ({report['cpu']}); {report['command']}")
     for profile in profiles:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
