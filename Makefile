@@ -51,12 +51,13 @@ test-production: install-dev
 	  test -z "$$CI"; \
 	fi
 
-## bench: the speed figures against nginx on this machine (bench/run.py);
-## installs wrk and nginx from Debian if they are missing.
+## bench: the speed figures against nginx on this machine (bench/run.py), on
+## both profiles when PostgreSQL and Redis answer; the tables go in README.md.
+## Installs wrk and nginx from Debian if they are missing.
 bench: install-dev
 	@command -v wrk >/dev/null && command -v nginx >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light)
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py --write-readme
 
 lint: install-dev
 	$(BIN)/ruff check .
