@@ -9,7 +9,10 @@ import os
 
 bind = f"{os.environ.get('BIND', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 worker_class = "gthread"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# 4 on 2 cores: the GIL shares a process's CPU among its threads, and cached
+# images are answered 15-20% faster by 4 processes than by 2 (bench/NOTES.md).
+# Each holds up to DB_POOL_SIZE connections on PostgreSQL.
+workers = int(os.environ.get("WEB_CONCURRENCY", "4"))
 # Each request waiting on a pending image holds one thread.
 threads = int(os.environ.get("WEB_THREADS", "64"))
 worker_connections = int(os.environ.get("WEB_CONNECTIONS", "1000"))

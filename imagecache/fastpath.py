@@ -95,6 +95,13 @@ class FastImages:
         self.marks = ReadMarks(max(1.0, settings.READ_MARK_INTERVAL / 2))
         # Off with object storage, or when a fronting nginx sends the files.
         self.active = links.enabled() and not settings.X_ACCEL_REDIRECT_PREFIX
+        self.links = str(links.directory()) if self.active else ""
+        # Per link target and entry: the headers that never change (the file
+        # is immutable: its name carries its content hash). Bounded by
+        # clearing, which only costs recomputing them.
+        self.headers: dict[tuple[str, str], tuple[int, list[tuple[str, str]]]] = {}
+        self.hit_get = metrics.REQUESTS.labels("image-get", "GET", "200")
+        self.hit_head = metrics.REQUESTS.labels("image-get", "HEAD", "200")
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if self.active and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
@@ -119,31 +126,23 @@ class FastImages:
         now = time.time()
         if expires <= now:
             return None
-        link = links.directory() / entry_id
+        link = os.path.join(self.links, entry_id)
         try:
             target = os.readlink(link)
             image = open(link, "rb")  # the server closes it
         except OSError:
             return None
-        named = FILE_RE.search(target)
-        if named is None:
-            image.close()
-            return None
-        fetch_id, content_hash, extension = named.groups()
-        stat = os.fstat(image.fileno())
-        headers = [
-            ("Content-Type", MEDIA_TYPES[extension]),
-            ("Content-Length", str(stat.st_size)),
-            ("Content-Disposition", f'inline; filename="{entry_id}.{extension}"'),
-            ("ETag", f'"{content_hash}"'),
-            ("Last-Modified", http_date(stat.st_mtime)),
-            ("Cache-Control", f"public, max-age={int(expires - now)}, immutable"),
-            ("Expires", http_date(expires)),
-            *FIXED_HEADERS,
-        ]
+        known = self.headers.get((target, entry_id))
+        if known is None:
+            known = self._fixed_headers(target, entry_id, expires, image)
+            if known is None:
+                image.close()
+                return None
+        fetch_id, fixed = known
+        headers = [*fixed, ("Cache-Control", f"public, max-age={int(expires - now)}, immutable")]
         start_response("200 OK", headers)
-        self.marks.add(int(fetch_id))
-        metrics.REQUESTS.labels("image-get", environ["REQUEST_METHOD"], "200").inc()
+        self.marks.add(fetch_id)
+        (self.hit_head if environ["REQUEST_METHOD"] == "HEAD" else self.hit_get).inc()
         metrics.CACHE_HITS.inc()
         if environ["REQUEST_METHOD"] == "HEAD":
             image.close()
@@ -152,6 +151,28 @@ class FastImages:
         if wrapper is not None:
             return wrapper(image, 64 * 1024)  # type: ignore[no-any-return]
         return _chunks(image)
+
+    def _fixed_headers(
+        self, target: str, entry_id: str, expires: float, image: Any
+    ) -> tuple[int, list[tuple[str, str]]] | None:
+        named = FILE_RE.search(target)
+        if named is None:
+            return None
+        fetch_id, content_hash, extension = named.groups()
+        stat = os.fstat(image.fileno())
+        fixed = [
+            ("Content-Type", MEDIA_TYPES[extension]),
+            ("Content-Length", str(stat.st_size)),
+            ("Content-Disposition", f'inline; filename="{entry_id}.{extension}"'),
+            ("ETag", f'"{content_hash}"'),
+            ("Last-Modified", http_date(stat.st_mtime)),
+            ("Expires", http_date(expires)),
+            *FIXED_HEADERS,
+        ]
+        if len(self.headers) >= 10_000:
+            self.headers.clear()
+        self.headers[(target, entry_id)] = (int(fetch_id), fixed)
+        return int(fetch_id), fixed
 
 
 def _chunks(image: Any) -> Iterable[bytes]:
