@@ -26,11 +26,12 @@ from django.conf import settings
 from django.utils.http import http_date
 
 from imagecache import links, metrics
+from imagecache.selectors import ENTRY_ID_PATTERN
 from imagecache.services import EXTENSIONS
 
 logger = logging.getLogger("imagecache.requests")
 
-PATH_RE = re.compile(r"^/image/([0-9a-f]{64}_([0-9]{1,12}(?:\.[0-9]{1,9})?))$")
+PATH_RE = re.compile(f"^/image/({ENTRY_ID_PATTERN})$")
 # images/<hh>/<query hash>-<fetch id>-<content hash>.<ext>
 FILE_RE = re.compile(r"-([0-9]+)-([0-9a-f]{64})\.(png|jpg|svg|pdf)$")
 # The file extensions the fetch gives images, back to their media types.

@@ -17,7 +17,10 @@ from imagecache import waiting
 from imagecache.errors import EntryNotFound, FetchFailed, FetchPending, FetchStillPending
 from imagecache.models import IN_FLIGHT, Entry, Fetch, FetchState
 
-ENTRY_ID_RE = re.compile(r"^[0-9a-f]{64}_[0-9]{1,12}(\.[0-9]{1,9})?$")
+# `<sha256 hex>_<expiry epoch>`; ids made before the expiry was rounded to
+# the second have a fraction. The fast path matches paths with it too.
+ENTRY_ID_PATTERN = r"[0-9a-f]{64}_([0-9]{1,12}(?:\.[0-9]{1,9})?)"
+ENTRY_ID_RE = re.compile(f"^{ENTRY_ID_PATTERN}$")
 # The Retry-After of a 202 to a client that asked not to wait: it polls, and
 # most charts take Kentik a few seconds.
 POLL_RETRY_AFTER = 1
