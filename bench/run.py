@@ -238,6 +238,33 @@ def service_memory(service: Service) -> dict[str, int]:
     return totals
 
 
+def settled_memory(service: Service, timeout: float = 30) -> dict[str, int]:
+    """`service_memory` once the service has started all its processes (the
+    qcluster forks its workers after gunicorn answers): the same process
+    count and RSS within 5% over two readings a second apart."""
+    deadline = time.monotonic() + timeout
+    before = (process_count(service), service_memory(service))
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        now = (process_count(service), service_memory(service))
+        if now[0] == before[0] and abs(now[1]["rss"] - before[1]["rss"]) < 0.05 * now[1]["rss"]:
+            return now[1]
+        before = now
+    return before[1]
+
+
+def process_count(service: Service) -> int:
+    assert service.process is not None
+    group = os.getpgid(service.process.pid)
+    count = 0
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            count += os.getpgid(int(proc.name)) == group
+        except (OSError, ValueError):
+            continue
+    return count
+
+
 def fill_info(service: Service, fetch_id: int, count: int) -> None:
     """`count` live entries sharing one ready fetch, straight into the database."""
     expires = "2099-01-01 00:00:00"
@@ -329,7 +356,7 @@ def run_profile(profile: str, args: argparse.Namespace, work: Path) -> dict[str,
         service.start()
         static = proxy = None
         try:
-            idle = service_memory(service)
+            idle = settled_memory(service)
             entry_id = service.post(IMAGE_QUERY, ttl=3600)
             image = service.get_image(entry_id)
             assert image.status_code == 200, image.text
