@@ -227,7 +227,11 @@ class EntryAdmin(ReadOnlyAdmin):
             }
             for state, label in FetchState.choices
         ]
-        queue_models = (("tasks", Success), ("failures", Failure), ("schedules", Schedule))
+        queue_models: tuple[tuple[str, type[Model]], ...] = (
+            ("tasks", Success),
+            ("failures", Failure),
+            ("schedules", Schedule),
+        )
         if self.admin_site.is_registered(OrmQ):  # the ORM broker only
             queue_models += (("queued", OrmQ),)
         return {
