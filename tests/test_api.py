@@ -104,7 +104,7 @@ def pending(api: Api, api_query: dict[str, Any], **fields: Any) -> str:
     """POST a request whose fetch is never run (its on_commit is not executed)."""
     response = api.post("/requests", {"api_query": api_query, **fields})
     assert response.status_code == 200, body_of(response)
-    return str(response.json()["id"])
+    return str(json.loads(body_of(response))["id"])
 
 
 def nested_body(depth: int) -> str:
