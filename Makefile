@@ -41,8 +41,9 @@ install-dev: $(VENV)/.dev .venv-tools/.tools .venv-typing/.typing
 run: install
 	$(BIN)/python manage.py serve
 
-## test: install, lint, and run the whole suite (unit, API, end-to-end) twice:
-## on the embedded default (SQLite, ORM broker), then on PostgreSQL + Redis.
+## test: install, lint (ruff, mypy), and run the whole suite (unit, API,
+## end-to-end) twice: on the embedded default (SQLite, ORM broker), then on
+## PostgreSQL + Redis.
 test: install-dev lint test-embedded test-production
 
 test-embedded: install-dev
@@ -74,6 +75,7 @@ TYPED := config imagecache bench manage.py tests
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	.venv-typing/bin/mypy $(TYPED)
 	$(BIN)/python manage.py makemigrations --check --dry-run
 
 ## typecheck: mypy alone (its settings are in pyproject.toml).
