@@ -510,6 +510,7 @@ class FetchAdmin(ReadOnlyAdmin):
 
     @admin.display(description="entries", ordering="entry_count")
     def entry_count(self, fetch: Fetch) -> int:
+        # Annotated by get_queryset, which the model's type does not know.
         return int(fetch.entry_count)  # type: ignore[attr-defined]
 
     @admin.display(description="entries")

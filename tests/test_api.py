@@ -39,6 +39,8 @@ def chart_query(image_type: str = "png", title: str = "Total traffic") -> dict[s
 
 def body_of(response: HttpResponseBase) -> bytes:
     """The body of any response, streamed or not; read once and kept."""
+    # The ignores: streamed or not is known from `streaming`, not from the type,
+    # and `test_body` is this helper's own attribute.
     if not hasattr(response, "test_body"):
         response.test_body = (  # type: ignore[attr-defined]
             b"".join(response.streaming_content)  # type: ignore[attr-defined]
