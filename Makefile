@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-embedded test-production bench lint install install-dev clean
+.PHONY: run test test-embedded test-production bench lint typecheck install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,16 +23,27 @@ $(VENV)/.dev: requirements/base.txt requirements/dev.txt | $(BIN)/python
 	.venv-tools/bin/pip install -q -r requirements/tools.txt
 	touch $@
 
+# mypy and the stubs need typing-extensions>=4.6, and kentik-api pins 4.3.0: a
+# venv of their own too (requirements/typing.txt says what goes in it).
+TYPING_SKIP := ^(-r |kentik-api==|typing-extensions==|ruff==)
+.venv-typing/.typing: requirements/base.txt requirements/dev.txt requirements/typing.txt
+	test -x .venv-typing/bin/python || $(PYTHON) -m venv .venv-typing
+	grep -hvE '$(TYPING_SKIP)' requirements/base.txt requirements/dev.txt > .venv-typing/pins.txt
+	.venv-typing/bin/pip install -q -r .venv-typing/pins.txt -r requirements/typing.txt
+	.venv-typing/bin/pip install -q --no-deps $$(grep -h '^kentik-api==' requirements/base.txt)
+	touch $@
+
 install: $(VENV)/.base
-install-dev: $(VENV)/.dev .venv-tools/.tools
+install-dev: $(VENV)/.dev .venv-tools/.tools .venv-typing/.typing
 
 ## run: install, migrate, and run gunicorn + the worker (+ the Kentik simulator
 ## when KT_AUTH_EMAIL/KT_AUTH_TOKEN are not set) until Ctrl-C.
 run: install
 	$(BIN)/python manage.py serve
 
-## test: install, lint, and run the whole suite (unit, API, end-to-end) twice:
-## on the embedded default (SQLite, ORM broker), then on PostgreSQL + Redis.
+## test: install, lint (ruff, mypy), and run the whole suite (unit, API,
+## end-to-end) twice: on the embedded default (SQLite, ORM broker), then on
+## PostgreSQL + Redis.
 test: install-dev lint test-embedded test-production
 
 test-embedded: install-dev
@@ -59,10 +70,17 @@ bench: install-dev
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light)
 	$(BIN)/python bench/run.py --write-readme
 
+TYPED := config imagecache bench manage.py tests
+
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	.venv-typing/bin/mypy $(TYPED)
 	$(BIN)/python manage.py makemigrations --check --dry-run
 
+## typecheck: mypy alone (its settings are in pyproject.toml).
+typecheck: .venv-typing/.typing
+	.venv-typing/bin/mypy $(TYPED)
+
 clean:
-	rm -rf $(VENV) .venv-tools var staticfiles .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-tools .venv-typing var staticfiles .pytest_cache .ruff_cache .mypy_cache

@@ -6,6 +6,8 @@ the worker, so the worker keeps answering its heartbeat during long waits
 """
 
 import os
+from pathlib import Path
+from typing import Any
 
 bind = f"{os.environ.get('BIND', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 worker_class = "gthread"
@@ -38,18 +40,19 @@ raw_env = ["DJANGO_DB_POOL=1"]
 # The master prepares the directory before it forks any worker (set in its
 # environment, the workers inherit it), unless `manage.py serve` did it for
 # gunicorn and the qcluster together. The imports are here, not at the top:
-# prometheus_client must not be imported before the variable is set.
-_metrics_dir_made = None
+# prometheus_client must not be imported before the variable is set. `server`
+# and `worker` are gunicorn's Arbiter and Worker, which have no type information.
+_metrics_dir_made: Path | None = None
 
 
-def on_starting(server):
+def on_starting(server: Any) -> None:
     global _metrics_dir_made
     from imagecache.runner import metrics_dir_prepare
 
     _metrics_dir_made = metrics_dir_prepare(os.environ)
 
 
-def child_exit(server, worker):
+def child_exit(server: Any, worker: Any) -> None:
     # A dead worker's waiters are no longer waiting (the gauge is `livesum`);
     # its counters stay in the sums.
     from prometheus_client import multiprocess
@@ -57,7 +60,7 @@ def child_exit(server, worker):
     multiprocess.mark_process_dead(worker.pid)
 
 
-def on_exit(server):
+def on_exit(server: Any) -> None:
     if _metrics_dir_made is not None:
         import shutil
 

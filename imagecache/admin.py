@@ -227,7 +227,11 @@ class EntryAdmin(ReadOnlyAdmin):
             }
             for state, label in FetchState.choices
         ]
-        queue_models = (("tasks", Success), ("failures", Failure), ("schedules", Schedule))
+        queue_models: tuple[tuple[str, type[Model]], ...] = (
+            ("tasks", Success),
+            ("failures", Failure),
+            ("schedules", Schedule),
+        )
         if self.admin_site.is_registered(OrmQ):  # the ORM broker only
             queue_models += (("queued", OrmQ),)
         return {
@@ -506,6 +510,7 @@ class FetchAdmin(ReadOnlyAdmin):
 
     @admin.display(description="entries", ordering="entry_count")
     def entry_count(self, fetch: Fetch) -> int:
+        # Annotated by get_queryset, which the model's type does not know.
         return int(fetch.entry_count)  # type: ignore[attr-defined]
 
     @admin.display(description="entries")

@@ -74,6 +74,7 @@ class ImageGetApi(APIView):
         filters.is_valid(raise_exception=True)
         entry = selectors.entry_get_ready(entry_id=entry_id, **filters.validated_data)
         headers = _caching_headers(entry)
+        response: HttpResponseBase
         if _not_modified(request, headers):
             response = _not_modified_response(entry.fetch, headers)
         else:

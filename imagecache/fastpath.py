@@ -150,7 +150,7 @@ class FastImages:
             return []
         wrapper = environ.get("wsgi.file_wrapper")
         if wrapper is not None:
-            return wrapper(image, 64 * 1024)  # type: ignore[no-any-return]
+            return wrapper(image, 64 * 1024)
         return _chunks(image)
 
     def _fixed_headers(

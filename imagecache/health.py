@@ -52,8 +52,9 @@ def check_storage() -> dict[str, Any]:
             pass
         return {"location": location}
     bucket = getattr(default_storage, "bucket_name", None)
-    if bucket is not None:  # django-storages' S3Storage
-        default_storage.connection.meta.client.head_bucket(Bucket=bucket)
+    if bucket is not None:  # django-storages' S3Storage, which has no type information
+        s3: Any = default_storage
+        s3.connection.meta.client.head_bucket(Bucket=bucket)
         return {"bucket": bucket}
     default_storage.exists("readyz")
     return {}

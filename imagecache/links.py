@@ -17,6 +17,7 @@ import os
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
+from typing import cast
 
 from django.conf import settings
 from django.core.files.storage import FileSystemStorage, default_storage
@@ -31,7 +32,8 @@ def enabled() -> bool:
 
 
 def directory() -> Path:
-    return Path(default_storage.location) / BY_ID
+    # Only called once enabled() holds: the default storage is a FileSystemStorage.
+    return Path(cast(FileSystemStorage, default_storage).location) / BY_ID
 
 
 def entries_link(*, entry_ids: Iterable[str], file_name: str) -> None:

@@ -1,7 +1,9 @@
-from typing import Any
+from collections.abc import Iterable
 
 from rest_framework import exceptions
 from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.renderers import BaseRenderer
+from rest_framework.request import Request
 
 
 class JSONOnlyNegotiation(DefaultContentNegotiation):
@@ -10,9 +12,10 @@ class JSONOnlyNegotiation(DefaultContentNegotiation):
     client asking for `image/png` must still get its error as JSON."""
 
     def select_renderer(
-        self, request: Any, renderers: list[Any], format_suffix: str | None = None
-    ) -> tuple[Any, str]:
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        choices = list(renderers)  # DRF passes a list; read twice here
         try:
-            return super().select_renderer(request, renderers, format_suffix)
+            return super().select_renderer(request, choices, format_suffix)
         except exceptions.NotAcceptable:
-            return renderers[0], renderers[0].media_type
+            return choices[0], choices[0].media_type

@@ -1,7 +1,8 @@
 """The OpenAPI description of the API (drf-spectacular), kept beside the
 views rather than in them."""
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
@@ -15,7 +16,9 @@ from imagecache.kentik import MEDIA_TYPES
 class ErrorSerializer(serializers.Serializer):
     error = serializers.CharField(help_text="What went wrong, for people.")
     status = serializers.IntegerField(help_text="The HTTP status, repeated.")
-    fields = serializers.DictField(
+    # DRF's metaclass takes declared fields out of the class: this one does not
+    # hide Serializer.fields, as the stubs believe.
+    fields = serializers.DictField(  # type: ignore[assignment]
         required=False, help_text="Per-field messages, for a request that failed validation."
     )
 
@@ -27,7 +30,10 @@ def _error(description: str) -> OpenApiResponse:
 QUERY_EXAMPLE = {"api_query": chart_query(), "ttl": 600}
 
 
-def request_create(request: type, response: type):  # type: ignore[no-untyped-def]
+_View = TypeVar("_View", bound=Callable[..., Any])
+
+
+def request_create(request: type, response: type) -> Callable[[_View], _View]:
     """The description of `POST /requests`, given the view's own serializers."""
     return extend_schema(
         # Any Content-Type is read as JSON; JSON is what to send.

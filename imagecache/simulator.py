@@ -116,7 +116,7 @@ def validate_request(body: Any) -> str | None:
 
 
 def _json_type(value: Any) -> str:
-    names = {dict: "an object", list: "a list", str: "a string"}
+    names: dict[type, str] = {dict: "an object", list: "a list", str: "a string"}
     if value is None:
         return "null"
     if isinstance(value, bool):

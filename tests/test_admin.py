@@ -13,7 +13,7 @@ import pytest
 import time_machine
 from django.contrib.admin.utils import quote
 from django.contrib.auth.models import Permission, User
-from django.core.files.storage import default_storage
+from django.core.files.storage import FileSystemStorage, default_storage
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -147,6 +147,7 @@ def test_thumbnails_point_at_the_admin_image_view_for_ready_images(admin_client,
     for name in ("failed", "pending"):
         assert image_url(cache[name]) not in content
     assert "max-height: 60px" in content
+    assert isinstance(default_storage, FileSystemStorage)
     assert str(default_storage.location) not in content  # CACHE_PATH is never shown
 
 

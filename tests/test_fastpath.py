@@ -53,7 +53,9 @@ def fast(django_app: CountingDjango) -> FastImages:
 
 
 def call(app: Any, path: str, method: str = "GET", **headers: str) -> tuple[int, dict, bytes]:
-    environ = RequestFactory().generic(method, path, **headers).environ
+    # WSGI environ keys, which mypy would match to generic()'s named parameters.
+    extra: dict[str, Any] = headers
+    environ = RequestFactory().generic(method, path, **extra).environ
     answer: dict[str, Any] = {}
 
     def start_response(status: str, response_headers: list[tuple[str, str]], *_: Any) -> None:

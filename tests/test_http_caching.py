@@ -49,7 +49,7 @@ def fetched(api: HttpApi, sim: KentikSimulator, django_capture_on_commit_callbac
         with django_capture_on_commit_callbacks(execute=True):
             response = api.post("/requests", {"api_query": api_query, **fields})
         assert response.status_code == 200, body_of(response)
-        return str(response.json()["id"])
+        return str(json.loads(body_of(response))["id"])
 
     return post
 

@@ -180,7 +180,8 @@ def test_metrics_dir_is_made_when_unset(tmp_path):
         assert made is not None and made.is_dir()
         assert env[METRICS_DIR] == env[METRICS_DIR_PREPARED] == str(made)
     finally:
-        os.rmdir(made)  # type: ignore[arg-type]
+        if made is not None:
+            os.rmdir(made)
 
 
 def test_metrics_dir_is_emptied_of_a_previous_run(tmp_path: Path):

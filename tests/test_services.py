@@ -353,7 +353,9 @@ def test_read_is_recorded_at_most_once_per_interval(settings, fetch_chart):
         with time_machine.travel(NOW.timestamp() + 61, tick=False):
             services.fetch_mark_read(fetch=fetch)
         assert len(queries) == 1
-    assert Fetch.objects.get(pk=entry.fetch_id).last_read_at.timestamp() == NOW.timestamp() + 61
+    last_read_at = Fetch.objects.get(pk=entry.fetch_id).last_read_at
+    assert last_read_at is not None
+    assert last_read_at.timestamp() == NOW.timestamp() + 61
 
 
 def test_eviction_removes_least_recently_read_images_below_90_percent(settings, fetch_chart):

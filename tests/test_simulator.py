@@ -622,10 +622,10 @@ def test_cli_prints_its_url_serves_charts_and_exits_0_on_signal(
     process = subprocess.Popen(
         command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+    assert process.stdout is not None
     try:
         ready, _, _ = select.select([process.stdout], [], [], 15)
         assert ready, "the simulator printed nothing within 15 s"
-        assert process.stdout is not None
         line = process.stdout.readline()
         match = re.fullmatch(
             r"Kentik simulator listening on (http://127\.0\.0\.1:(\d+)/api/v5)\n", line

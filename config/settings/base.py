@@ -320,7 +320,8 @@ if not REDIS_URL:
 # --- Static files, i18n, logging ----------------------------------------------
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# None in the local and test profiles, which serve static files from the apps.
+STATIC_ROOT: Path | None = BASE_DIR / "staticfiles"
 WHITENOISE_ROOT = BASE_DIR / "imagecache" / "root"
 
 LANGUAGE_CODE = "en-us"

@@ -1,9 +1,11 @@
+from django.apps.registry import Apps
 from django.db import migrations
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 
 KENTIK_LOCK = "kentik-calls"
 
 
-def create_lock(apps, schema_editor):
+def create_lock(apps: Apps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     apps.get_model("imagecache", "Lock").objects.get_or_create(name=KENTIK_LOCK)
 
 

@@ -133,8 +133,8 @@ class Service:
                 return db.execute(query, params).fetchall()
         import psycopg
 
-        with psycopg.connect(url.replace("postgres://", "postgresql://", 1), autocommit=True) as db:
-            cursor = db.execute(query.replace("?", "%s"), params)
+        with psycopg.connect(url.replace("postgres://", "postgresql://", 1), autocommit=True) as pg:
+            cursor = pg.execute(query.replace("?", "%s"), params)
             return cursor.fetchall() if cursor.description else []
 
     def manage(self, *args: str) -> str:

@@ -67,7 +67,12 @@ def readyz(service: Service) -> requests.Response:
 def readyz_answers(service: Service, status: int, timeout: float) -> dict[str, Any]:
     """The body of the first /readyz answer with `status`."""
     answers: list[requests.Response] = []
-    wait_for(lambda: answers.append(readyz(service)) or answers[-1].status_code == status, timeout)
+
+    def answered() -> bool:
+        answers.append(readyz(service))
+        return answers[-1].status_code == status
+
+    wait_for(answered, timeout)
     body: dict[str, Any] = answers[-1].json()
     return body
 
