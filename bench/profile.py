@@ -13,7 +13,6 @@ Usage: .venv/bin/python bench/profile.py get [--seconds 10] [--out bench/profile
 
 import argparse
 import collections
-import json
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import IMAGE_QUERY, fill_info, wrk  # noqa: E402
+from bench.run import IMAGE_QUERY, fill_info, wrk, wrk_post_script  # noqa: E402
 from bench.waiters import waiters  # noqa: E402
 from imagecache.examples import chart_query  # noqa: E402
 from imagecache.hashing import query_hash  # noqa: E402
@@ -111,12 +110,9 @@ def main(argv: list[str] | None = None) -> int:
                 url = service.url + f"/image/{entry_id}"
                 script = None
                 if args.scenario == "posts":
-                    url, script = service.url + "/requests", Path(tmp) / "post.lua"
-                    body = json.dumps({"api_query": chart_query("profile-posts", "png")})
-                    script.write_text(
-                        f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\n'
-                        'wrk.headers["Content-Type"] = "application/json"\n'
-                    )
+                    url = service.url + "/requests"
+                    body = {"api_query": chart_query("profile-posts", "png")}
+                    script = wrk_post_script(Path(tmp) / "post.lua", body)
                 elif args.scenario == "info":
                     ((fetch_id,),) = service.sql(
                         "SELECT id FROM imagecache_fetch WHERE query_hash = ?",

@@ -132,6 +132,16 @@ class Sampler:
             raise RuntimeError(f"{self.url} answered wrongly under load: {self.failure}")
 
 
+def wrk_post_script(path: Path, body: dict[str, Any]) -> Path:
+    """A wrk script that POSTs `body` as JSON to the URL wrk is given."""
+    path.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = {json.dumps(json.dumps(body))}\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+    )
+    return path
+
+
 class Nginx:
     """nginx on a loopback port, with an http block of the caller's."""
 
@@ -401,13 +411,7 @@ def run_profile(profile: str, args: argparse.Namespace, work: Path) -> dict[str,
 
                 return measure
 
-            post_script = work / "post.lua"
-            body = json.dumps({"api_query": POST_QUERY, "ttl": 3600})
-            post_script.write_text(
-                'wrk.method = "POST"\n'
-                f"wrk.body = {json.dumps(body)}\n"
-                'wrk.headers["Content-Type"] = "application/json"\n'
-            )
+            post_script = wrk_post_script(work / "post.lua", {"api_query": POST_QUERY, "ttl": 3600})
             sim.reset()
             rates = interleaved(
                 args.rounds,
