@@ -28,7 +28,12 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
 
 def _api_response(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ImageCacheError):
-        return Response(exc.body(), status=exc.status, headers=exc.headers())
+        chosen = Response(exc.body(), status=exc.status, headers=exc.headers())
+        # An answer the service chose (an unknown id, Kentik's error, a fetch
+        # still pending), logged once by the request log, at WARNING from 500
+        # on: not again as an error of the code by `django.request`.
+        chosen._has_been_logged = True  # type: ignore[attr-defined] # Django's own flag
+        return chosen
     if isinstance(exc, RequestDataTooBig):
         # DRF reads the body through Django, which refuses it past the limit.
         return Response({"error": _too_large(), "status": 413}, status=413)

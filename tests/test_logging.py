@@ -179,3 +179,17 @@ def test_one_line_per_fetch_with_its_outcome_status_and_duration(fetch_chart, ca
     assert records[1].levelno == logging.WARNING
     assert "down for maintenance" in records[1].getMessage()
     assert all(r.duration_ms >= 0 for r in records)
+
+
+@pytest.mark.django_db
+def test_an_answer_the_service_chose_is_logged_once_and_not_as_an_error(client, settings, caplog):
+    settings.ENTRY_WAIT_TIMEOUT = 0
+    entry = services.entry_create(api_query=QUERY)  # pending: its task is never enqueued here
+    with caplog.at_level(logging.INFO):
+        response = client.get(f"/image/{entry.id}")
+        missing = client.get(f"/image/{'0' * 64}_4070908800")
+    assert (response.status_code, missing.status_code) == (500, 404)
+    logged = [(r.name, r.levelname, r.getMessage()) for r in caplog.records]
+    assert [r for r in logged if r[0] == "django.request"] == []
+    assert ("imagecache.requests", "WARNING") in {(name, level) for name, level, _ in logged}
+    assert len([r for r in logged if r[0] == "imagecache.requests"]) == 2
