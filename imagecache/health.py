@@ -6,11 +6,14 @@ runs (none is configured), and the session and user are never touched, so
 /healthz costs no query at all.
 """
 
+import concurrent.futures
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.core.files.storage import FileSystemStorage, default_storage
 from django.db import connection
 from django.http import HttpResponse
@@ -89,15 +92,49 @@ def check_worker(broker: Broker) -> dict[str, Any]:
 
 
 def readiness() -> tuple[bool, dict[str, dict[str, Any]]]:
-    """Every check's outcome, and whether all passed."""
+    """Every check's outcome, and whether all passed, within READYZ_TIMEOUT:
+    the checks run at once in threads of their own, and one that has not
+    answered by then fails, so a black-holed database or Redis makes the
+    probe answer 503 in time rather than hang with it."""
     broker = get_broker()
-    checks = {
-        "database": _run(check_database),
-        "storage": _run(check_storage),
-        "broker": _run(lambda: check_broker(broker)),
-        "worker": _run(lambda: check_worker(broker)),
+    checks: dict[str, Callable[[], dict[str, Any]]] = {
+        "database": check_database,
+        "storage": check_storage,
+        "broker": lambda: check_broker(broker),
+        "worker": lambda: check_worker(broker),
     }
-    return all(check["status"] == "ok" for check in checks.values()), checks
+    pool = _pool()
+    running = {name: pool.submit(_run_closing, check) for name, check in checks.items()}
+    deadline = time.monotonic() + settings.READYZ_TIMEOUT
+    outcomes = {}
+    for name, future in running.items():
+        try:
+            outcomes[name] = future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except concurrent.futures.TimeoutError:
+            error = f"no answer within {settings.READYZ_TIMEOUT:g} s"
+            outcomes[name] = {"status": "fail", "error": error}
+    return all(check["status"] == "ok" for check in outcomes.values()), outcomes
+
+
+_pools: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
+
+
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    """The checks' threads, per process. Bounded: checks stuck on a dead
+    server hold their threads until their sockets give up, and probes that
+    come meanwhile queue and time out instead of adding threads."""
+    pid = os.getpid()
+    if pid not in _pools:
+        _pools[pid] = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="readyz")
+    return _pools[pid]
+
+
+def _run_closing(check: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    try:
+        return _run(check)
+    finally:
+        # The thread's own connection: back to the pool, or closed.
+        connection.close()
 
 
 def _run(check: Callable[[], dict[str, Any]]) -> dict[str, Any]:

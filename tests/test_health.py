@@ -2,6 +2,8 @@
 takes no writes, a broker on a closed port, no cluster reporting."""
 
 import os
+import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -160,6 +162,26 @@ def test_readyz_is_503_naming_the_broker_when_it_does_not_answer(
     assert "broker" in body["failed"]
     assert body["checks"]["broker"]["error"].startswith("ConnectionError")
     assert "Connection refused" in body["checks"]["broker"]["error"]
+    assert body["checks"]["database"]["status"] == "ok"
+
+
+def test_readyz_answers_in_time_when_redis_accepts_and_never_replies(
+    client, cluster_reports, monkeypatch, settings
+):
+    cluster_reports()
+    settings.READYZ_TIMEOUT = 0.5
+    with socket.socket() as silent:
+        # A black hole: the kernel accepts connections, nothing ever answers.
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        monkeypatch.setattr(Conf, "ORM", None)
+        monkeypatch.setattr(Conf, "REDIS", f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
+        started = time.monotonic()
+        body = readyz(client, 503)
+        took = time.monotonic() - started
+    assert took < 3, took
+    assert set(body["failed"]) == {"broker", "worker"}
+    assert body["checks"]["broker"]["error"] == "no answer within 0.5 s"
     assert body["checks"]["database"]["status"] == "ok"
 
 

@@ -153,6 +153,10 @@ if IS_POSTGRES and _read(env.bool, "DJANGO_DB_POOL", default=False):
 elif IS_POSTGRES:
     DATABASES["default"]["CONN_MAX_AGE"] = 60
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if IS_POSTGRES:
+    # A server that does not answer fails a new connection in 10 s, not
+    # after the kernel's TCP timeouts (minutes).
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 10)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Kentik ------------------------------------------------------------------
@@ -180,6 +184,8 @@ CACHE_MAINTENANCE_PERIOD = env_number("CACHE_MAINTENANCE_PERIOD", 60, minimum=1,
 # Answer ready images from per-entry links before Django runs (filesystem
 # storage only; see imagecache/fastpath.py).
 FAST_PATH = _read(env.bool, "FAST_PATH", default=True)
+# /readyz answers within this many seconds: a check still running by then fails.
+READYZ_TIMEOUT = env_number("READYZ_TIMEOUT", 5.0, minimum=0.1)
 # How often the per-process waiter looks at the pending fetches it watches.
 WAITER_POLL_INTERVAL = env_number("WAITER_POLL_INTERVAL", 0.02, minimum=0.001)
 
