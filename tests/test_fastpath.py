@@ -98,6 +98,13 @@ def test_ready_image_is_answered_without_django_and_as_django_would(fast, django
         "X-Content-Type-Options",
     ):
         assert headers[name] == django_headers[name], name
+    # Later answers reuse the headers worked out once; only the max-age moves.
+    with time_machine.travel(NOW.timestamp() + 100, tick=False):
+        _, later, _ = call(fast, f"/image/{entry_id}")
+    assert later["Cache-Control"] == "public, max-age=200, immutable"
+    assert {k: v for k, v in later.items() if k != "Cache-Control"} == {
+        k: v for k, v in headers.items() if k != "Cache-Control"
+    }
 
 
 def test_head_has_the_headers_and_no_body(fast, django_app, ready):

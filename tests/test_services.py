@@ -52,6 +52,8 @@ def test_new_query_enqueues_one_fetch_after_commit(django_capture_on_commit_call
             callback()
     enqueue.assert_called_once()
     assert enqueue.call_args.args == ("imagecache.tasks.fetch_image", entry.fetch_id)
+    # One broker per process, not one (and one Redis connection) per task.
+    assert enqueue.call_args.kwargs["broker"] is services._broker()
 
 
 def test_identical_queries_share_an_in_flight_fetch():

@@ -68,3 +68,22 @@ def test_production_starts_with_what_it_needs():
 def test_local_profile_needs_no_configuration():
     result = start("config.settings.local")
     assert result.returncode == 0, result.stderr
+
+
+def test_a_web_worker_loads_its_views_and_broker_client_before_its_first_request():
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, config.wsgi; from django_q.conf import Conf;"
+            " broker = 'django_q.brokers.' + ('orm' if Conf.ORM else 'redis_broker');"
+            " print('imagecache.apis' in sys.modules, broker in sys.modules)",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.local"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.split() == ["True", "True"]
