@@ -129,6 +129,31 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class ImageRowAdmin(ReadOnlyAdmin):
+    """A row with an image: `<id>/image/` serves it to staff (admin_view),
+    expired or not, named `imagecache_<model>_image`."""
+
+    def image_fetch_id(self, obj: Any) -> int:
+        raise NotImplementedError
+
+    def get_urls(self) -> list[URLPattern]:
+        # Before the stock URLs: their "<path:object_id>/" would take this one.
+        return [
+            path(
+                "<path:object_id>/image/",
+                self.admin_site.admin_view(self.image_view),
+                name=f"imagecache_{self.opts.model_name}_image",
+            ),
+            *super().get_urls(),
+        ]
+
+    def image_view(self, request: HttpRequest, object_id: str) -> FileResponse:
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None or not self.has_view_permission(request, obj):
+            raise Http404(f"No such {self.opts.verbose_name}")
+        return image_response(self.image_fetch_id(obj))
+
+
 class MediaTypeFilter(admin.SimpleListFilter):
     title = "media type"
     parameter_name = "media_type"
@@ -164,7 +189,7 @@ class ExpiredFilter(admin.SimpleListFilter):
 
 
 @admin.register(Entry)
-class EntryAdmin(ReadOnlyAdmin):
+class EntryAdmin(ImageRowAdmin):
     list_display = (
         "short_id",
         "state",
@@ -255,23 +280,8 @@ class EntryAdmin(ReadOnlyAdmin):
             ],
         }
 
-    def get_urls(self) -> list[URLPattern]:
-        # Before the stock URLs: their "<path:object_id>/" would take this one.
-        return [
-            path(
-                "<path:object_id>/image/",
-                self.admin_site.admin_view(self.image_view),
-                name="imagecache_entry_image",
-            ),
-            *super().get_urls(),
-        ]
-
-    def image_view(self, request: HttpRequest, object_id: str) -> FileResponse:
-        """Staff only (admin_view): the entry's image, expired or not."""
-        entry = self.get_object(request, unquote(object_id))
-        if entry is None or not self.has_view_permission(request, entry):
-            raise Http404("No such entry")
-        return image_response(entry.fetch_id)
+    def image_fetch_id(self, obj: Entry) -> int:
+        return obj.fetch_id
 
     # --- Columns and fields ---
 
@@ -420,7 +430,7 @@ def _ids(queryset: QuerySet[Entry]) -> list[str]:
 
 
 @admin.register(Fetch)
-class FetchAdmin(ReadOnlyAdmin):
+class FetchAdmin(ImageRowAdmin):
     list_display = (
         "id",
         "short_hash",
@@ -477,21 +487,8 @@ class FetchAdmin(ReadOnlyAdmin):
         queryset = super().get_queryset(request).defer("query_json")
         return queryset.annotate(entry_count=Count("entries"))
 
-    def get_urls(self) -> list[URLPattern]:
-        return [
-            path(
-                "<path:object_id>/image/",
-                self.admin_site.admin_view(self.image_view),
-                name="imagecache_fetch_image",
-            ),
-            *super().get_urls(),
-        ]
-
-    def image_view(self, request: HttpRequest, object_id: str) -> FileResponse:
-        fetch = self.get_object(request, unquote(object_id))
-        if fetch is None or not self.has_view_permission(request, fetch):
-            raise Http404("No such fetch")
-        return image_response(fetch.pk)
+    def image_fetch_id(self, obj: Fetch) -> int:
+        return obj.pk
 
     @admin.display(description="query hash", ordering="query_hash")
     def short_hash(self, fetch: Fetch) -> str:
