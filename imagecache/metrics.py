@@ -20,8 +20,6 @@ for the child processes rather than by settings.
 import os
 from collections.abc import Iterator
 
-from django.db.models import Count, Sum
-from django.utils import timezone
 from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4,
     REGISTRY,
@@ -87,30 +85,22 @@ WAITERS = Gauge(
 
 
 class CacheContentCollector:
-    """What the cache holds, from three aggregate queries at scrape time:
+    """What the cache holds, from `selectors.cache_stats` at scrape time:
     entries by the state of their fetch (`expired` for rows past their expiry
     that pruning has not removed yet), fetches by state, and the bytes of
-    their images by state."""
+    their images by state (only ready fetches hold an image)."""
 
     def collect(self) -> Iterator[Metric]:
         # Not at the top: this module is imported while logging is set up,
         # before the models can be.
-        from imagecache.models import Entry, Fetch, FetchState
+        from imagecache import selectors
+        from imagecache.models import FetchState
 
-        now = timezone.now()
-        entries = dict.fromkeys(FetchState.values, 0)
-        live = Entry.objects.filter(expires_at__gt=now).values("fetch__state")
-        for state, count in live.annotate(n=Count("pk")).values_list("fetch__state", "n"):
-            entries[state] = count
-        entries["expired"] = Entry.objects.filter(expires_at__lte=now).count()
-        fetches = dict.fromkeys(FetchState.values, 0)
-        stored = dict.fromkeys(FetchState.values, 0)
-        by_state = Fetch.objects.values("state").annotate(n=Count("pk"), size=Sum("size"))
-        for state, count, size in by_state.values_list("state", "n", "size"):
-            fetches[state] = count
-            stored[state] = size or 0
+        stats = selectors.cache_stats()
+        entries = {**stats.entries_by_state, "expired": stats.expired_entries}
+        stored = {state: 0 for state in FetchState.values} | {FetchState.READY: stats.stored_bytes}
         yield _gauge("imagecache_entries", "Entries by the state of their fetch.", entries)
-        yield _gauge("imagecache_fetches", "Fetches by state.", fetches)
+        yield _gauge("imagecache_fetches", "Fetches by state.", stats.fetches_by_state)
         yield _gauge("imagecache_stored_bytes", "Bytes of images by fetch state.", stored)
 
 

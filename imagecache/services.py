@@ -77,7 +77,7 @@ def entry_create(*, api_query: dict[str, Any], ttl: int | None = None) -> Entry:
             links.entries_unlink(entry_ids=[entry.pk])
         if created:
             transaction.on_commit(lambda: _task_enqueue(fetch_id=fetch.pk))
-        elif fetch.state == FetchState.READY and entry.fetch_id == fetch.pk:
+        elif fetch.state == FetchState.READY:
             transaction.on_commit(
                 lambda: links.entries_link(entry_ids=[entry.pk], file_name=fetch.file_name)
             )
@@ -467,9 +467,10 @@ def _stray_files(*, now: datetime) -> list[tuple[str, int]]:
 def _stray_links_remove() -> None:
     """Fast-path links of entries that are gone (removed behind Django's back)
     and temp links a crash left."""
-    if not links.enabled() or not links.directory().is_dir():
+    directory = links.directory()
+    if not links.enabled() or not directory.is_dir():
         return
-    names = [p.name for p in links.directory().iterdir()]
+    names = [p.name for p in directory.iterdir()]
     temps = [name for name in names if name.startswith(".")]
     ids = [name for name in names if not name.startswith(".")]
     live: set[str] = set()
