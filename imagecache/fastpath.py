@@ -25,9 +25,8 @@ from typing import Any
 from django.conf import settings
 from django.utils.http import http_date
 
-from imagecache import links, metrics
+from imagecache import links, metrics, services
 from imagecache.selectors import ENTRY_ID_PATTERN
-from imagecache.services import EXTENSIONS
 
 logger = logging.getLogger("imagecache.requests")
 
@@ -35,7 +34,7 @@ PATH_RE = re.compile(f"^/image/({ENTRY_ID_PATTERN})$")
 # images/<hh>/<query hash>-<fetch id>-<content hash>.<ext>
 FILE_RE = re.compile(r"-([0-9]+)-([0-9a-f]{64})\.(png|jpg|svg|pdf)$")
 # The file extensions the fetch gives images, back to their media types.
-MEDIA_TYPES = {extension[1:]: media_type for media_type, extension in EXTENSIONS.items()}
+MEDIA_TYPES = {extension[1:]: media_type for media_type, extension in services.EXTENSIONS.items()}
 # What Django's middleware adds to an image answer, so both paths agree.
 FIXED_HEADERS = [
     ("X-Content-Type-Options", "nosniff"),
@@ -66,14 +65,9 @@ class ReadMarks:
                 self._thread.start()
 
     def flush(self) -> None:
-        from django.utils import timezone
-
-        from imagecache.models import Fetch
-
         with self._lock:
             read, self._read = self._read, set()
-        if read:
-            Fetch.objects.filter(pk__in=read).update(last_read_at=timezone.now())
+        services.fetches_mark_read(fetch_ids=read)
 
     def _run(self) -> None:
         from django.db import connection

@@ -402,6 +402,12 @@ def fetch_mark_read(*, fetch: Fetch) -> None:
         fetch.last_read_at = now
 
 
+def fetches_mark_read(*, fetch_ids: set[int]) -> None:
+    """Record that clients read these images (the fast path's batched reads)."""
+    if fetch_ids:
+        Fetch.objects.filter(pk__in=fetch_ids).update(last_read_at=timezone.now())
+
+
 @dataclass(frozen=True)
 class PruneResult:
     entries: int = 0
