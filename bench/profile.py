@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import IMAGE_QUERY, fill_info, wrk, wrk_post_script  # noqa: E402
+from bench.run import IMAGE_QUERY, fill_info, service_pids, wrk, wrk_post_script  # noqa: E402
 from bench.waiters import waiters  # noqa: E402
 from imagecache.examples import chart_query  # noqa: E402
 from imagecache.hashing import query_hash  # noqa: E402
@@ -33,14 +33,12 @@ PY_SPY = ROOT / ".venv-tools" / "bin" / "py-spy"
 
 
 def gunicorn_pid(service: Service) -> int:
-    """The gunicorn master among the service's processes."""
-    assert service.process is not None
-    out = subprocess.run(
-        ["pgrep", "-f", "-g", str(service.process.pid), "gunicorn"],
-        capture_output=True,
-        text=True,
-    ).stdout.split()
-    return min(int(pid) for pid in out)
+    """The gunicorn master: the first gunicorn among the service's processes."""
+    return min(
+        pid
+        for pid in service_pids(service)
+        if b"gunicorn" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    )
 
 
 def summarize(collapsed: Path, top: int) -> str:

@@ -228,18 +228,28 @@ def readme_proxy_block(port: int, upstream_port: int, cache_dir: Path) -> str:
     return f"    sendfile on;\n    tcp_nopush on;\n{block}"
 
 
-def service_memory(service: Service) -> dict[str, int]:
-    """Total RSS and PSS of every process of the service, in bytes. Forked
-    processes share pages, which RSS counts once per process and PSS splits."""
+def service_pids(service: Service) -> list[int]:
+    """Every process of the service: its process group."""
     assert service.process is not None
     group = os.getpgid(service.process.pid)
-    totals = {"rss": 0, "pss": 0}
-    for rollup in Path("/proc").glob("[0-9]*/smaps_rollup"):
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            if os.getpgid(int(rollup.parent.name)) != group:
-                continue
-            text = rollup.read_text()
+            if os.getpgid(int(proc.name)) == group:
+                pids.append(int(proc.name))
         except (OSError, ValueError):
+            continue
+    return pids
+
+
+def service_memory(pids: list[int]) -> dict[str, int]:
+    """Total RSS and PSS of these processes, in bytes. Forked processes share
+    pages, which RSS counts once per process and PSS splits."""
+    totals = {"rss": 0, "pss": 0}
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
             continue
         for key, label in (("rss", "Rss"), ("pss", "Pss")):
             match = re.search(rf"^{label}:\s+(\d+) kB", text, re.M)
@@ -250,29 +260,19 @@ def service_memory(service: Service) -> dict[str, int]:
 
 def settled_memory(service: Service, timeout: float = 30) -> dict[str, int]:
     """`service_memory` once the service has started all its processes (the
-    qcluster forks its workers after gunicorn answers): the same process
-    count and RSS within 5% over two readings a second apart."""
+    qcluster forks its workers after gunicorn answers): the same processes
+    and RSS within 5% over two readings a second apart."""
     deadline = time.monotonic() + timeout
-    before = (process_count(service), service_memory(service))
+    pids = service_pids(service)
+    memory = service_memory(pids)
     while time.monotonic() < deadline:
         time.sleep(1)
-        now = (process_count(service), service_memory(service))
-        if now[0] == before[0] and abs(now[1]["rss"] - before[1]["rss"]) < 0.05 * now[1]["rss"]:
-            return now[1]
-        before = now
-    return before[1]
-
-
-def process_count(service: Service) -> int:
-    assert service.process is not None
-    group = os.getpgid(service.process.pid)
-    count = 0
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            count += os.getpgid(int(proc.name)) == group
-        except (OSError, ValueError):
-            continue
-    return count
+        pids_now = service_pids(service)
+        memory_now = service_memory(pids_now)
+        if pids_now == pids and abs(memory_now["rss"] - memory["rss"]) < 0.05 * memory["rss"]:
+            return memory_now
+        pids, memory = pids_now, memory_now
+    return memory
 
 
 def fill_info(service: Service, fetch_id: int, count: int) -> None:
@@ -435,7 +435,7 @@ def run_profile(profile: str, args: argparse.Namespace, work: Path) -> dict[str,
             )
             latency = added_latency(service, sim, 20, 1.0)
             crowd = waiters(service, sim, args.waiters, 3.0)
-            after = service_memory(service)
+            after = service_memory(service_pids(service))
         finally:
             for server in (static, proxy):
                 if server is not None:
