@@ -108,6 +108,18 @@ def pids_of(log: str, logger: str, pattern: str) -> set[int]:
     return {int(m.group(1)) for m in line.finditer(log)}
 
 
+def wait_until_serving(service: Service, pid: int) -> None:
+    """Until the web worker `pid` has answered a request (its log line says so)."""
+
+    def served() -> bool:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda _: requests.get(f"{service.url}/info", timeout=10), range(8)))
+        log = service.log_path.read_text(errors="replace")
+        return pid in pids_of(log, "imagecache.requests", r"GET /info")
+
+    wait_for(served, timeout=30, interval=0.2)
+
+
 def test_metric_totals_are_exact_across_web_and_queue_workers(ops_service, simulator):
     service = ops_service
     readyz_answers(service, 200, timeout=30)
@@ -160,11 +172,13 @@ def test_a_dead_web_workers_counts_stay_and_its_waiters_go(ops_service):
     before = scrape(service)
     posts = value(before, "imagecache_http_requests_total", **POST_200)
     gunicorn = child_running(service, "gunicorn")
-    victim = children(gunicorn)[0]
+    workers = children(gunicorn)
+    victim = workers[0]
     assert (metrics_dir / f"counter_{victim}.db").exists()
 
     os.kill(victim, signal.SIGKILL)
     wait_for(lambda: victim not in children(gunicorn) and len(children(gunicorn)) == 2)
+    (replacement,) = set(children(gunicorn)) - set(workers)
 
     # gunicorn's child_exit hook dropped the dead worker's gauge, not its counts.
     assert not (metrics_dir / f"gauge_livesum_{victim}.db").exists()
@@ -172,6 +186,9 @@ def test_a_dead_web_workers_counts_stay_and_its_waiters_go(ops_service):
     after = scrape(service)
     assert value(after, "imagecache_http_requests_total", **POST_200) == posts
     assert value(after, "imagecache_waiters") == 0
+    # The tests that come next need two workers taking requests: wait until
+    # the replacement has loaded its application and answered one.
+    wait_until_serving(service, replacement)
 
 
 def test_readyz_names_the_worker_while_the_cluster_is_stopped(ops_service):

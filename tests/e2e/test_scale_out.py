@@ -138,6 +138,9 @@ def test_a_fetch_of_a_killed_node_is_taken_over_by_the_other(nodes, simulator):
     # Only node A's workers may take the task: B's cluster is not running yet.
     os.killpg(b.process.pid, signal.SIGSTOP)
     try:
+        # B's pusher may be blocked in a BLPOP (1 s timeout), and Redis would
+        # hand the task to it, stopped or not: wait that BLPOP out.
+        time.sleep(1.5)
         entry_id = a.post(api_query)
         owner = ""
         deadline = time.monotonic() + 20
