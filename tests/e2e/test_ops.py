@@ -7,6 +7,7 @@ summed through PROMETHEUS_MULTIPROC_DIR: the totals must be exact."""
 import os
 import re
 import signal
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,6 +24,7 @@ from tests.e2e.service import Service, wait_for
 pytestmark = pytest.mark.e2e
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+LOG = "imagecache.requests"
 POST_200 = {"endpoint": "request-create", "method": "POST", "status": "200"}
 
 
@@ -115,7 +117,7 @@ def wait_until_serving(service: Service, pid: int) -> None:
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda _: requests.get(f"{service.url}/info", timeout=10), range(8)))
         log = service.log_path.read_text(errors="replace")
-        return pid in pids_of(log, "imagecache.requests", r"GET /info")
+        return pid in pids_of(log, LOG, r"GET /info")
 
     wait_for(served, timeout=30, interval=0.2)
 
@@ -136,6 +138,17 @@ def test_metric_totals_are_exact_across_web_and_queue_workers(ops_service, simul
         responses = list(pool.map(service.get_image, ids))
     assert [r.status_code for r in responses] == [200] * 14
     assert service.get_image(refused).status_code == 400
+    # Which web worker accepts a connection is the kernel's choice: unknown ids
+    # (404, counted and logged, nothing else) until both have served the API.
+    unknown = f"{'0' * 64}_{int(time.time()) + 3600}"
+    log_pattern = r"(POST /requests|GET /image/)"
+    not_found = 0
+    while len(pids_of(service.log_path.read_text(errors="replace"), LOG, log_pattern)) < 2:
+        assert not_found < 400, "one web worker served every request"
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(lambda _: service.get_image(unknown).status_code, range(8)))
+        assert statuses == [404] * 8
+        not_found += 8
     after = scrape(service)
 
     def added(name: str, **labels: str) -> float:
@@ -148,6 +161,7 @@ def test_metric_totals_are_exact_across_web_and_queue_workers(ops_service, simul
     assert requests_added("request-create", "POST", "200") == 15
     assert requests_added("image-get", "GET", "200") == 14
     assert requests_added("image-get", "GET", "400") == 1
+    assert requests_added("image-get", "GET", "404") == not_found
     assert added("imagecache_cache_misses_total") == 13
     assert added("imagecache_shared_fetches_total") == 2
     assert added("imagecache_cache_hits_total") == 14
@@ -162,7 +176,7 @@ def test_metric_totals_are_exact_across_web_and_queue_workers(ops_service, simul
 
     # The sums above came from several processes of each kind.
     log = service.log_path.read_text(errors="replace")
-    assert len(pids_of(log, "imagecache.requests", r"(POST /requests|GET /image/)")) == 2
+    assert len(pids_of(log, LOG, log_pattern)) == 2
     assert len(pids_of(log, "imagecache.services", r"fetch \d+: ready")) >= 2
 
 
