@@ -5,9 +5,13 @@ the worker, so the worker keeps answering its heartbeat during long waits
 (a sync worker would be killed after `timeout`).
 """
 
+import json
 import os
+import socket
 from pathlib import Path
 from typing import Any
+
+from gunicorn import util
 
 bind = f"{os.environ.get('BIND', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 worker_class = "gthread"
@@ -33,6 +37,27 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 control_socket_disable = True
 # The web workers' many threads share a bounded database pool (PostgreSQL).
 raw_env = ["DJANGO_DB_POOL=1"]
+
+
+def write_json_error(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's own answer to a request it refuses before the service sees it
+    (an over-long request line: 414; too many headers: 431; an unreadable
+    request: 400) in the service's error format, not as an HTML page."""
+    message = f"{reason}: {mesg}" if mesg else reason
+    body = json.dumps({"error": message, "status": status_int}).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\n"
+        "Connection: close\r\n"
+        "Content-Type: application/json\r\n"
+        "Cache-Control: no-store\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+# gunicorn's workers (forked from the master, which reads this file) call
+# `util.write_error` for these answers: it has no setting of its own.
+util.write_error = write_json_error
 
 
 # Prometheus' multiprocess mode (imagecache/metrics.py): every worker writes

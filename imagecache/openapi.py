@@ -154,10 +154,7 @@ image_get = extend_schema(
         403: _error("Kentik refused the service's credentials."),
         404: _error("Unknown, malformed or expired id."),
         # A long `wait=...&wait=...` list is refused by gunicorn before the service sees it.
-        414: OpenApiResponse(
-            description="The request line is longer than gunicorn accepts (4094 bytes); "
-            "gunicorn's own answer, not JSON."
-        ),
+        414: _error("The request line is longer than gunicorn accepts (4094 bytes)."),
         429: _error("Kentik's rate limit, after the service's retries."),
         500: _error("Still being fetched after ENTRY_WAIT_TIMEOUT (or `wait`); see `Retry-After`."),
         502: _error("Kentik could not be reached, redirected, or answered something unreadable."),

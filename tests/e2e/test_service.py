@@ -189,6 +189,27 @@ def test_unknown_and_malformed_ids_are_404_json(service):
         assert "error" in response.json()
 
 
+def test_requests_gunicorn_refuses_are_answered_in_json(service):
+    long_path = f"/image/{'0' * 64}_1?wait=" + "1" * 5000
+    cases = [
+        (f"GET {long_path} HTTP/1.1\r\nHost: x\r\n\r\n", 414, "URI Too Long"),
+        ("GET /info HTTP/1.1\r\n" + "X-Many: 1\r\n" * 200 + "\r\n", 431, "Too Large"),
+        ("NOT A REQUEST\r\n\r\n", 400, "Bad Request"),
+    ]
+    for raw, status, reason in cases:
+        with socket.create_connection(("127.0.0.1", service.port), timeout=5) as sock:
+            sock.sendall(raw.encode())
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(f"HTTP/1.1 {status} ".encode()), head
+        assert b"Content-Type: application/json" in head
+        error = json.loads(body)
+        assert error["status"] == status
+        assert reason in error["error"]
+
+
 def test_favicon(service):
     response = requests.get(f"{service.url}/favicon.ico", timeout=5)
     assert response.status_code == 200
