@@ -1,12 +1,14 @@
 # Kentik Image Cache. Python 3.11: kentik-api 1.0.7 pins grpcio 1.51.3, which
 # has no wheels for newer Pythons.
-FROM python:3.11-slim AS build
+# Another base (a registry mirror, a local image) with --build-arg PYTHON_IMAGE=...
+ARG PYTHON_IMAGE=python:3.11-slim
+FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /venv
 COPY requirements/base.txt /tmp/requirements.txt
 RUN /venv/bin/pip install -r /tmp/requirements.txt
 
-FROM python:3.11-slim
+FROM ${PYTHON_IMAGE}
 ENV PATH=/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     DJANGO_SETTINGS_MODULE=config.settings.production \
@@ -18,9 +20,10 @@ RUN useradd --system --uid 10001 --home-dir /app imagecache \
     && mkdir -p /cache && chown imagecache /cache
 COPY --from=build /venv /venv
 WORKDIR /app
-COPY --chown=imagecache . /app
+COPY . /app
 RUN SECRET_KEY=build-only ALLOWED_HOSTS=build python manage.py collectstatic --noinput
-USER imagecache
+# The entry point starts as root only to give /cache to RUN_AS, then drops to it.
+ENV RUN_AS=imagecache
 VOLUME ["/cache"]
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s \

@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-embedded test-production bench lint typecheck install install-dev clean
+.PHONY: run test test-embedded test-production bench docker-smoke lint typecheck install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,11 @@ bench: install-dev
 	@command -v wrk >/dev/null && command -v nginx >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light)
 	$(BIN)/python bench/run.py --write-readme
+
+## docker-smoke: build the image and run it, alone and in its split roles
+## (needs a Docker engine; PYTHON_IMAGE=... for another base, see the README).
+docker-smoke: install-dev
+	tests/docker/smoke.sh
 
 TYPED := config imagecache bench manage.py tests
 

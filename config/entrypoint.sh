@@ -10,6 +10,16 @@
 set -eu
 cd "$(dirname "$0")/.."
 
+# Started as root (the image's default), it gives the cache volume to the
+# service's user, RUN_AS (a host directory mounted there is root's), then runs
+# as that user. Started as any other user (`docker run --user`), it runs as is.
+if [ "$(id -u)" = 0 ] && [ -n "${RUN_AS:-}" ]; then
+  group="$(id -g "$RUN_AS")"
+  mkdir -p "$CACHE_PATH"
+  find "$CACHE_PATH" ! -user "$RUN_AS" -exec chown "$RUN_AS:$group" {} +
+  exec setpriv --reuid="$RUN_AS" --regid="$group" --init-groups "$0" "$@"
+fi
+
 role="${1:-serve}"
 case "$role" in
   serve)

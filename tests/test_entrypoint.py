@@ -1,10 +1,13 @@
-"""The Docker image's entry point, role by role (no Docker engine runs here,
-so the script runs directly, with the image's production settings)."""
+"""The Docker image's entry point, role by role: the script runs directly, with
+the image's production settings (tests/docker/smoke.sh runs the image itself
+where a Docker engine runs)."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -57,6 +60,25 @@ def test_recover_role_reports_what_it_enqueued(image_env):
     result = run("recover", image_env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("Recovered 0 pending fetches")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give the volume away")
+def test_started_as_root_it_gives_the_cache_to_run_as_and_runs_as_that_user(image_env):
+    # A host directory mounted on the volume is root's, files in it included;
+    # outside pytest's temp directories, which only root may enter.
+    mount = Path(tempfile.mkdtemp())
+    mount.chmod(0o755)
+    cache = mount / "cache"
+    cache.mkdir()
+    (cache / "db.sqlite3").write_bytes(b"")
+    env = {**image_env, "CACHE_PATH": str(cache), "RUN_AS": "nobody"}
+    script = 'id -un; stat -c %U "$CACHE_PATH" "$CACHE_PATH/db.sqlite3"; touch "$CACHE_PATH/new"'
+    try:
+        result = run("sh", env, "-c", script)
+    finally:
+        shutil.rmtree(mount)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["nobody", "nobody", "nobody"]
 
 
 def test_other_arguments_run_as_a_command(image_env):

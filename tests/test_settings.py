@@ -10,10 +10,15 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def start(settings_module: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if k not in {"DJANGO_SETTINGS_MODULE"}}
+def start(
+    settings_module: str, code: str = "print('started')", embedded: bool = False, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`code` run after django.setup(); `embedded`: without the production
+    profile's DATABASE_URL and REDIS_URL, if the suite runs with them."""
+    dropped = {"DJANGO_SETTINGS_MODULE"} | ({"DATABASE_URL", "REDIS_URL"} if embedded else set())
+    clean = {k: v for k, v in os.environ.items() if k not in dropped}
     return subprocess.run(
-        [sys.executable, "-c", "import django; django.setup(); print('started')"],
+        [sys.executable, "-c", f"import django; django.setup(); {code}"],
         cwd=ROOT,
         env={**clean, "DJANGO_SETTINGS_MODULE": settings_module, **env},
         capture_output=True,
@@ -63,6 +68,21 @@ def test_production_starts_with_what_it_needs():
     result = start("config.settings.production", **PRODUCTION)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "started"
+
+
+def test_embedded_production_writes_only_under_cache_path(tmp_path):
+    # The Docker image's user may write /cache (CACHE_PATH), not /app.
+    code = (
+        "from django.conf import settings; "
+        "print(settings.DATABASES['default']['NAME']); "
+        "print(settings.CACHES['django_q']['LOCATION'])"
+    )
+    env = {**PRODUCTION, "CACHE_PATH": str(tmp_path)}
+    result = start("config.settings.production", code, embedded=True, **env)
+    assert result.returncode == 0, result.stderr
+    database, cluster_stats = result.stdout.split()
+    assert database == str(tmp_path / "db.sqlite3")
+    assert cluster_stats == str(tmp_path / "db.sqlite3-q-stats")
 
 
 def test_local_profile_needs_no_configuration():

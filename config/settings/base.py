@@ -294,6 +294,7 @@ Q_CLUSTER = {
     **({} if REDIS_URL else {"cache": "django_q"}),
 }
 
+
 # /readyz needs to know that a worker is alive. Every django-q2 cluster saves
 # a report (its Stat) every half second, expiring after 3 s: with Redis in
 # Redis, which every host sees; with the ORM broker in Django's cache, which
@@ -305,23 +306,28 @@ Q_CLUSTER = {
 # database, so that the processes of one host and one database see each
 # other's, and no other deployment's. Use Redis when the workers run on other
 # hosts (or containers) than the web.
+def cluster_stats_cache(database: dict[str, Any]) -> dict[str, Any]:
+    """Django's cache for the cluster reports of the ORM broker on `database`
+    (a profile that moves the database calls it again)."""
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        path = Path(f"{database['NAME']}-q-stats").resolve()
+    else:
+        identity = "|".join(str(database.get(key, "")) for key in ("HOST", "PORT", "NAME"))
+        path = Path(tempfile.gettempdir()) / (
+            "imagecache-q-stats-" + hashlib.sha256(identity.encode()).hexdigest()[:16]
+        )
+    return {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": str(path),
+        "TIMEOUT": None,
+    }
+
+
 CACHES: dict[str, dict[str, Any]] = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
 }
 if not REDIS_URL:
-    _database = DATABASES["default"]
-    if _database["ENGINE"] == "django.db.backends.sqlite3":
-        CLUSTER_STAT_PATH = Path(f"{_database['NAME']}-q-stats").resolve()
-    else:
-        _identity = "|".join(str(_database.get(key, "")) for key in ("HOST", "PORT", "NAME"))
-        CLUSTER_STAT_PATH = Path(tempfile.gettempdir()) / (
-            "imagecache-q-stats-" + hashlib.sha256(_identity.encode()).hexdigest()[:16]
-        )
-    CACHES["django_q"] = {
-        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
-        "LOCATION": str(CLUSTER_STAT_PATH),
-        "TIMEOUT": None,
-    }
+    CACHES["django_q"] = cluster_stats_cache(DATABASES["default"])
 
 # --- Static files, i18n, logging ----------------------------------------------
 

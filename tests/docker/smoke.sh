@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The Docker image, built and run as the README says:
+#   1. `serve` alone, no credentials (the bundled simulator), a root-owned host
+#      directory as /cache: the integration client passes, and the cache
+#      survives a restart of the container;
+#   2. the split roles (`migrate`, `web`, `worker`) on PostgreSQL and Redis at
+#      their standard ports, against a simulator on the host: the client
+#      passes, and a worker killed (-9) during a fetch is replaced by one that
+#      finishes it.
+# Needs a Docker engine (and for 2, PostgreSQL and Redis; else 2 is skipped).
+# Without a registry, build on a local base: tests/docker/base-image.sh, then
+# PYTHON_IMAGE=local/python:3.11-slim tests/docker/smoke.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+PY=.venv/bin/python
+IMAGE=kentik-image-cache:smoke
+PG=postgres://postgres@127.0.0.1:5432
+REDIS=redis://127.0.0.1:6379/9
+run_id="kic-smoke-$$"
+workdir="$(mktemp -d)"
+containers=()
+simulator=""
+
+cleanup() {
+  [ ${#containers[@]} -eq 0 ] || docker rm -f "${containers[@]}" >/dev/null 2>&1 || true
+  [ -z "$simulator" ] || kill "$simulator" 2>/dev/null || true
+  docker volume rm -f "$run_id" >/dev/null 2>&1 || true
+  psql -q -h 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS ${run_id//-/_}" 2>/dev/null || true
+  rm -rf "$workdir"
+}
+trap cleanup EXIT
+
+free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+answers() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
+wait_ready() {  # /readyz 200 within 60 s
+  for _ in $(seq 120); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/readyz")" = 200 ] && return 0
+    sleep 0.5
+  done
+  echo "not ready on port $1" >&2
+  return 1
+}
+start() {  # name, role, docker run options...
+  local name="$run_id-$1" role="$2"
+  shift 2
+  containers+=("$name")
+  docker run -d --name "$name" --network host \
+    -e SECRET_KEY=smoke-test-secret-key -e ALLOWED_HOSTS=127.0.0.1 "$@" "$IMAGE" "$role" >/dev/null
+}
+active_count() { curl -s "http://127.0.0.1:$1/info" | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["active_count"])'; }
+
+echo "== build"
+docker build -q --network host --build-arg "PYTHON_IMAGE=${PYTHON_IMAGE:-python:3.11-slim}" -t "$IMAGE" . >/dev/null
+
+echo "== serve: embedded, the simulator, a host directory as /cache"
+port=$(free_port)
+mkdir "$workdir/cache"  # root's, as a host directory is
+start serve serve -e PORT="$port" -v "$workdir/cache:/cache"
+wait_ready "$port"
+docker logs "$run_id-serve" 2>&1 | grep -q "bundled Kentik simulator"
+"$PY" tests/run_tests.py --url "http://127.0.0.1:$port" --concurrent --timeout 60 | tail -n 1
+before=$(active_count "$port")
+docker restart "$run_id-serve" >/dev/null
+wait_ready "$port"
+after=$(active_count "$port")
+echo "entries before and after a restart: $before $after"
+[ "$before" -gt 0 ] && [ "$before" = "$after" ]
+
+if ! answers 5432 || ! answers 6379; then
+  echo "== split roles: skipped (PostgreSQL or Redis does not answer)"
+  exit 0
+fi
+echo "== split roles: migrate, web, worker on PostgreSQL and Redis"
+sim_port=$(free_port)
+"$PY" -m imagecache.simulator --port "$sim_port" --email ops@example.com --token smoke \
+  --delay 1 >"$workdir/simulator.log" 2>&1 &
+simulator=$!
+psql -q -h 127.0.0.1 -U postgres -c "CREATE DATABASE ${run_id//-/_}"
+redis-cli -n 9 flushdb >/dev/null
+port=$(free_port)
+docker volume create "$run_id" >/dev/null
+split=(-e PORT="$port" -e DATABASE_URL="$PG/${run_id//-/_}" -e REDIS_URL="$REDIS"
+  -e KENTIK_API_URL="http://127.0.0.1:$sim_port/api/v5"
+  -e KT_AUTH_EMAIL=ops@example.com -e KT_AUTH_TOKEN=smoke -v "$run_id:/cache")
+docker run --rm --network host -e SECRET_KEY=smoke-test-secret-key -e ALLOWED_HOSTS=127.0.0.1 \
+  "${split[@]}" "$IMAGE" migrate | tail -n 1
+start web web "${split[@]}"
+start worker worker "${split[@]}"
+wait_ready "$port"
+"$PY" tests/run_tests.py --url "http://127.0.0.1:$port" --concurrent --timeout 60 | tail -n 1
+
+query='{"api_query": {"queries": [{"query": {"metric": "bytes", "device_name": ["smoke-kill"]}}], "imageType": "png"}}'
+id=$(curl -s -X POST -H 'Content-Type: application/json' -d "$query" "http://127.0.0.1:$port/requests" \
+  | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+sleep 0.3  # the worker has the fetch; the simulator answers after 1 s
+docker kill "$run_id-worker" >/dev/null
+start worker-2 worker "${split[@]}"
+status=$(curl -s -o "$workdir/image" -w '%{http_code} %{content_type}' "http://127.0.0.1:$port/image/$id")
+echo "after the worker was killed: $status"
+[ "$status" = "200 image/png" ]
+echo "== the image passed"
