@@ -10,13 +10,15 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def start(
-    settings_module: str, code: str = "print('started')", embedded: bool = False, **env: str
+def start(settings_module: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return setup_and_run(settings_module, "print('started')", env)
+
+
+def setup_and_run(
+    settings_module: str, code: str, env: dict[str, str], dropped: frozenset[str] = frozenset()
 ) -> subprocess.CompletedProcess[str]:
-    """`code` run after django.setup(); `embedded`: without the production
-    profile's DATABASE_URL and REDIS_URL, if the suite runs with them."""
-    dropped = {"DJANGO_SETTINGS_MODULE"} | ({"DATABASE_URL", "REDIS_URL"} if embedded else set())
-    clean = {k: v for k, v in os.environ.items() if k not in dropped}
+    """`code` run after django.setup(), without the variables `dropped`."""
+    clean = {k: v for k, v in os.environ.items() if k not in {"DJANGO_SETTINGS_MODULE", *dropped}}
     return subprocess.run(
         [sys.executable, "-c", f"import django; django.setup(); {code}"],
         cwd=ROOT,
@@ -78,7 +80,9 @@ def test_embedded_production_writes_only_under_cache_path(tmp_path):
         "print(settings.CACHES['django_q']['LOCATION'])"
     )
     env = {**PRODUCTION, "CACHE_PATH": str(tmp_path)}
-    result = start("config.settings.production", code, embedded=True, **env)
+    # Without the production profile's servers, if the suite runs with them.
+    dropped = frozenset({"DATABASE_URL", "REDIS_URL"})
+    result = setup_and_run("config.settings.production", code, env, dropped)
     assert result.returncode == 0, result.stderr
     database, cluster_stats = result.stdout.split()
     assert database == str(tmp_path / "db.sqlite3")
