@@ -35,10 +35,11 @@ def abandoned(owner: str, lease_until: datetime | None, now: datetime) -> bool:
     if lease_until is None or lease_until <= now:
         return True
     host, _, pid = owner.rpartition(":")
-    return host == HOST and pid.isdigit() and not _process_alive(int(pid))
+    return host == HOST and pid.isdigit() and not process_alive(int(pid))
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` of this host runs (a zombie does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

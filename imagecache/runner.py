@@ -14,6 +14,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from imagecache import leases
+
 SIMULATOR_EMAIL = "simulator@example.com"
 SIMULATOR_TOKEN = "simulator-token"
 
@@ -24,6 +26,9 @@ METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 # environment: gunicorn, started by `manage.py serve` after the qcluster,
 # must not empty it under the qcluster's feet.
 METRICS_DIR_PREPARED = "IMAGECACHE_METRICS_DIR_PREPARED"
+# A temp directory made here is named after the process that removes it when
+# it stops: `imagecache-metrics-<pid>-<random>`.
+METRICS_TEMP_PREFIX = "imagecache-metrics-"
 
 
 def metrics_dir_prepare(env: MutableMapping[str, str]) -> Path | None:
@@ -42,11 +47,21 @@ def metrics_dir_prepare(env: MutableMapping[str, str]) -> Path | None:
         for stale in directory.glob("*.db"):
             stale.unlink()
     else:
-        made = Path(tempfile.mkdtemp(prefix="imagecache-metrics-"))
+        metrics_temp_dirs_remove_stale()
+        made = Path(tempfile.mkdtemp(prefix=f"{METRICS_TEMP_PREFIX}{os.getpid()}-"))
         path = str(made)
     env[METRICS_DIR] = path
     env[METRICS_DIR_PREPARED] = path
     return made
+
+
+def metrics_temp_dirs_remove_stale() -> None:
+    """The temp metrics directories of runs that could not remove their own
+    (killed with -9): their process is gone."""
+    for directory in Path(tempfile.gettempdir()).glob(f"{METRICS_TEMP_PREFIX}*-*"):
+        pid = directory.name.removeprefix(METRICS_TEMP_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not leases.process_alive(int(pid)):
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 class Runner:

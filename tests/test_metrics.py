@@ -3,6 +3,8 @@ django-q2 in sync mode), the waiters gauge, and the gauges of what the cache
 holds, checked against the database row by row."""
 
 import os
+import subprocess
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -182,6 +184,22 @@ def test_metrics_dir_is_made_when_unset(tmp_path):
     finally:
         if made is not None:
             os.rmdir(made)
+
+
+def test_temp_metrics_dirs_of_dead_runs_are_removed_and_live_ones_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = tmp_path / f"imagecache-metrics-{gone.pid}-abc"
+    live = tmp_path / f"imagecache-metrics-{os.getpid()}-def"
+    other = tmp_path / "imagecache-metrics-notapid"
+    for directory in (dead, live, other):
+        directory.mkdir()
+        (directory / "counter_1.db").write_bytes(b"")
+    made = metrics_dir_prepare({})
+    assert made is not None
+    assert made.name.startswith(f"imagecache-metrics-{os.getpid()}-")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, made.name])
 
 
 def test_metrics_dir_is_emptied_of_a_previous_run(tmp_path: Path):
