@@ -3,7 +3,8 @@
 #   serve    everything in one container (migrate, recover, web, worker; the
 #            Kentik simulator when no credentials are set): the default
 #   web      gunicorn only
-#   worker   re-enqueue what is pending, then the django-q2 cluster
+#   worker   re-enqueue what is pending, then the django-q2 cluster (and its
+#            metrics on WORKER_METRICS_PORT, if set)
 #   migrate  apply migrations and register the schedules (run once per release)
 #   recover  re-enqueue pending and abandoned fetches (safe at any time)
 # Anything else is run as a command, e.g. `python manage.py prune_cache`.
@@ -27,8 +28,7 @@ case "$role" in
   web)
     exec python -m gunicorn -c config/gunicorn.py config.wsgi ;;
   worker)
-    python manage.py recover_pending
-    exec python manage.py qcluster ;;
+    exec python manage.py serve --worker ;;
   migrate)
     python manage.py migrate --noinput
     exec python manage.py register_schedules ;;

@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
+from imagecache.examples import chart_query
+from tests.conftest import E2E_EMAIL, E2E_TOKEN
 from tests.e2e.service import ROOT, free_port
 
 ENTRYPOINT = ROOT / "config" / "entrypoint.sh"
@@ -94,27 +97,71 @@ def test_other_arguments_run_as_a_command(image_env):
 )
 def test_long_running_roles_start_and_stop_on_sigterm(image_env, role, ready, tmp_path):
     assert run("migrate", image_env).returncode == 0
-    log = tmp_path / f"{role}.log"
+    process = start_role(role, image_env, tmp_path / f"{role}.log", ready)
+    try:
+        if role == "web":
+            url = f"http://127.0.0.1:{image_env['PORT']}/info?limit=0"
+            for _ in range(50):
+                try:
+                    assert requests.get(url, timeout=5).status_code == 200
+                    break
+                except requests.ConnectionError:
+                    time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def start_role(role: str, env: dict[str, str], log: Path, ready: str) -> subprocess.Popen[bytes]:
+    """The entry point's `role`, running once `ready` is in its log."""
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [str(ENTRYPOINT), role], env=image_env, stdout=out, stderr=subprocess.STDOUT
+            [str(ENTRYPOINT), role], env=env, stdout=out, stderr=subprocess.STDOUT
         )
-        try:
-            deadline = time.monotonic() + 60
-            while ready not in log.read_text() and time.monotonic() < deadline:
-                assert process.poll() is None, log.read_text()
-                time.sleep(0.2)
-            assert ready in log.read_text()
-            if role == "web":
-                url = f"http://127.0.0.1:{image_env['PORT']}/info?limit=0"
-                for _ in range(50):
-                    try:
-                        assert requests.get(url, timeout=5).status_code == 200
-                        break
-                    except requests.ConnectionError:
-                        time.sleep(0.2)
+    deadline = time.monotonic() + 60
+    while ready not in log.read_text() and time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()
+        time.sleep(0.2)
+    assert ready in log.read_text()
+    return process
+
+
+def kentik_calls(metrics_text: str) -> float:
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics_text)
+        for sample in family.samples
+        if sample.name == "imagecache_kentik_calls_total" and sample.labels == {"status": "200"}
+    )
+
+
+def test_worker_role_serves_its_workers_metrics_the_web_cannot_read(image_env, simulator, tmp_path):
+    """A worker in a container of its own: its Kentik calls are counted in
+    its processes, which the web's /metrics does not see."""
+    env = {
+        **image_env,
+        "KENTIK_API_URL": simulator.url,
+        "KT_AUTH_EMAIL": E2E_EMAIL,
+        "KT_AUTH_TOKEN": E2E_TOKEN,
+    }
+    worker_env = {**env, "WORKER_METRICS_PORT": str(free_port())}
+    assert run("migrate", env).returncode == 0
+    processes = []
+    try:
+        processes.append(start_role("web", env, tmp_path / "web.log", "Booting worker"))
+        processes.append(start_role("worker", worker_env, tmp_path / "worker.log", "running."))
+        web = f"http://127.0.0.1:{env['PORT']}"
+        worker_metrics = f"http://127.0.0.1:{worker_env['WORKER_METRICS_PORT']}/metrics"
+        assert kentik_calls(requests.get(worker_metrics, timeout=5).text) == 0
+        query = {"api_query": chart_query("worker metrics"), "ttl": 60}
+        entry_id = requests.post(f"{web}/requests", json=query, timeout=10).json()["id"]
+        assert requests.get(f"{web}/image/{entry_id}", timeout=60).status_code == 200
+        assert kentik_calls(requests.get(worker_metrics, timeout=5).text) == 1
+        assert kentik_calls(requests.get(f"{web}/metrics", timeout=5).text) == 0
+    finally:
+        for process in processes:
             process.send_signal(signal.SIGTERM)
-            assert process.wait(timeout=60) == 0
-        finally:
-            if process.poll() is None:
-                process.kill()
+        codes = [process.wait(timeout=60) for process in processes]
+    assert codes == [0, 0]

@@ -186,6 +186,10 @@ CACHE_MAINTENANCE_PERIOD = env_number("CACHE_MAINTENANCE_PERIOD", 60, minimum=1,
 FAST_PATH = _read(env.bool, "FAST_PATH", default=True)
 # /readyz answers within this many seconds: a check still running by then fails.
 READYZ_TIMEOUT = env_number("READYZ_TIMEOUT", 5.0, minimum=0.1)
+# `manage.py serve --worker` (the image's `worker` role) serves its workers'
+# metrics on this port, 0: not at all (the web's /metrics cannot read them
+# from another container).
+WORKER_METRICS_PORT = env_number("WORKER_METRICS_PORT", 0, integer=True)
 # How often the per-process waiter looks at the pending fetches it watches.
 WAITER_POLL_INTERVAL = env_number("WAITER_POLL_INTERVAL", 0.02, minimum=0.001)
 

@@ -4,17 +4,31 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
-from imagecache.runner import Runner, child_env
+from imagecache import metrics
+from imagecache.runner import METRICS_DIR, Runner, child_env
+
+QCLUSTER = [sys.executable, "manage.py", "qcluster"]
 
 
 class Command(BaseCommand):
     help = "Migrate, recover pending fetches, and run gunicorn and the worker in the foreground."
 
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--worker",
+            action="store_true",
+            help="Only the worker: recover pending fetches, run the qcluster, and serve its "
+            "metrics on WORKER_METRICS_PORT if set (the image's `worker` role).",
+        )
+
     def handle(self, *args: Any, **options: Any) -> None:
         runner = Runner(self.stdout.write)
         env = child_env()
+        bind_host = os.environ.get("BIND", "127.0.0.1")
+        if options["worker"]:
+            sys.exit(self.worker(runner, env, bind_host))
         try:
             # First: the children's metrics files must go to a clean directory.
             runner.prepare_metrics_dir(env)
@@ -27,7 +41,7 @@ class Command(BaseCommand):
             # Before the worker starts, so that what was in flight at the last
             # stop (or crash) is taken up first.
             call_command("recover_pending", stdout=self.stdout)
-            runner.start("worker", [sys.executable, "manage.py", "qcluster"], env)
+            runner.start("worker", QCLUSTER, env)
             runner.start(
                 "web",
                 [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"],
@@ -36,6 +50,23 @@ class Command(BaseCommand):
         except BaseException:
             runner.stop()
             raise
-        bind = f"{os.environ.get('BIND', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+        bind = f"{bind_host}:{os.environ.get('PORT', '8000')}"
         self.stdout.write(f"Kentik image cache on http://{bind}/ (cache in {settings.CACHE_PATH})")
         sys.exit(runner.wait())
+
+    def worker(self, runner: Runner, env: dict[str, str], bind_host: str) -> int:
+        try:
+            runner.prepare_metrics_dir(env)
+            call_command("recover_pending", stdout=self.stdout)
+            runner.start("worker", QCLUSTER, env)
+            if settings.WORKER_METRICS_PORT:
+                metrics.serve_worker_metrics(
+                    bind_host, settings.WORKER_METRICS_PORT, env[METRICS_DIR]
+                )
+                self.stdout.write(
+                    f"Worker metrics on http://{bind_host}:{settings.WORKER_METRICS_PORT}/metrics"
+                )
+        except BaseException:
+            runner.stop()
+            raise
+        return runner.wait()
