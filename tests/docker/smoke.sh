@@ -6,7 +6,7 @@
 #   2. the split roles (`migrate`, `web`, `worker`) on PostgreSQL and Redis at
 #      their standard ports, against a simulator on the host: the client
 #      passes, and a worker killed (-9) during a fetch is replaced by one that
-#      finishes it.
+#      finishes it and counts the call on its metrics port.
 # Needs a Docker engine (and for 2, PostgreSQL and Redis; else 2 is skipped).
 # Without a registry, build on a local base: tests/docker/base-image.sh, then
 # PYTHON_IMAGE=local/python:3.11-slim tests/docker/smoke.sh
@@ -95,8 +95,13 @@ id=$(curl -s -X POST -H 'Content-Type: application/json' -d "$query" "http://127
   | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["id"])')
 sleep 0.3  # the worker has the fetch; the simulator answers after 1 s
 docker kill "$run_id-worker" >/dev/null
-start worker-2 worker "${split[@]}"
+metrics_port=$(free_port)
+start worker-2 worker "${split[@]}" -e WORKER_METRICS_PORT="$metrics_port"
 status=$(curl -s -o "$workdir/image" -w '%{http_code} %{content_type}' "http://127.0.0.1:$port/image/$id")
 echo "after the worker was killed: $status"
 [ "$status" = "200 image/png" ]
+# The new worker made that one call, and says so on its own metrics port.
+calls=$(curl -s "http://127.0.0.1:$metrics_port/metrics" | grep '^imagecache_kentik_calls_total{status="200"}')
+echo "the new worker's metrics: $calls"
+[ "$calls" = 'imagecache_kentik_calls_total{status="200"} 1.0' ]
 echo "== the image passed"
