@@ -193,6 +193,41 @@ http {{
         self.process.wait(10)
 
 
+class BareGunicorn:
+    """bench/bare_app.py under gunicorn, with the service's worker class,
+    workers and threads (config/gunicorn.py's defaults), without its config."""
+
+    def __init__(self, port: int, file: Path) -> None:
+        self.port = port
+        argv = [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "4"]
+        argv += ["--threads", "64", "--bind", f"127.0.0.1:{port}", "bench.bare_app:application"]
+        self.process = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env={**os.environ, "BARE_FILE": str(file)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("the bare gunicorn app exited")
+            try:
+                requests.get(self.url, timeout=1)
+                return
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        raise RuntimeError("the bare gunicorn app did not start")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(30)
+
+
 def static_block(port: int, root: Path) -> str:
     """nginx at its best for a static file."""
     return f"""
@@ -364,7 +399,7 @@ def run_profile(profile: str, args: argparse.Namespace, work: Path) -> dict[str,
             )
         service.env["KT_AUTH_EMAIL"], service.env["KT_AUTH_TOKEN"] = EMAIL, TOKEN
         service.start()
-        static = proxy = None
+        static = proxy = bare = None
         try:
             idle = settled_memory(service)
             entry_id = service.post(IMAGE_QUERY, ttl=3600)
@@ -387,10 +422,12 @@ def run_profile(profile: str, args: argparse.Namespace, work: Path) -> dict[str,
                 port,
                 readme_proxy_block(port, service.port, work / "nginx-proxy" / "cache"),
             )
+            bare = BareGunicorn(free_port(), static_root / "chart.png")
             image_path = f"/image/{entry_id}"
             urls = {
                 "nginx_static": static.url("/chart.png"),
                 "service_get": service.url + image_path,
+                "bare_gunicorn": bare.url,
                 "proxied_get": proxy.url(image_path),
             }
             for url in urls.values():
@@ -418,6 +455,7 @@ def run_profile(profile: str, args: argparse.Namespace, work: Path) -> dict[str,
                 {
                     "nginx_static": sampled("nginx_static"),
                     "service_get": sampled("service_get"),
+                    "bare_gunicorn": sampled("bare_gunicorn"),
                     "nginx_static_2": sampled("nginx_static"),
                     "proxied_get": sampled("proxied_get"),
                     "identical_posts": lambda: wrk(
@@ -437,7 +475,7 @@ def run_profile(profile: str, args: argparse.Namespace, work: Path) -> dict[str,
             crowd = waiters(service, sim, args.waiters, 3.0)
             after = service_memory(service_pids(service))
         finally:
-            for server in (static, proxy):
+            for server in (static, proxy, bare):
                 if server is not None:
                     server.stop()
             service.drop()
@@ -455,6 +493,12 @@ def run_profile(profile: str, args: argparse.Namespace, work: Path) -> dict[str,
             rates["service_get"] / nginx,
             ">= 0.10x nginx",
             rates["service_get"] / nginx >= 0.10,
+        ),
+        figure(
+            "Reference: a bare gunicorn app sending the file",
+            rates["bare_gunicorn"],
+            "req/s",
+            rates["bare_gunicorn"] / nginx,
         ),
         figure(
             "Same GET through the README's nginx cache",
