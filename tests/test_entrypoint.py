@@ -100,13 +100,7 @@ def test_long_running_roles_start_and_stop_on_sigterm(image_env, role, ready, tm
     process = start_role(role, image_env, tmp_path / f"{role}.log", ready)
     try:
         if role == "web":
-            url = f"http://127.0.0.1:{image_env['PORT']}/info?limit=0"
-            for _ in range(50):
-                try:
-                    assert requests.get(url, timeout=5).status_code == 200
-                    break
-                except requests.ConnectionError:
-                    time.sleep(0.2)
+            web_answers(image_env["PORT"])
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
     finally:
@@ -126,6 +120,20 @@ def start_role(role: str, env: dict[str, str], log: Path, ready: str) -> subproc
         time.sleep(0.2)
     assert ready in log.read_text()
     return process
+
+
+def web_answers(port: str) -> None:
+    """Until the web role answers `/info` (its workers load the app after it
+    logs that they boot)."""
+    url = f"http://127.0.0.1:{port}/info?limit=0"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            assert requests.get(url, timeout=5).status_code == 200
+            return
+        except requests.ConnectionError:
+            assert time.monotonic() < deadline, f"{url} does not answer"
+            time.sleep(0.2)
 
 
 def kentik_calls(metrics_text: str) -> float:
@@ -152,6 +160,7 @@ def test_worker_role_serves_its_workers_metrics_the_web_cannot_read(image_env, s
     try:
         processes.append(start_role("web", env, tmp_path / "web.log", "Booting worker"))
         processes.append(start_role("worker", worker_env, tmp_path / "worker.log", "running."))
+        web_answers(env["PORT"])
         web = f"http://127.0.0.1:{env['PORT']}"
         worker_metrics = f"http://127.0.0.1:{worker_env['WORKER_METRICS_PORT']}/metrics"
         assert kentik_calls(requests.get(worker_metrics, timeout=5).text) == 0
