@@ -7,6 +7,7 @@ runs (none is configured), and the session and user are never touched, so
 """
 
 import concurrent.futures
+import functools
 import os
 import tempfile
 import time
@@ -116,17 +117,16 @@ def readiness() -> tuple[bool, dict[str, dict[str, Any]]]:
     return all(check["status"] == "ok" for check in outcomes.values()), outcomes
 
 
-_pools: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
-
-
+@functools.cache
 def _pool() -> concurrent.futures.ThreadPoolExecutor:
     """The checks' threads, per process. Bounded: checks stuck on a dead
     server hold their threads until their sockets give up, and probes that
     come meanwhile queue and time out instead of adding threads."""
-    pid = os.getpid()
-    if pid not in _pools:
-        _pools[pid] = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="readyz")
-    return _pools[pid]
+    return concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="readyz")
+
+
+# A forked process has none of its parent's threads: it makes its own pool.
+os.register_at_fork(after_in_child=_pool.cache_clear)
 
 
 def _run_closing(check: Callable[[], dict[str, Any]]) -> dict[str, Any]:

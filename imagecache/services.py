@@ -1,6 +1,7 @@
 """Writes: everything that changes the cache goes through here."""
 
 import enum
+import functools
 import hashlib
 import json
 import logging
@@ -137,17 +138,15 @@ def _task_enqueue(*, fetch_id: int) -> None:
     )
 
 
-_brokers: dict[int, Broker] = {}
-
-
+@functools.cache
 def _broker() -> Broker:
     """One broker per process. Without one, `async_task` makes a broker per
     task, and with Redis a new connection: 2 ms of each new request's 6."""
-    pid = os.getpid()
-    broker = _brokers.get(pid)
-    if broker is None:
-        broker = _brokers[pid] = get_broker()
-    return broker
+    return get_broker()
+
+
+# A forked process (gunicorn's and django-q2's workers) makes its own.
+os.register_at_fork(after_in_child=_broker.cache_clear)
 
 
 class ClaimOutcome(enum.Enum):
@@ -473,8 +472,10 @@ def _stray_files(*, now: datetime) -> list[tuple[str, int]]:
 def _stray_links_remove() -> None:
     """Fast-path links of entries that are gone (removed behind Django's back)
     and temp links a crash left."""
+    if not links.enabled():
+        return
     directory = links.directory()
-    if not links.enabled() or not directory.is_dir():
+    if not directory.is_dir():
         return
     names = [p.name for p in directory.iterdir()]
     temps = [name for name in names if name.startswith(".")]
