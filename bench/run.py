@@ -142,6 +142,22 @@ def wrk_post_script(path: Path, body: dict[str, Any]) -> Path:
     return path
 
 
+def wait_answering(
+    process: subprocess.Popen[bytes], url: str, timeout: float, exited: Callable[[], str]
+) -> None:
+    """Until the server `process` answers at `url`; `exited()` says why if it stops first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(exited())
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout:g} s")
+
+
 class Nginx:
     """nginx on a loopback port, with an http block of the caller's."""
 
@@ -173,17 +189,14 @@ http {{
             ["nginx", "-c", str(conf), "-p", str(workdir), "-g", "daemon off; user root;"],
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                log = (workdir / "error.log").read_text(errors="replace")
-                raise RuntimeError(f"nginx exited ({conf}):\n{log}")
-            try:
-                requests.get(f"http://127.0.0.1:{self.port}/", timeout=1)
-                return
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        raise RuntimeError("nginx did not start")
+        wait_answering(
+            self.process,
+            self.url("/"),
+            10,
+            lambda: (
+                f"nginx exited ({conf}):\n{(workdir / 'error.log').read_text(errors='replace')}"
+            ),
+        )
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -208,16 +221,7 @@ class BareGunicorn:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError("the bare gunicorn app exited")
-            try:
-                requests.get(self.url, timeout=1)
-                return
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        raise RuntimeError("the bare gunicorn app did not start")
+        wait_answering(self.process, self.url, 20, lambda: "the bare gunicorn app exited")
 
     @property
     def url(self) -> str:

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from imagecache.examples import chart_query
 from tests.conftest import E2E_EMAIL, E2E_TOKEN
 from tests.e2e.service import ROOT, free_port
+from tests.prometheus import parse, value
 
 ENTRYPOINT = ROOT / "config" / "entrypoint.sh"
 
@@ -137,12 +137,7 @@ def web_answers(port: str) -> None:
 
 
 def kentik_calls(metrics_text: str) -> float:
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(metrics_text)
-        for sample in family.samples
-        if sample.name == "imagecache_kentik_calls_total" and sample.labels == {"status": "200"}
-    )
+    return value(parse(metrics_text), "imagecache_kentik_calls_total", status="200")
 
 
 def test_worker_role_serves_its_workers_metrics_the_web_cannot_read(image_env, simulator, tmp_path):

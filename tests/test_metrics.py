@@ -18,23 +18,13 @@ import time_machine
 from django.test import Client
 from django.utils import timezone
 from prometheus_client import REGISTRY
-from prometheus_client.parser import text_string_to_metric_families
 
 from imagecache import examples
 from imagecache.models import Entry, Fetch
 from imagecache.runner import METRICS_DIR, METRICS_DIR_PREPARED, metrics_dir_prepare
 from imagecache.simulator import KentikSimulator
 from imagecache.waiter import FetchWaiter
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def parse(text: str) -> Samples:
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
+from tests.prometheus import Samples, parse, value
 
 
 def scrape(client: Client) -> Samples:
@@ -43,10 +33,6 @@ def scrape(client: Client) -> Samples:
     assert response["Content-Type"].startswith("text/plain; version=0.0.4")
     assert "no-store" in response["Cache-Control"]
     return parse(response.content.decode())
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:

@@ -15,15 +15,14 @@ from typing import Any
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from imagecache.simulator import KentikSimulator
 from tests.e2e.conftest import unique_query
 from tests.e2e.service import Service, wait_for
+from tests.prometheus import Samples, parse, value
 
 pytestmark = pytest.mark.e2e
 
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 LOG = "imagecache.requests"
 POST_200 = {"endpoint": "request-create", "method": "POST", "status": "200"}
 
@@ -51,15 +50,7 @@ def ops_service(
 def scrape(service: Service) -> Samples:
     response = requests.get(f"{service.url}/metrics", timeout=10)
     assert response.status_code == 200
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
+    return parse(response.text)
 
 
 def readyz(service: Service) -> requests.Response:
