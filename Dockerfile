@@ -1,12 +1,14 @@
-# Kentik Image Cache. Python 3.11: kentik-api 1.0.7 pins grpcio 1.51.3, which
-# has no wheels for newer Pythons.
+# Kentik Image Cache, on Python 3.11 (3.12 and 3.13 are tested too).
 # Another base (a registry mirror, a local image) with --build-arg PYTHON_IMAGE=...
 ARG PYTHON_IMAGE=python:3.11-slim
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /venv
-COPY requirements/base.txt /tmp/requirements.txt
-RUN /venv/bin/pip install -r /tmp/requirements.txt
+# As the Makefile does: the pinned set under its constraints, then kentik-api
+# without its stale == pins (requirements/kentik.txt).
+COPY requirements/base.txt requirements/kentik.txt requirements/constraints.txt /tmp/requirements/
+RUN /venv/bin/pip install -c /tmp/requirements/constraints.txt -r /tmp/requirements/base.txt \
+    && /venv/bin/pip install --no-deps -r /tmp/requirements/kentik.txt
 
 FROM ${PYTHON_IMAGE}
 ENV PATH=/venv/bin:$PATH \

@@ -1,40 +1,46 @@
 # Two commands on a fresh machine: `make run` and `make test`.
+# Python 3.11, 3.12 or 3.13: `make test PYTHON=/root/.pyenv/versions/3.13.0/bin/python`.
+# Another interpreter wants a venv of its own: VENV=.venv-3.13.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-embedded test-production bench docker-smoke lint typecheck install install-dev clean
+.PHONY: run test test-embedded test-production test-unit bench docker-smoke lint typecheck install install-dev constraints clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.base: requirements/base.txt | $(BIN)/python
+# Every pip install in the venv keeps the versions of requirements/constraints.txt
+# (pip reads the venv's own pip.conf), so that nothing can bring kentik-api's
+# old == pins back by the way.
+$(VENV)/pip.conf: | $(BIN)/python
+	printf '[install]\nconstraint = %s\n' "$(CURDIR)/requirements/constraints.txt" > $@
+
+# kentik-api goes in on its own, without its dependencies: see requirements/kentik.txt.
+$(VENV)/.base: requirements/base.txt requirements/kentik.txt requirements/constraints.txt | $(VENV)/pip.conf
 	$(BIN)/pip install -q -r requirements/base.txt
+	$(BIN)/pip install -q --no-deps -r requirements/kentik.txt
 	touch $@
 
-$(VENV)/.dev: requirements/base.txt requirements/dev.txt | $(BIN)/python
+$(VENV)/.dev: $(VENV)/.base requirements/dev.txt
 	$(BIN)/pip install -q -r requirements/dev.txt
-	touch $@ $(VENV)/.base
-
-# schemathesis and moto need a newer typing-extensions than kentik-api allows: a venv of their own.
-.venv-tools/.tools: requirements/tools.txt
-	test -x .venv-tools/bin/python || $(PYTHON) -m venv .venv-tools
-	.venv-tools/bin/pip install -q -r requirements/tools.txt
-	touch $@
-
-# mypy and the stubs need typing-extensions>=4.6, and kentik-api pins 4.3.0: a
-# venv of their own too (requirements/typing.txt says what goes in it).
-TYPING_SKIP := ^(-r |kentik-api==|typing-extensions==|ruff==)
-.venv-typing/.typing: requirements/base.txt requirements/dev.txt requirements/typing.txt
-	test -x .venv-typing/bin/python || $(PYTHON) -m venv .venv-typing
-	grep -hvE '$(TYPING_SKIP)' requirements/base.txt requirements/dev.txt > .venv-typing/pins.txt
-	.venv-typing/bin/pip install -q -r .venv-typing/pins.txt -r requirements/typing.txt
-	.venv-typing/bin/pip install -q --no-deps $$(grep -h '^kentik-api==' requirements/base.txt)
 	touch $@
 
 install: $(VENV)/.base
-install-dev: $(VENV)/.dev .venv-tools/.tools .venv-typing/.typing
+install-dev: $(VENV)/.dev
+
+## constraints: pin every package that base.txt, dev.txt and kentik.txt bring
+## in, resolved afresh in a scratch venv (after editing base.txt or dev.txt).
+constraints:
+	rm -rf $(VENV)-constraints
+	$(PYTHON) -m venv $(VENV)-constraints
+	$(VENV)-constraints/bin/pip install -q --upgrade pip
+	$(VENV)-constraints/bin/pip install -q -r requirements/dev.txt
+	$(VENV)-constraints/bin/pip install -q --no-deps -r requirements/kentik.txt
+	{ sed -n '/^#/p' requirements/constraints.txt; $(VENV)-constraints/bin/pip freeze --exclude-editable; } > requirements/constraints.txt.new
+	mv requirements/constraints.txt.new requirements/constraints.txt
+	rm -rf $(VENV)-constraints
 
 ## run: install, migrate, and run gunicorn + the worker (+ the Kentik simulator
 ## when KT_AUTH_EMAIL/KT_AUTH_TOKEN are not set) until Ctrl-C.
@@ -48,6 +54,12 @@ test: install-dev lint test-embedded test-production
 
 test-embedded: install-dev
 	$(BIN)/python -m pytest
+
+## test-unit: the unit and API tests alone (no e2e, no browser), on the
+## embedded default: what CI also runs on Python 3.12 and 3.13, and with the
+## clock a year ahead.
+test-unit: install-dev
+	$(BIN)/python -m pytest -m 'not e2e'
 
 ## test-production: the same suite on PostgreSQL and Redis (at their standard
 ## ports unless TEST_DATABASE_URL / TEST_REDIS_URL say otherwise).
@@ -80,12 +92,12 @@ TYPED := config imagecache bench manage.py tests
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	.venv-typing/bin/mypy $(TYPED)
+	$(BIN)/mypy $(TYPED)
 	$(BIN)/python manage.py makemigrations --check --dry-run
 
 ## typecheck: mypy alone (its settings are in pyproject.toml).
-typecheck: .venv-typing/.typing
-	.venv-typing/bin/mypy $(TYPED)
+typecheck: install-dev
+	$(BIN)/mypy $(TYPED)
 
 clean:
-	rm -rf $(VENV) .venv-tools .venv-typing var staticfiles .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) var staticfiles .pytest_cache .ruff_cache .mypy_cache

@@ -29,7 +29,7 @@ from imagecache.simulator import KentikSimulator  # noqa: E402
 from tests.e2e.conftest import EMAIL, TOKEN  # noqa: E402
 from tests.e2e.service import Service  # noqa: E402
 
-PY_SPY = ROOT / ".venv-tools" / "bin" / "py-spy"
+PY_SPY = Path(sys.executable).with_name("py-spy")
 
 
 def gunicorn_pid(service: Service) -> int:
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "profiles")
     args = parser.parse_args(argv)
     if not PY_SPY.exists():
-        sys.exit("py-spy is missing: `make install-dev` puts it in .venv-tools")
+        sys.exit("py-spy is missing: `make install-dev` installs it")
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp, KentikSimulator(email=EMAIL, token=TOKEN) as sim:
         service = Service(Path(tmp), sim.url, ENTRY_WAIT_TIMEOUT=120)

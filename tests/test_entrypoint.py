@@ -44,9 +44,11 @@ def image_env(tmp_path: Path) -> dict[str, str]:
     }
 
 
-def run(role: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def run(
+    role: str, env: dict[str, str], *args: str, entrypoint: Path = ENTRYPOINT
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(ENTRYPOINT), role, *args], env=env, capture_output=True, text=True, timeout=120
+        [str(entrypoint), role, *args], env=env, capture_output=True, text=True, timeout=120
     )
 
 
@@ -74,10 +76,15 @@ def test_started_as_root_it_gives_the_cache_to_run_as_and_runs_as_that_user(imag
     cache = mount / "cache"
     cache.mkdir()
     (cache / "db.sqlite3").write_bytes(b"")
+    # The script runs itself again as RUN_AS, who may not enter the clone (a
+    # clone in a `mktemp -d` directory is 0700): a copy that RUN_AS can read.
+    app = mount / "app" / "config"
+    app.mkdir(parents=True)
+    entrypoint = Path(shutil.copy2(ENTRYPOINT, app / ENTRYPOINT.name))
     env = {**image_env, "CACHE_PATH": str(cache), "RUN_AS": "nobody"}
     script = 'id -un; stat -c %U "$CACHE_PATH" "$CACHE_PATH/db.sqlite3"; touch "$CACHE_PATH/new"'
     try:
-        result = run("sh", env, "-c", script)
+        result = run("sh", env, "-c", script, entrypoint=entrypoint)
     finally:
         shutil.rmtree(mount)
     assert result.returncode == 0, result.stderr

@@ -9,6 +9,7 @@ KentikSimulator on loopback.
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -55,10 +56,11 @@ def fetched(api: HttpApi, sim: KentikSimulator, django_capture_on_commit_callbac
 
 
 @pytest.fixture
-def ready(fetched: Any) -> str:
-    """An image fetched at NOW that expires 600 s later."""
+def ready(fetched: Any) -> Iterator[str]:
+    """An image fetched at NOW that expires 600 s later. The clock stays at NOW
+    for the whole test (a test may travel further from there)."""
     with time_machine.travel(NOW, tick=False):
-        return str(fetched(chart_query(), ttl=600))
+        yield str(fetched(chart_query(), ttl=600))
 
 
 def etag_of(api_query: dict[str, Any]) -> str:

@@ -1,10 +1,11 @@
 """The admin in a real browser: headless Chromium (Debian's), driven by
-Playwright from `.venv-tools`, against the real service (gunicorn + qcluster)
+Playwright (from the same venv), against the real service (gunicorn + qcluster)
 and the Kentik simulator. An operator logs in, sees a ready image's thumbnail,
 and purges the entry; the API then answers 404 for it."""
 
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from tests.e2e.service import ROOT, Service
 pytestmark = pytest.mark.e2e
 
 CHROMIUM = Path("/usr/bin/chromium")
-TOOLS_PYTHON = ROOT / ".venv-tools" / "bin" / "python"
+TOOLS_PYTHON = Path(sys.executable)
 FLOW = Path(__file__).with_name("admin_flow.py")
 SCREENSHOT = ROOT / "test-artifacts" / "admin.png"
 USER = "operator"

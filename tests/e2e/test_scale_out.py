@@ -5,6 +5,7 @@ one PostgreSQL, one Redis and one image store: a shared directory, or S3
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,11 +18,11 @@ from imagecache.hashing import query_hash
 from imagecache.simulator import KentikSimulator
 from tests import backends
 from tests.e2e.conftest import unique_query
-from tests.e2e.service import ROOT, Service, free_port, wait_for
+from tests.e2e.service import Service, free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 
-MOTO = ROOT / ".venv-tools" / "bin" / "moto_server"
+MOTO = Path(sys.executable).with_name("moto_server")
 
 
 @pytest.fixture(scope="module")
