@@ -20,14 +20,14 @@ from django_q.models import Failure, OrmQ, Schedule, Success
 
 from imagecache import selectors, services
 from imagecache.errors import EntryNotFound
+from imagecache.ids import entry_id_parts
+from imagecache.media import EXTENSIONS, INLINE_MEDIA_TYPES
 from imagecache.models import Entry, Fetch, FetchState
 
 admin.site.site_header = "Kentik Image Cache"
 admin.site.site_title = "Kentik Image Cache"
 admin.site.index_title = "Operating the cache"
 
-# What an <img> can show; PDFs get a link instead.
-THUMBNAIL_TYPES = ("image/png", "image/jpeg", "image/svg+xml")
 THUMBNAIL_STYLE = "max-height: 60px; max-width: 160px"
 PREVIEW_STYLE = "max-width: 100%; border: 1px solid var(--hairline-color)"
 # An image is opened at the admin's origin: a script in an SVG must not run
@@ -101,7 +101,8 @@ def image_response(fetch_id: int) -> FileResponse:
 
 def image_html(url: str, fetch: Fetch, *, style: str, lazy: bool = False) -> str:
     """HTML: the image of a ready fetch at `url`, or a link for what <img> cannot show."""
-    if fetch.media_type not in THUMBNAIL_TYPES:
+    # PDFs get a link instead.
+    if fetch.media_type not in INLINE_MEDIA_TYPES:
         return format_html('<a href="{}">open ({})</a>', url, fetch.media_type)
     return format_html(
         '<a href="{}"><img src="{}" alt="{} chart" style="{}" loading="{}"></a>',
@@ -160,7 +161,7 @@ class MediaTypeFilter(admin.SimpleListFilter):
     field = "media_type"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(media_type, media_type) for media_type in services.EXTENSIONS]
+        return [(media_type, media_type) for media_type in EXTENSIONS]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         if self.value():
@@ -287,7 +288,7 @@ class EntryAdmin(ImageRowAdmin):
 
     @admin.display(description="id", ordering="id")
     def short_id(self, entry: Entry) -> str:
-        query_key, _, expiry = entry.pk.partition("_")
+        query_key, expiry = entry_id_parts(entry.pk)
         return format_html(
             '<code title="{}" style="white-space: nowrap">{}…_{}</code>',
             entry.pk,
@@ -323,7 +324,7 @@ class EntryAdmin(ImageRowAdmin):
     def expiry(self, entry: Entry) -> str:
         """On the change page: also whether the expiry was extended, since the
         id keeps the number it was created with."""
-        written = float(entry.pk.rsplit("_", 1)[1])
+        written = float(entry_id_parts(entry.pk)[1])
         note = ""
         if abs(entry.expires_at.timestamp() - written) > 1e-3:
             note = format_html(

@@ -29,6 +29,7 @@ from rest_framework.views import APIView
 
 from imagecache import metrics, openapi, selectors, services
 from imagecache.errors import EntryNotFound
+from imagecache.media import EXTENSIONS
 from imagecache.models import Entry, Fetch
 from imagecache.parsers import AnyTypeJSONParser
 from imagecache.runner import SIMULATOR_EMAIL
@@ -141,7 +142,7 @@ def _image_response(request: Request, entry: Entry, headers: dict[str, str]) -> 
         except FileNotFoundError:
             raise EntryNotFound() from None  # pruned or evicted meanwhile
         # Saved under the id the client holds, not the storage's name.
-        filename = entry.id + services.EXTENSIONS.get(fetch.media_type, "")
+        filename = entry.id + EXTENSIONS.get(fetch.media_type, "")
         return FileResponse(
             image, content_type=fetch.media_type, headers=headers, filename=filename
         )

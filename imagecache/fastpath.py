@@ -26,15 +26,14 @@ from django.conf import settings
 from django.utils.http import http_date
 
 from imagecache import links, metrics, services
-from imagecache.selectors import ENTRY_ID_PATTERN
+from imagecache.ids import ENTRY_ID_PATTERN
+from imagecache.media import BY_EXTENSION
 
 logger = logging.getLogger("imagecache.requests")
 
 PATH_RE = re.compile(f"^/image/({ENTRY_ID_PATTERN})$")
 # images/<hh>/<query hash>-<fetch id>-<content hash>.<ext>
-FILE_RE = re.compile(r"-([0-9]+)-([0-9a-f]{64})\.(png|jpg|svg|pdf)$")
-# The file extensions the fetch gives images, back to their media types.
-MEDIA_TYPES = {extension[1:]: media_type for media_type, extension in services.EXTENSIONS.items()}
+FILE_RE = re.compile(rf"-([0-9]+)-([0-9a-f]{{64}})\.({'|'.join(BY_EXTENSION)})$")
 # What Django's middleware adds to an image answer, so both paths agree.
 FIXED_HEADERS = [
     ("X-Content-Type-Options", "nosniff"),
@@ -156,7 +155,7 @@ class FastImages:
         fetch_id, content_hash, extension = named.groups()
         stat = os.fstat(image.fileno())
         fixed = [
-            ("Content-Type", MEDIA_TYPES[extension]),
+            ("Content-Type", BY_EXTENSION[extension]),
             ("Content-Length", str(stat.st_size)),
             ("Content-Disposition", f'inline; filename="{entry_id}.{extension}"'),
             ("ETag", f'"{content_hash}"'),

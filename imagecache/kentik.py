@@ -31,14 +31,10 @@ from urllib3 import exceptions as urllib3_exceptions
 from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
+from imagecache.media import MEDIA_TYPES
+
 logger = logging.getLogger(__name__)
 
-MEDIA_TYPES = {
-    "png": "image/png",
-    "jpeg": "image/jpeg",
-    "svg": "image/svg+xml",
-    "pdf": "application/pdf",
-}
 RETRIED_STATUSES = frozenset({429, 502, 503, 504})
 MESSAGE_LIMIT = 1000
 

@@ -10,7 +10,7 @@ from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiRespo
 from rest_framework import serializers
 
 from imagecache.examples import chart_query
-from imagecache.kentik import MEDIA_TYPES
+from imagecache.media import MEDIA_TYPES
 
 
 class ErrorSerializer(serializers.Serializer):

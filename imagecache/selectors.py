@@ -1,7 +1,6 @@
 """Reads: what the API answers, taken from the database alone."""
 
 import math
-import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -15,12 +14,9 @@ from django.utils import timezone
 
 from imagecache import waiting
 from imagecache.errors import EntryNotFound, FetchFailed, FetchPending, FetchStillPending
+from imagecache.ids import ENTRY_ID_RE
 from imagecache.models import IN_FLIGHT, Entry, Fetch, FetchState
 
-# `<sha256 hex>_<expiry epoch>`; ids made before the expiry was rounded to
-# the second have a fraction. The fast path matches paths with it too.
-ENTRY_ID_PATTERN = r"[0-9a-f]{64}_([0-9]{1,12}(?:\.[0-9]{1,9})?)"
-ENTRY_ID_RE = re.compile(f"^{ENTRY_ID_PATTERN}$")
 # The Retry-After of a 202 to a client that asked not to wait: it polls, and
 # most charts take Kentik a few seconds.
 POLL_RETRY_AFTER = 1

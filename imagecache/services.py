@@ -24,21 +24,11 @@ from django_q.tasks import async_task
 
 from imagecache import kentik, leases, links, metrics, notify
 from imagecache.hashing import query_hash
+from imagecache.ids import entry_id_make
+from imagecache.media import EXTENSIONS
 from imagecache.models import IN_FLIGHT, KENTIK_LOCK, Entry, Fetch, FetchState, Lock
 
 logger = logging.getLogger(__name__)
-
-EXTENSIONS = {
-    "image/png": ".png",
-    "image/jpeg": ".jpg",
-    "image/svg+xml": ".svg",
-    "application/pdf": ".pdf",
-}
-
-
-def entry_id_make(*, query_key: str, expires_at: int) -> str:
-    """The id clients hold: `<query sha256>_<expiry as unix epoch>`."""
-    return f"{query_key}_{expires_at}"
 
 
 def entry_create(*, api_query: dict[str, Any], ttl: int | None = None) -> Entry:

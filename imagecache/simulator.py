@@ -38,6 +38,7 @@ from typing import Any, Final, NoReturn, Self
 from PIL import Image, ImageDraw, ImageFont
 
 from imagecache.hashing import query_hash
+from imagecache.media import MEDIA_TYPES
 
 API_PREFIX: Final = "/api/v5"
 TOPX_PATH: Final = API_PREFIX + "/query/topXchart"
@@ -45,13 +46,8 @@ RULES_PATH: Final = "/_sim/rules"
 RESET_PATH: Final = "/_sim/reset"
 CALLS_PATH: Final = "/_sim/calls"
 
-MIME_TYPES: Final[Mapping[str, str]] = {
-    "png": "image/png",
-    "jpg": "image/jpeg",
-    "jpeg": "image/jpeg",
-    "svg": "image/svg+xml",
-    "pdf": "application/pdf",
-}
+# Kentik's image types, and "jpg", which it takes for "jpeg" too.
+MIME_TYPES: Final[Mapping[str, str]] = {**MEDIA_TYPES, "jpg": MEDIA_TYPES["jpeg"]}
 DEFAULT_SIZE: Final = (800, 400)
 MIN_SIDE: Final = 200
 MAX_SIDE: Final = 2000

@@ -6,7 +6,6 @@ HTTP to a real KentikSimulator on loopback. Without it, the fetch stays pending.
 """
 
 import json
-import re
 import shutil
 import time
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ from django.test import Client
 
 from imagecache import examples, services
 from imagecache.hashing import query_hash
+from imagecache.ids import ENTRY_ID_RE, entry_id_make
 from imagecache.models import Entry, Fetch, FetchState
 from imagecache.simulator import render_chart
 from tests.conftest import QUERY
@@ -29,7 +29,6 @@ from tests.e2e.service import free_port
 pytestmark = pytest.mark.django_db
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
-ID_RE = re.compile(r"[0-9a-f]{64}_[0-9]+")
 FAVICON = Path(__file__).resolve().parents[1] / "imagecache" / "root" / "favicon.ico"
 
 
@@ -124,8 +123,9 @@ def test_request_answers_an_id_of_query_hash_and_expiry(api):
 
     assert response.status_code == 200
     assert response["Content-Type"] == "application/json"
-    assert response.json() == {"id": f"{query_hash(QUERY)}_{int(NOW.timestamp()) + 120}"}
-    assert ID_RE.fullmatch(response.json()["id"])
+    expected = entry_id_make(query_key=query_hash(QUERY), expires_at=int(NOW.timestamp()) + 120)
+    assert response.json() == {"id": expected}
+    assert ENTRY_ID_RE.match(response.json()["id"])
 
 
 @pytest.mark.parametrize("fields", [{}, {"ttl": None}], ids=["absent", "null"])
@@ -158,7 +158,7 @@ def test_request_body_is_read_as_json_whatever_its_content_type(api, content_typ
     response = api.post("/requests", body, content_type=content_type)
 
     assert response.status_code == 200, body_of(response)
-    assert ID_RE.fullmatch(response.json()["id"])
+    assert ENTRY_ID_RE.match(response.json()["id"])
     assert Fetch.objects.get().query_json == json.dumps(QUERY)
 
 

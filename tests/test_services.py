@@ -13,6 +13,7 @@ from django.test.utils import CaptureQueriesContext
 
 from imagecache import kentik, leases, services
 from imagecache.hashing import query_hash
+from imagecache.ids import entry_id_make
 from imagecache.models import Entry, Fetch, FetchState
 from imagecache.services import ClaimOutcome
 from imagecache.storage import TEMP_PREFIX, TEMP_SUFFIX
@@ -27,7 +28,8 @@ NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
 def test_entry_id_is_query_hash_and_expiry(settings):
     settings.DEFAULT_TTL = 300
     entry = services.entry_create(api_query=QUERY)
-    assert entry.id == f"{query_hash(QUERY)}_{int(NOW.timestamp()) + 300}"
+    expected = entry_id_make(query_key=query_hash(QUERY), expires_at=int(NOW.timestamp()) + 300)
+    assert entry.id == expected
     assert entry.expires_at.timestamp() == NOW.timestamp() + 300
 
 

@@ -13,6 +13,7 @@ from django.core.files.storage import default_storage
 
 from imagecache import kentik, selectors, services
 from imagecache.errors import EntryNotFound
+from imagecache.ids import entry_id_parts
 from imagecache.models import Entry, Fetch, FetchState
 from tests.conftest import PNG, QUERY
 
@@ -191,7 +192,7 @@ def test_extend_moves_the_expiry_and_keeps_the_id(fetch_chart):
     extended = Entry.objects.get(pk=entry.pk)
     assert extended.expires_at == entry.expires_at + timedelta(seconds=3600)
     # The number in the id is the expiry the client was first given.
-    assert float(extended.pk.rsplit("_", 1)[1]) == entry.expires_at.timestamp()
+    assert float(entry_id_parts(extended.pk)[1]) == entry.expires_at.timestamp()
 
 
 def test_extended_entry_is_served_past_its_first_expiry(fetch_chart):
