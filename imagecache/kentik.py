@@ -31,6 +31,7 @@ from urllib3 import exceptions as urllib3_exceptions
 from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
+from imagecache.log import redact
 from imagecache.media import MEDIA_TYPES
 
 logger = logging.getLogger(__name__)
@@ -198,7 +199,5 @@ def _kentik_message(body: str, status: int) -> str:
 
 def _shorten(text: str) -> str:
     """At most MESSAGE_LIMIT characters, and never a credential Kentik echoed."""
-    for secret in (settings.KT_AUTH_TOKEN, settings.KT_AUTH_EMAIL):
-        if secret:
-            text = text.replace(secret, "***")
+    text = redact(text)
     return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 1] + "…"
