@@ -120,7 +120,7 @@ def fetch_chart(query_json: str) -> Chart:
         settings.KT_AUTH_TOKEN,
         settings.KENTIK_API_RETRIES,
         settings.KENTIK_API_TIMEOUT,
-        getattr(settings, "KENTIK_API_BACKOFF", 1.0),
+        settings.KENTIK_API_BACKOFF,
     )
     payload = json.loads(query_json)
     try:

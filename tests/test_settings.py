@@ -34,6 +34,7 @@ def setup_and_run(
     [
         ("KENTIK_API_TIMEOUT", "sixty"),
         ("KENTIK_API_RETRIES", "-1"),
+        ("KENTIK_API_BACKOFF", "soon"),
         ("DEFAULT_TTL", "0"),
         ("ENTRY_WAIT_TIMEOUT", "soon"),
         ("REUSE_MAX_AGE", "1.5"),
@@ -87,6 +88,13 @@ def test_embedded_production_writes_only_under_cache_path(tmp_path):
     database, cluster_stats = result.stdout.split()
     assert database == str(tmp_path / "db.sqlite3")
     assert cluster_stats == str(tmp_path / "db.sqlite3-q-stats")
+
+
+def test_kentik_api_backoff_is_a_setting_read_from_the_environment():
+    # The e2e services set it to 0.1; the Kentik client reads the setting.
+    code = "from django.conf import settings; print(settings.KENTIK_API_BACKOFF)"
+    result = setup_and_run("config.settings.local", code, {"KENTIK_API_BACKOFF": "0.1"})
+    assert result.stdout.split() == ["0.1"], result.stderr
 
 
 def test_local_profile_needs_no_configuration():

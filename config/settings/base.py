@@ -171,6 +171,9 @@ KENTIK_API_TIMEOUT = env_number("KENTIK_API_TIMEOUT", 60.0, minimum=0.1)
 # The longest Retry-After we sleep on between two attempts, so that one fetch
 # cannot hold a worker for an hour.
 KENTIK_RETRY_AFTER_MAX = env_number("KENTIK_RETRY_AFTER_MAX", 30.0)
+# Without Retry-After, attempt n waits KENTIK_API_BACKOFF * 2^(n-1) seconds
+# (urllib3's exponential backoff; the first wait is never 0).
+KENTIK_API_BACKOFF = env_number("KENTIK_API_BACKOFF", 1.0)
 
 # --- Cache behaviour ---------------------------------------------------------
 
