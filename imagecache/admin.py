@@ -18,11 +18,12 @@ from django.utils.formats import date_format
 from django.utils.html import format_html
 from django_q.models import Failure, OrmQ, Schedule, Success
 
-from imagecache import selectors, services
+from imagecache import selectors
 from imagecache.errors import EntryNotFound
 from imagecache.ids import entry_id_parts
 from imagecache.media import EXTENSIONS, INLINE_MEDIA_TYPES
 from imagecache.models import Entry, Fetch, FetchState
+from imagecache.services import operators
 
 admin.site.site_header = "Kentik Image Cache"
 admin.site.site_title = "Kentik Image Cache"
@@ -381,7 +382,7 @@ class EntryAdmin(ImageRowAdmin):
         permissions=["purge"],
     )
     def purge(self, request: HttpRequest, queryset: QuerySet[Entry]) -> None:
-        result = services.entry_purge(entry_ids=_ids(queryset))
+        result = operators.entry_purge(entry_ids=_ids(queryset))
         self.message_user(
             request,
             f"Purged {plural(result.entries, 'entry', 'entries')}, "
@@ -392,7 +393,7 @@ class EntryAdmin(ImageRowAdmin):
 
     @admin.action(description="Refetch now from Kentik", permissions=["operate"])
     def refetch(self, request: HttpRequest, queryset: QuerySet[Entry]) -> None:
-        result = services.entry_refetch(entry_ids=_ids(queryset))
+        result = operators.entry_refetch(entry_ids=_ids(queryset))
         message = (
             f"Refetching {plural(result.entries, 'entry', 'entries')}: "
             f"{plural(result.fetches_created, 'new fetch', 'new fetches')} enqueued, "
@@ -415,7 +416,7 @@ class EntryAdmin(ImageRowAdmin):
         self, request: HttpRequest, queryset: QuerySet[Entry], seconds: int, label: str
     ) -> None:
         ids = _ids(queryset)
-        extended = services.entry_extend(entry_ids=ids, seconds=seconds)
+        extended = operators.entry_extend(entry_ids=ids, seconds=seconds)
         message = (
             f"Extended {plural(extended, 'entry', 'entries')} by {label}; "
             "their ids keep the expiry they were created with."

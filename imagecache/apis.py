@@ -27,13 +27,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from imagecache import metrics, openapi, selectors, services
+from imagecache import metrics, openapi, selectors
 from imagecache.errors import EntryNotFound
 from imagecache.media import EXTENSIONS
 from imagecache.models import Entry, Fetch
 from imagecache.parsers import AnyTypeJSONParser
 from imagecache.runner import SIMULATOR_EMAIL
 from imagecache.serializers import JSONObjectField, StrictIntegerField
+from imagecache.services import entries
 
 
 class RequestCreateApi(APIView):
@@ -52,7 +53,7 @@ class RequestCreateApi(APIView):
             raise serializers.ValidationError("The request body must be a JSON object.")
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        entry = services.entry_create(**serializer.validated_data)
+        entry = entries.entry_create(**serializer.validated_data)
         return Response(self.OutputSerializer(entry).data)
 
 
@@ -80,7 +81,7 @@ class ImageGetApi(APIView):
             response = _not_modified_response(entry.fetch, headers)
         else:
             response = _image_response(request, entry, headers)
-        services.fetch_mark_read(fetch=entry.fetch)
+        entries.fetch_mark_read(fetch=entry.fetch)
         metrics.CACHE_HITS.inc()
         return response
 

@@ -25,9 +25,10 @@ from typing import Any
 from django.conf import settings
 from django.utils.http import http_date
 
-from imagecache import links, metrics, services
+from imagecache import links, metrics
 from imagecache.ids import ENTRY_ID_PATTERN
 from imagecache.media import BY_EXTENSION
+from imagecache.services import entries
 
 logger = logging.getLogger("imagecache.requests")
 
@@ -66,7 +67,7 @@ class ReadMarks:
     def flush(self) -> None:
         with self._lock:
             read, self._read = self._read, set()
-        services.fetches_mark_read(fetch_ids=read)
+        entries.fetches_mark_read(fetch_ids=read)
 
     def _run(self) -> None:
         from django.db import connection

@@ -61,11 +61,11 @@ class Fetch(models.Model):
             ),
         ]
         indexes = [
-            # services.fetch_for_query: the newest reusable fetch of a query.
+            # services.entries.fetch_share: the newest reusable fetch of a query.
             models.Index(fields=["query_hash", "-finished_at"], name="fetch_query_finished"),
-            # services.fetch_reap: fetches by state and lease.
+            # services.housekeeping.fetch_reap: fetches by state and lease.
             models.Index(fields=["state", "lease_until"], name="fetch_state_lease"),
-            # services.cache_evict: the least recently read ready images.
+            # services.housekeeping.cache_evict: the least recently read ready images.
             models.Index(fields=["state", "last_read_at"], name="fetch_state_read"),
         ]
 
@@ -92,7 +92,7 @@ class Entry(models.Model):
     class Meta:
         verbose_name_plural = "entries"
         indexes = [
-            # services.cache_prune and selectors.cache_info: expiry scans.
+            # services.housekeeping.cache_prune and selectors.cache_info: expiry scans.
             models.Index(fields=["expires_at"], name="entry_expires"),
             # selectors.cache_info: newest first.
             models.Index(fields=["-created_at"], name="entry_created"),

@@ -1,16 +1,22 @@
-"""django-q2 tasks: they take ids and call services."""
+"""django-q2 tasks: they take ids and call services.
 
-from imagecache import services
+Queued tasks and `Schedule` rows store these functions' dotted paths
+(`imagecache.tasks.fetch_image`, `imagecache.tasks.maintain_cache`): they stay
+here. Only queue workers import this module, and with it the fetch pipeline
+and the Kentik client; web processes enqueue by name.
+"""
+
+from imagecache.services import fetching, housekeeping
 
 
 def fetch_image(fetch_id: int) -> None:
-    services.fetch_run(fetch_id=fetch_id)
+    fetching.fetch_run(fetch_id=fetch_id)
 
 
 def maintain_cache() -> str:
     """The periodic work: prune, evict past CACHE_MAX_BYTES, reap abandoned fetches."""
-    result = services.cache_prune() + services.cache_evict()
-    reaped = services.fetch_reap()
+    result = housekeeping.cache_prune() + housekeeping.cache_evict()
+    reaped = housekeeping.fetch_reap()
     return (
         f"pruned {result.entries} entries, {result.fetches} fetches, {result.files} files, "
         f"{result.bytes_freed} bytes; re-enqueued {len(reaped)} fetches"

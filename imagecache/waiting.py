@@ -3,8 +3,9 @@
 from django.conf import settings
 from django.db import DatabaseError, connection
 
-from imagecache import notify, services
+from imagecache import notify
 from imagecache.models import IN_FLIGHT, Fetch
+from imagecache.services import housekeeping
 from imagecache.waiter import FetchWaiter
 
 
@@ -19,7 +20,7 @@ def _fetches_in_flight(fetch_ids: list[int]) -> list[int]:
 
 
 def _reap(fetch_ids: list[int]) -> None:
-    services.fetch_reap(fetch_ids=fetch_ids)
+    housekeeping.fetch_reap(fetch_ids=fetch_ids)
 
 
 waiter = FetchWaiter(

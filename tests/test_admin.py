@@ -1,7 +1,7 @@
 """The admin: every page fetched with `admin_client` (a superuser), every
 action posted and its effect checked, and who may see what.
 
-Images are real files: `services.entry_create` then `services.fetch_run`,
+Images are real files: `entry_create` then `fetching.fetch_run`,
 with Kentik patched at its seam (`fetch_chart`).
 """
 
@@ -19,10 +19,12 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from imagecache import kentik, services
+from imagecache import kentik
 from imagecache.admin import duration, time_left
 from imagecache.ids import entry_id_parts
 from imagecache.models import Entry, Fetch, FetchState
+from imagecache.services import fetching
+from imagecache.services.entries import entry_create
 from tests.conftest import PNG, QUERY
 
 pytestmark = pytest.mark.django_db
@@ -42,8 +44,8 @@ def query(name: str, image_type: str = "png") -> dict[str, Any]:
 
 def ready_entry(api_query: dict[str, Any] | None = None, ttl: int = 600) -> Entry:
     """An entry whose image is stored (Kentik patched by `fetch_chart`)."""
-    entry = services.entry_create(api_query=api_query or query("ready"), ttl=ttl)
-    services.fetch_run(fetch_id=entry.fetch_id)
+    entry = entry_create(api_query=api_query or query("ready"), ttl=ttl)
+    fetching.fetch_run(fetch_id=entry.fetch_id)
     return Entry.objects.select_related("fetch").get(pk=entry.pk)
 
 
@@ -87,7 +89,7 @@ def cache(fetch_chart: Any) -> dict[str, Entry]:
     entries["svg"] = ready_entry(query("svg", "svg"))
     fetch_chart.return_value = kentik.Chart(media_type="image/png", data=PNG)
     entries["failed"] = failed_entry(fetch_chart)
-    entries["pending"] = services.entry_create(api_query=query("pending"))
+    entries["pending"] = entry_create(api_query=query("pending"))
     with time_machine.travel(timedelta(hours=-1)):
         entries["expired"] = ready_entry(query("expired"), ttl=60)
     return entries
@@ -307,8 +309,8 @@ def test_fetch_pages_and_image(admin_client, cache):
 
 
 def test_fetch_list_shows_state_attempts_and_lease(admin_client, fetch_chart):
-    entry = services.entry_create(api_query=query("held"))
-    services.fetch_claim(fetch_id=entry.fetch_id)
+    entry = entry_create(api_query=query("held"))
+    fetching.fetch_claim(fetch_id=entry.fetch_id)
     fetch = Fetch.objects.get(pk=entry.fetch_id)
     content = admin_client.get(FETCHES).content.decode()
     assert fetch.lease_owner in content

@@ -18,10 +18,11 @@ from django.db import transaction
 from django.http import HttpResponseBase
 from django.test import Client
 
-from imagecache import examples, services
+from imagecache import examples
 from imagecache.hashing import query_hash
 from imagecache.ids import ENTRY_ID_RE, entry_id_make
 from imagecache.models import Entry, Fetch, FetchState
+from imagecache.services import fetching
 from imagecache.simulator import render_chart
 from tests.conftest import QUERY
 from tests.e2e.service import free_port
@@ -366,7 +367,7 @@ def test_fetch_still_in_flight_after_the_wait_is_500_with_retry_after(api, setti
         entry_id = pending(api, chart_query())
         fetch_id = Entry.objects.get(pk=entry_id).fetch_id
         # The task enqueued on commit finds it taken and skips it.
-        assert services.fetch_claim(fetch_id=fetch_id) is not None
+        assert fetching.fetch_claim(fetch_id=fetch_id) is not None
 
     started = time.monotonic()
     response = api.get(f"/image/{entry_id}")

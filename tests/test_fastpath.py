@@ -12,9 +12,11 @@ from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 from django.test import RequestFactory
 
-from imagecache import links, services
+from imagecache import links
 from imagecache.fastpath import FastImages
 from imagecache.models import Entry, Fetch
+from imagecache.services import fetching, housekeeping, operators
+from imagecache.services.entries import entry_create
 from tests.conftest import PNG, QUERY
 
 pytestmark = pytest.mark.django_db
@@ -73,8 +75,8 @@ def call(app: Any, path: str, method: str = "GET", **headers: str) -> tuple[int,
 def ready(fetch_chart, django_capture_on_commit_callbacks) -> Callable[..., str]:
     def make(query: dict[str, Any] = QUERY, ttl: int = 300) -> str:
         with django_capture_on_commit_callbacks(execute=True):
-            entry = services.entry_create(api_query=query, ttl=ttl)
-        services.fetch_run(fetch_id=entry.fetch_id)
+            entry = entry_create(api_query=query, ttl=ttl)
+        fetching.fetch_run(fetch_id=entry.fetch_id)
         return entry.id
 
     return make
@@ -120,8 +122,8 @@ def test_head_has_the_headers_and_no_body(fast, django_app, ready):
 @pytest.mark.parametrize(
     "remove",
     [
-        lambda entry_id: services.entry_purge(entry_ids=[entry_id]),
-        lambda entry_id: services.cache_evict(incoming=10**9),
+        lambda entry_id: operators.entry_purge(entry_ids=[entry_id]),
+        lambda entry_id: housekeeping.cache_evict(incoming=10**9),
     ],
     ids=["purge", "evict"],
 )
@@ -139,7 +141,7 @@ def test_pruned_image_is_404_at_once(fast, django_app, ready):
     with time_machine.travel(NOW, tick=False):
         entry_id = ready(ttl=10)
     with time_machine.travel(NOW.timestamp() + 11, tick=False):
-        services.cache_prune()
+        housekeeping.cache_prune()
     assert not (links.directory() / entry_id).exists()
     assert call(fast, f"/image/{entry_id}")[0] == 404
 
@@ -147,7 +149,7 @@ def test_pruned_image_is_404_at_once(fast, django_app, ready):
 def test_refetched_entry_leaves_the_fast_path(fast, django_app, ready, settings):
     settings.ENTRY_WAIT_TIMEOUT = 0
     entry_id = ready()
-    services.entry_refetch(entry_ids=[entry_id])
+    operators.entry_refetch(entry_ids=[entry_id])
     assert call(fast, f"/image/{entry_id}")[0] == 500  # pending again, no wait
     assert django_app.calls == 1
 
@@ -161,7 +163,7 @@ def test_entry_taking_a_new_fetch_within_its_second_leaves_the_fast_path(
         entry_id = ready()
         assert call(fast, f"/image/{entry_id}")[0] == 200
         # The same request again in the same second, with reuse off: a new fetch.
-        assert services.entry_create(api_query=QUERY, ttl=300).id == entry_id
+        assert entry_create(api_query=QUERY, ttl=300).id == entry_id
         assert call(fast, f"/image/{entry_id}")[0] == 500  # pending, no wait
     assert django_app.calls == 1
 
@@ -212,6 +214,6 @@ def test_prune_removes_links_of_entries_gone_behind_djangos_back(fast, ready):
     entry_id = ready()
     Entry.objects.filter(pk=entry_id)._raw_delete(using="default")
     assert (links.directory() / entry_id).is_symlink()
-    services.cache_prune()
+    housekeeping.cache_prune()
     assert not (links.directory() / entry_id).is_symlink()
     assert call(fast, f"/image/{entry_id}")[0] == 404

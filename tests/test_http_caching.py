@@ -18,8 +18,8 @@ from django.db import transaction
 from django.http import HttpResponseBase
 from django.test import Client
 
-from imagecache import services
 from imagecache.models import Entry, Fetch, FetchState
+from imagecache.services import fetching
 from imagecache.simulator import KentikSimulator, render_chart
 from tests.test_api import NOW, Api, body_of, chart_query, json_error, pending
 from tests.test_settings import start
@@ -79,7 +79,7 @@ def claimed_elsewhere(api: Api) -> str:
         entry_id = pending(api, chart_query())
         fetch_id = Entry.objects.get(pk=entry_id).fetch_id
         # The task enqueued on commit finds it taken and skips it.
-        assert services.fetch_claim(fetch_id=fetch_id) is not None
+        assert fetching.fetch_claim(fetch_id=fetch_id) is not None
     return entry_id
 
 
@@ -108,7 +108,7 @@ def test_wait_0_on_a_pending_image_is_202_with_its_state_and_retry_after(api):
 def test_wait_0_names_the_fetching_state(api):
     entry_id = pending(api, chart_query())
     fetch = Entry.objects.get(pk=entry_id).fetch
-    assert services.fetch_claim(fetch_id=fetch.pk) is not None
+    assert fetching.fetch_claim(fetch_id=fetch.pk) is not None
 
     response = api.get(f"/image/{entry_id}?wait=0.0")
 

@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
-from imagecache import kentik, services
+from imagecache import kentik
 from imagecache.log import JSONFormatter, RedactSecrets
+from imagecache.services import fetching
+from imagecache.services.entries import entry_create
 from tests.conftest import QUERY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -162,15 +164,15 @@ def test_one_line_per_request_with_method_path_status_duration_and_entry_id(clie
 
 @pytest.mark.django_db
 def test_one_line_per_fetch_with_its_outcome_status_and_duration(fetch_chart, caplog):
-    ready = services.entry_create(api_query=QUERY)
+    ready = entry_create(api_query=QUERY)
     fetch_chart.side_effect = [
         kentik.Chart(media_type="image/png", data=b"png"),
         kentik.KentikError(503, "down for maintenance"),
     ]
-    failing = services.entry_create(api_query={**QUERY, "imageType": "svg"})
+    failing = entry_create(api_query={**QUERY, "imageType": "svg"})
     with caplog.at_level(logging.INFO, logger="imagecache.services"):
-        services.fetch_run(fetch_id=ready.fetch_id)
-        services.fetch_run(fetch_id=failing.fetch_id)
+        fetching.fetch_run(fetch_id=ready.fetch_id)
+        fetching.fetch_run(fetch_id=failing.fetch_id)
     records = [r for r in caplog.records if hasattr(r, "outcome")]
     assert [(r.fetch_id, r.outcome, r.status) for r in records] == [
         (ready.fetch_id, "ready", 200),
@@ -184,7 +186,7 @@ def test_one_line_per_fetch_with_its_outcome_status_and_duration(fetch_chart, ca
 @pytest.mark.django_db
 def test_an_answer_the_service_chose_is_logged_once_and_not_as_an_error(client, settings, caplog):
     settings.ENTRY_WAIT_TIMEOUT = 0
-    entry = services.entry_create(api_query=QUERY)  # pending: its task is never enqueued here
+    entry = entry_create(api_query=QUERY)  # pending: its task is never enqueued here
     with caplog.at_level(logging.INFO):
         response = client.get(f"/image/{entry.id}")
         missing = client.get(f"/image/{'0' * 64}_4070908800")

@@ -11,11 +11,12 @@ from django.core.files.storage import default_storage
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from imagecache import kentik, leases, services
+from imagecache import kentik, leases
 from imagecache.hashing import query_hash
 from imagecache.ids import entry_id_make
 from imagecache.models import Entry, Fetch, FetchState
-from imagecache.services import ClaimOutcome
+from imagecache.services import fetching, housekeeping, queue
+from imagecache.services.entries import entry_create, fetch_mark_read
 from imagecache.storage import TEMP_PREFIX, TEMP_SUFFIX
 from tests.conftest import PNG, QUERY
 
@@ -27,7 +28,7 @@ NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
 @time_machine.travel(NOW, tick=False)
 def test_entry_id_is_query_hash_and_expiry(settings):
     settings.DEFAULT_TTL = 300
-    entry = services.entry_create(api_query=QUERY)
+    entry = entry_create(api_query=QUERY)
     expected = entry_id_make(query_key=query_hash(QUERY), expires_at=int(NOW.timestamp()) + 300)
     assert entry.id == expected
     assert entry.expires_at.timestamp() == NOW.timestamp() + 300
@@ -35,32 +36,32 @@ def test_entry_id_is_query_hash_and_expiry(settings):
 
 @time_machine.travel(NOW, tick=False)
 def test_entry_ttl_overrides_default():
-    entry = services.entry_create(api_query=QUERY, ttl=42)
+    entry = entry_create(api_query=QUERY, ttl=42)
     assert entry.id.endswith(f"_{int(NOW.timestamp()) + 42}")
 
 
 def test_query_is_stored_with_nulls_and_key_order():
     query = {"z": None, "a": {"y": None, "b": 1}, "imageType": "png"}
-    entry = services.entry_create(api_query=query)
+    entry = entry_create(api_query=query)
     assert entry.fetch.query_json == '{"z": null, "a": {"y": null, "b": 1}, "imageType": "png"}'
 
 
 def test_new_query_enqueues_one_fetch_after_commit(django_capture_on_commit_callbacks):
-    with mock.patch.object(services, "async_task", autospec=True) as enqueue:
+    with mock.patch.object(queue, "async_task", autospec=True) as enqueue:
         with django_capture_on_commit_callbacks(execute=False) as callbacks:
-            entry = services.entry_create(api_query=QUERY)
+            entry = entry_create(api_query=QUERY)
         enqueue.assert_not_called()
         for callback in callbacks:
             callback()
     enqueue.assert_called_once()
     assert enqueue.call_args.args == ("imagecache.tasks.fetch_image", entry.fetch_id)
     # One broker per process, not one (and one Redis connection) per task.
-    assert enqueue.call_args.kwargs["broker"] is services._broker()
+    assert enqueue.call_args.kwargs["broker"] is queue.broker()
 
 
 def test_identical_queries_share_an_in_flight_fetch():
-    first = services.entry_create(api_query=QUERY, ttl=10)
-    second = services.entry_create(api_query=dict(reversed(QUERY.items())), ttl=20)
+    first = entry_create(api_query=QUERY, ttl=10)
+    second = entry_create(api_query=dict(reversed(QUERY.items())), ttl=20)
     assert first.id != second.id
     assert first.fetch_id == second.fetch_id
     assert Fetch.objects.count() == 1
@@ -68,15 +69,15 @@ def test_identical_queries_share_an_in_flight_fetch():
 
 @time_machine.travel(NOW.timestamp() + 0.001, tick=False)
 def test_identical_requests_within_a_second_share_one_entry_and_write_nothing(fetch_chart):
-    first = services.entry_create(api_query=QUERY, ttl=60)
-    services.fetch_run(fetch_id=first.fetch_id)
+    first = entry_create(api_query=QUERY, ttl=60)
+    fetching.fetch_run(fetch_id=first.fetch_id)
     with time_machine.travel(NOW.timestamp() + 0.999, tick=False):
         with CaptureQueriesContext(connection) as queries:
-            again = services.entry_create(api_query=dict(reversed(QUERY.items())), ttl=60)
+            again = entry_create(api_query=dict(reversed(QUERY.items())), ttl=60)
     assert again.id == first.id
     assert [query["sql"].split()[0] for query in queries] == ["SELECT"]
     with time_machine.travel(NOW.timestamp() + 1.001, tick=False):
-        next_second = services.entry_create(api_query=QUERY, ttl=60)
+        next_second = entry_create(api_query=QUERY, ttl=60)
     assert next_second.id != first.id
     assert next_second.fetch_id == first.fetch_id
     assert Entry.objects.count() == 2
@@ -85,13 +86,13 @@ def test_identical_requests_within_a_second_share_one_entry_and_write_nothing(fe
 @time_machine.travel(NOW, tick=False)
 def test_request_within_the_second_of_a_failure_takes_a_new_fetch(fetch_chart):
     fetch_chart.side_effect = kentik.KentikError(503, "down")
-    failed = services.entry_create(api_query=QUERY)
-    services.fetch_run(fetch_id=failed.fetch_id)
+    failed = entry_create(api_query=QUERY)
+    fetching.fetch_run(fetch_id=failed.fetch_id)
     fetch_chart.side_effect = None
-    again = services.entry_create(api_query=QUERY)
+    again = entry_create(api_query=QUERY)
     assert again.id == failed.id
     assert again.fetch_id != failed.fetch_id
-    services.fetch_run(fetch_id=again.fetch_id)
+    fetching.fetch_run(fetch_id=again.fetch_id)
     entry = Entry.objects.select_related("fetch").get(pk=failed.id)
     assert entry.fetch.state == FetchState.READY
     assert Entry.objects.count() == 1
@@ -100,38 +101,38 @@ def test_request_within_the_second_of_a_failure_takes_a_new_fetch(fetch_chart):
 def test_ready_fetch_is_reused_within_reuse_max_age(settings, fetch_chart):
     settings.REUSE_MAX_AGE = 60
     with time_machine.travel(NOW, tick=False):
-        first = services.entry_create(api_query=QUERY)
-        services.fetch_run(fetch_id=first.fetch_id)
+        first = entry_create(api_query=QUERY)
+        fetching.fetch_run(fetch_id=first.fetch_id)
     with time_machine.travel(NOW.timestamp() + 59, tick=False):
-        second = services.entry_create(api_query=QUERY)
+        second = entry_create(api_query=QUERY)
     assert second.fetch_id == first.fetch_id
     with time_machine.travel(NOW.timestamp() + 61, tick=False):
-        third = services.entry_create(api_query=QUERY)
+        third = entry_create(api_query=QUERY)
     assert third.fetch_id != first.fetch_id
     assert fetch_chart.call_count == 1
 
 
 def test_reuse_max_age_zero_only_shares_in_flight_fetches(settings, fetch_chart):
     settings.REUSE_MAX_AGE = 0
-    first = services.entry_create(api_query=QUERY)
-    shared = services.entry_create(api_query=QUERY, ttl=7)
+    first = entry_create(api_query=QUERY)
+    shared = entry_create(api_query=QUERY, ttl=7)
     assert shared.fetch_id == first.fetch_id
-    services.fetch_run(fetch_id=first.fetch_id)
-    later = services.entry_create(api_query=QUERY)
+    fetching.fetch_run(fetch_id=first.fetch_id)
+    later = entry_create(api_query=QUERY)
     assert later.fetch_id != first.fetch_id
 
 
 def test_failed_fetch_is_never_reused(fetch_chart):
     fetch_chart.side_effect = kentik.KentikError(400, "bad query")
-    first = services.entry_create(api_query=QUERY)
-    services.fetch_run(fetch_id=first.fetch_id)
-    second = services.entry_create(api_query=QUERY)
+    first = entry_create(api_query=QUERY)
+    fetching.fetch_run(fetch_id=first.fetch_id)
+    second = entry_create(api_query=QUERY)
     assert second.fetch_id != first.fetch_id
 
 
 def test_fetch_run_stores_image_and_marks_ready(fetch_chart):
-    entry = services.entry_create(api_query=QUERY)
-    services.fetch_run(fetch_id=entry.fetch_id)
+    entry = entry_create(api_query=QUERY)
+    fetching.fetch_run(fetch_id=entry.fetch_id)
     fetch = Fetch.objects.get(pk=entry.fetch_id)
     assert fetch.state == FetchState.READY
     assert fetch.media_type == "image/png"
@@ -142,33 +143,37 @@ def test_fetch_run_stores_image_and_marks_ready(fetch_chart):
 
 
 def test_fetch_run_is_idempotent(fetch_chart):
-    entry = services.entry_create(api_query=QUERY)
-    services.fetch_run(fetch_id=entry.fetch_id)
-    services.fetch_run(fetch_id=entry.fetch_id)
+    entry = entry_create(api_query=QUERY)
+    fetching.fetch_run(fetch_id=entry.fetch_id)
+    fetching.fetch_run(fetch_id=entry.fetch_id)
     assert fetch_chart.call_count == 1
 
 
 def test_fetch_held_by_live_lease_is_not_claimed_again(fetch_chart):
-    entry = services.entry_create(api_query=QUERY)
+    entry = entry_create(api_query=QUERY)
     with time_machine.travel(NOW, tick=False):
-        assert services.fetch_claim(fetch_id=entry.fetch_id).outcome == ClaimOutcome.CLAIMED
-        assert services.fetch_claim(fetch_id=entry.fetch_id).outcome == ClaimOutcome.SKIPPED
+        assert (
+            fetching.fetch_claim(fetch_id=entry.fetch_id).outcome == fetching.ClaimOutcome.CLAIMED
+        )
+        assert (
+            fetching.fetch_claim(fetch_id=entry.fetch_id).outcome == fetching.ClaimOutcome.SKIPPED
+        )
 
 
 def test_fetch_with_expired_lease_is_taken_over(settings, fetch_chart):
-    entry = services.entry_create(api_query=QUERY, ttl=3600)
+    entry = entry_create(api_query=QUERY, ttl=3600)
     with time_machine.travel(NOW, tick=False):
-        services.fetch_claim(fetch_id=entry.fetch_id)
+        fetching.fetch_claim(fetch_id=entry.fetch_id)
     with time_machine.travel(NOW.timestamp() + settings.FETCH_LEASE + 1, tick=False):
-        claim = services.fetch_claim(fetch_id=entry.fetch_id)
+        claim = fetching.fetch_claim(fetch_id=entry.fetch_id)
     assert claim.fetch is not None
     assert claim.fetch.attempts == 2
 
 
 def test_kentik_error_is_recorded_with_status_and_message(fetch_chart):
     fetch_chart.side_effect = kentik.KentikError(429, "Too many requests")
-    entry = services.entry_create(api_query=QUERY)
-    services.fetch_run(fetch_id=entry.fetch_id)
+    entry = entry_create(api_query=QUERY)
+    fetching.fetch_run(fetch_id=entry.fetch_id)
     fetch = Fetch.objects.get(pk=entry.fetch_id)
     assert (fetch.state, fetch.error_status, fetch.error_message) == (
         FetchState.FAILED,
@@ -179,50 +184,50 @@ def test_kentik_error_is_recorded_with_status_and_message(fetch_chart):
 
 def test_unexpected_error_fails_the_fetch_instead_of_crashing(fetch_chart):
     fetch_chart.side_effect = RuntimeError("boom")
-    entry = services.entry_create(api_query=QUERY)
-    services.fetch_run(fetch_id=entry.fetch_id)
+    entry = entry_create(api_query=QUERY)
+    fetching.fetch_run(fetch_id=entry.fetch_id)
     fetch = Fetch.objects.get(pk=entry.fetch_id)
     assert fetch.state == FetchState.FAILED
     assert fetch.error_status == 502
 
 
 def test_image_of_a_purged_fetch_is_dropped(fetch_chart):
-    entry = services.entry_create(api_query=QUERY)
+    entry = entry_create(api_query=QUERY)
 
     def purge_meanwhile(query_json: str) -> kentik.Chart:
         Fetch.objects.filter(pk=entry.fetch_id).delete()
         return kentik.Chart(media_type="image/png", data=PNG)
 
     fetch_chart.side_effect = purge_meanwhile
-    services.fetch_run(fetch_id=entry.fetch_id)
+    fetching.fetch_run(fetch_id=entry.fetch_id)
     _, files = default_storage.listdir(f"images/{entry.fetch.query_hash[:2]}")
     assert files == []
 
 
 def test_recover_enqueues_pending_and_abandoned_fetches(settings, fetch_chart):
-    pending = services.entry_create(api_query=QUERY, ttl=3600)
+    pending = entry_create(api_query=QUERY, ttl=3600)
     other = {**QUERY, "imageType": "svg"}
-    abandoned = services.entry_create(api_query=other, ttl=3600)
+    abandoned = entry_create(api_query=other, ttl=3600)
     with time_machine.travel(NOW, tick=False):
-        services.fetch_claim(fetch_id=abandoned.fetch_id)
+        fetching.fetch_claim(fetch_id=abandoned.fetch_id)
     with (
-        mock.patch.object(services, "fetch_enqueue", autospec=True) as enqueue,
+        mock.patch.object(queue, "fetch_enqueue", autospec=True) as enqueue,
         time_machine.travel(NOW.timestamp() + settings.FETCH_LEASE + 1, tick=False),
     ):
-        recovered = services.fetch_recover()
+        recovered = housekeeping.fetch_recover()
     assert sorted(recovered) == sorted([pending.fetch_id, abandoned.fetch_id])
     assert enqueue.call_count == 2
 
 
 def test_prune_removes_expired_entries_their_fetches_and_files(fetch_chart):
     with time_machine.travel(NOW, tick=False):
-        short = services.entry_create(api_query=QUERY, ttl=10)
-        services.fetch_run(fetch_id=short.fetch_id)
-        long = services.entry_create(api_query={**QUERY, "imageType": "pdf"}, ttl=1000)
-        services.fetch_run(fetch_id=long.fetch_id)
+        short = entry_create(api_query=QUERY, ttl=10)
+        fetching.fetch_run(fetch_id=short.fetch_id)
+        long = entry_create(api_query={**QUERY, "imageType": "pdf"}, ttl=1000)
+        fetching.fetch_run(fetch_id=long.fetch_id)
     short_file = Fetch.objects.get(pk=short.fetch_id).file_name
     with time_machine.travel(NOW.timestamp() + 11, tick=False):
-        result = services.cache_prune()
+        result = housekeeping.cache_prune()
     assert (result.entries, result.fetches, result.files, result.bytes_freed) == (1, 1, 1, len(PNG))
     assert list(Entry.objects.values_list("pk", flat=True)) == [long.id]
     assert not default_storage.exists(short_file)
@@ -231,65 +236,69 @@ def test_prune_removes_expired_entries_their_fetches_and_files(fetch_chart):
 
 def test_prune_keeps_a_shared_fetch_while_one_entry_lives(fetch_chart):
     with time_machine.travel(NOW, tick=False):
-        short = services.entry_create(api_query=QUERY, ttl=10)
-        services.entry_create(api_query=QUERY, ttl=1000)
-        services.fetch_run(fetch_id=short.fetch_id)
+        short = entry_create(api_query=QUERY, ttl=10)
+        entry_create(api_query=QUERY, ttl=1000)
+        fetching.fetch_run(fetch_id=short.fetch_id)
     with time_machine.travel(NOW.timestamp() + 11, tick=False):
-        result = services.cache_prune()
+        result = housekeeping.cache_prune()
     assert (result.entries, result.fetches) == (1, 0)
     assert Fetch.objects.get(pk=short.fetch_id).state == FetchState.READY
 
 
 def test_prune_dry_run_changes_nothing(fetch_chart):
     with time_machine.travel(NOW, tick=False):
-        entry = services.entry_create(api_query=QUERY, ttl=10)
-        services.fetch_run(fetch_id=entry.fetch_id)
+        entry = entry_create(api_query=QUERY, ttl=10)
+        fetching.fetch_run(fetch_id=entry.fetch_id)
     with time_machine.travel(NOW.timestamp() + 11, tick=False):
-        result = services.cache_prune(dry_run=True)
+        result = housekeeping.cache_prune(dry_run=True)
     assert (result.entries, result.files) == (1, 1)
     assert Entry.objects.count() == 1
     assert default_storage.exists(Fetch.objects.get().file_name)
 
 
 def test_fetch_of_a_dead_worker_on_this_host_is_taken_over_at_once(fetch_chart):
-    entry = services.entry_create(api_query=QUERY)
-    services.fetch_claim(fetch_id=entry.fetch_id)
+    entry = entry_create(api_query=QUERY)
+    fetching.fetch_claim(fetch_id=entry.fetch_id)
     dead = subprocess.Popen(["true"])
     dead.wait()
     Fetch.objects.filter(pk=entry.fetch_id).update(lease_owner=f"{leases.HOST}:{dead.pid}")
-    assert services.fetch_claim(fetch_id=entry.fetch_id).outcome == ClaimOutcome.CLAIMED
+    assert fetching.fetch_claim(fetch_id=entry.fetch_id).outcome == fetching.ClaimOutcome.CLAIMED
 
 
 def test_fetch_of_a_live_worker_on_another_host_waits_for_its_lease(fetch_chart):
-    entry = services.entry_create(api_query=QUERY)
-    services.fetch_claim(fetch_id=entry.fetch_id)
+    entry = entry_create(api_query=QUERY)
+    fetching.fetch_claim(fetch_id=entry.fetch_id)
     Fetch.objects.filter(pk=entry.fetch_id).update(lease_owner="elsewhere:1")
-    assert services.fetch_claim(fetch_id=entry.fetch_id).outcome == ClaimOutcome.SKIPPED
+    assert fetching.fetch_claim(fetch_id=entry.fetch_id).outcome == fetching.ClaimOutcome.SKIPPED
 
 
 def test_claims_stop_at_kentik_max_concurrency(settings, fetch_chart):
     settings.KENTIK_MAX_CONCURRENCY = 2
-    entries = [services.entry_create(api_query={**QUERY, "n": n}) for n in range(3)]
-    outcomes = [services.fetch_claim(fetch_id=e.fetch_id).outcome for e in entries]
-    assert outcomes == [ClaimOutcome.CLAIMED, ClaimOutcome.CLAIMED, ClaimOutcome.BUSY]
+    entries = [entry_create(api_query={**QUERY, "n": n}) for n in range(3)]
+    outcomes = [fetching.fetch_claim(fetch_id=e.fetch_id).outcome for e in entries]
+    assert outcomes == [
+        fetching.ClaimOutcome.CLAIMED,
+        fetching.ClaimOutcome.CLAIMED,
+        fetching.ClaimOutcome.BUSY,
+    ]
 
 
 def test_busy_fetch_waits_for_a_slot_then_stays_pending(settings, fetch_chart):
     settings.KENTIK_MAX_CONCURRENCY = 1
     settings.KENTIK_SLOT_WAIT = 0.3
-    holder = services.entry_create(api_query={**QUERY, "n": 1})
-    services.fetch_claim(fetch_id=holder.fetch_id)
-    waiting = services.entry_create(api_query={**QUERY, "n": 2})
-    services.fetch_run(fetch_id=waiting.fetch_id)
+    holder = entry_create(api_query={**QUERY, "n": 1})
+    fetching.fetch_claim(fetch_id=holder.fetch_id)
+    waiting = entry_create(api_query={**QUERY, "n": 2})
+    fetching.fetch_run(fetch_id=waiting.fetch_id)
     assert Fetch.objects.get(pk=waiting.fetch_id).state == FetchState.PENDING
     fetch_chart.assert_not_called()
 
 
 def test_fetch_claimed_too_often_is_failed_for_good(settings, fetch_chart):
     settings.FETCH_MAX_ATTEMPTS = 2
-    entry = services.entry_create(api_query=QUERY, ttl=3600)
+    entry = entry_create(api_query=QUERY, ttl=3600)
     Fetch.objects.filter(pk=entry.fetch_id).update(attempts=2)
-    services.fetch_run(fetch_id=entry.fetch_id)
+    fetching.fetch_run(fetch_id=entry.fetch_id)
     fetch = Fetch.objects.get(pk=entry.fetch_id)
     assert (fetch.state, fetch.error_status) == (FetchState.FAILED, 502)
     assert "Gave up after 2 attempts" in fetch.error_message
@@ -297,18 +306,18 @@ def test_fetch_claimed_too_often_is_failed_for_good(settings, fetch_chart):
 
 
 def test_poisoned_query_fails_instead_of_crashing(fetch_chart):
-    entry = services.entry_create(api_query=QUERY)
+    entry = entry_create(api_query=QUERY)
     Fetch.objects.filter(pk=entry.fetch_id).update(query_json="{not json")
     fetch_chart.side_effect = ValueError("Expecting property name")
-    services.fetch_run(fetch_id=entry.fetch_id)
+    fetching.fetch_run(fetch_id=entry.fetch_id)
     assert Fetch.objects.get(pk=entry.fetch_id).state == FetchState.FAILED
 
 
 @pytest.mark.django_db(transaction=True)
 def test_lease_is_renewed_while_kentik_renders(settings, fetch_chart):
     settings.FETCH_LEASE = 0.3
-    with mock.patch.object(services, "async_task", autospec=True):
-        entry = services.entry_create(api_query=QUERY)
+    with mock.patch.object(queue, "async_task", autospec=True):
+        entry = entry_create(api_query=QUERY)
     leases_seen = []
 
     def slow(query_json: str) -> kentik.Chart:
@@ -318,26 +327,26 @@ def test_lease_is_renewed_while_kentik_renders(settings, fetch_chart):
         return kentik.Chart(media_type="image/png", data=PNG)
 
     fetch_chart.side_effect = slow
-    services.fetch_run(fetch_id=entry.fetch_id)
+    fetching.fetch_run(fetch_id=entry.fetch_id)
     assert len(set(leases_seen)) >= 2
     assert Fetch.objects.get(pk=entry.fetch_id).state == FetchState.READY
 
 
 def test_reap_requeues_abandoned_and_lost_fetches_only(settings):
     with time_machine.travel(NOW, tick=False):
-        lost = services.entry_create(api_query={**QUERY, "n": 1}, ttl=3600)
-        fresh = services.entry_create(api_query={**QUERY, "n": 2}, ttl=3600)
-        held = services.entry_create(api_query={**QUERY, "n": 3}, ttl=3600)
-        dead = services.entry_create(api_query={**QUERY, "n": 4}, ttl=3600)
+        lost = entry_create(api_query={**QUERY, "n": 1}, ttl=3600)
+        fresh = entry_create(api_query={**QUERY, "n": 2}, ttl=3600)
+        held = entry_create(api_query={**QUERY, "n": 3}, ttl=3600)
+        dead = entry_create(api_query={**QUERY, "n": 4}, ttl=3600)
     Fetch.objects.filter(pk=lost.fetch_id).update(enqueued_at=NOW)
     later = NOW + timedelta(seconds=settings.Q_CLUSTER["retry"] + 1)
     Fetch.objects.filter(pk=fresh.fetch_id).update(enqueued_at=later)
     with time_machine.travel(later, tick=False):
-        services.fetch_claim(fetch_id=held.fetch_id)
-        services.fetch_claim(fetch_id=dead.fetch_id)
+        fetching.fetch_claim(fetch_id=held.fetch_id)
+        fetching.fetch_claim(fetch_id=dead.fetch_id)
         Fetch.objects.filter(pk=dead.fetch_id).update(lease_owner=f"{leases.HOST}:999999999")
-        with mock.patch.object(services, "async_task", autospec=True) as enqueue:
-            reaped = services.fetch_reap()
+        with mock.patch.object(queue, "async_task", autospec=True) as enqueue:
+            reaped = housekeeping.fetch_reap()
     assert sorted(reaped) == sorted([lost.fetch_id, dead.fetch_id])
     assert enqueue.call_count == 2
     assert Fetch.objects.get(pk=dead.fetch_id).state == FetchState.PENDING
@@ -346,16 +355,16 @@ def test_reap_requeues_abandoned_and_lost_fetches_only(settings):
 
 def test_read_is_recorded_at_most_once_per_interval(settings, fetch_chart):
     settings.READ_MARK_INTERVAL = 60
-    entry = services.entry_create(api_query=QUERY)
+    entry = entry_create(api_query=QUERY)
     with time_machine.travel(NOW, tick=False):
-        services.fetch_run(fetch_id=entry.fetch_id)
+        fetching.fetch_run(fetch_id=entry.fetch_id)
     fetch = Fetch.objects.get(pk=entry.fetch_id)
     with CaptureQueriesContext(connection) as queries:
         with time_machine.travel(NOW.timestamp() + 30, tick=False):
-            services.fetch_mark_read(fetch=fetch)
+            fetch_mark_read(fetch=fetch)
         assert len(queries) == 0
         with time_machine.travel(NOW.timestamp() + 61, tick=False):
-            services.fetch_mark_read(fetch=fetch)
+            fetch_mark_read(fetch=fetch)
         assert len(queries) == 1
     last_read_at = Fetch.objects.get(pk=entry.fetch_id).last_read_at
     assert last_read_at is not None
@@ -367,14 +376,14 @@ def test_eviction_removes_least_recently_read_images_below_90_percent(settings, 
     entries = []
     for n in range(4):
         with time_machine.travel(NOW.timestamp() + n, tick=False):
-            entry = services.entry_create(api_query={**QUERY, "n": n}, ttl=3600)
-            services.fetch_run(fetch_id=entry.fetch_id)
+            entry = entry_create(api_query={**QUERY, "n": n}, ttl=3600)
+            fetching.fetch_run(fetch_id=entry.fetch_id)
             entries.append(entry)
     # The oldest image is read again: it is now the most recent.
     Fetch.objects.filter(pk=entries[0].fetch_id).update(last_read_at=NOW + timedelta(seconds=10))
     files = {e.fetch_id: Fetch.objects.get(pk=e.fetch_id).file_name for e in entries}
     settings.CACHE_MAX_BYTES = 3 * len(PNG)
-    result = services.cache_evict()
+    result = housekeeping.cache_evict()
     # 4 images over a bound of 3: down to 90% of it, i.e. 2 images.
     assert result.fetches == 2
     kept = set(Fetch.objects.values_list("pk", flat=True))
@@ -385,11 +394,11 @@ def test_eviction_removes_least_recently_read_images_below_90_percent(settings, 
 
 
 def test_eviction_never_touches_pending_fetches(settings, fetch_chart):
-    entry = services.entry_create(api_query=QUERY)
-    services.fetch_run(fetch_id=entry.fetch_id)
-    pending = services.entry_create(api_query={**QUERY, "n": 1})
+    entry = entry_create(api_query=QUERY)
+    fetching.fetch_run(fetch_id=entry.fetch_id)
+    pending = entry_create(api_query={**QUERY, "n": 1})
     settings.CACHE_MAX_BYTES = 1
-    services.cache_evict()
+    housekeeping.cache_evict()
     assert list(Fetch.objects.values_list("pk", flat=True)) == [pending.fetch_id]
 
 
@@ -404,17 +413,17 @@ def test_prune_removes_stray_temp_and_orphan_files_once_old(settings):
     old = time.time() - settings.STRAY_FILE_AGE - 10
     for path in (old_temp, old_orphan):
         os.utime(path, (old, old))
-    result = services.cache_prune()
+    result = housekeeping.cache_prune()
     assert (result.files, result.bytes_freed) == (2, 10)
     assert sorted(p.name for p in directory.iterdir()) == ["young.png"]
 
 
 def test_eviction_makes_room_for_an_incoming_image_first(settings, fetch_chart):
     for n in range(3):
-        entry = services.entry_create(api_query={**QUERY, "n": n}, ttl=3600)
-        services.fetch_run(fetch_id=entry.fetch_id)
+        entry = entry_create(api_query={**QUERY, "n": n}, ttl=3600)
+        fetching.fetch_run(fetch_id=entry.fetch_id)
     settings.CACHE_MAX_BYTES = 3 * len(PNG)
-    assert services.cache_evict().fetches == 0
+    assert housekeeping.cache_evict().fetches == 0
     # 3 stored + 1 incoming is over the bound: down to 90% of it, counting the new one.
-    assert services.cache_evict(incoming=len(PNG)).fetches == 2
+    assert housekeeping.cache_evict(incoming=len(PNG)).fetches == 2
     assert Fetch.objects.count() == 1

@@ -11,10 +11,12 @@ import pytest
 import time_machine
 from django.core.files.storage import default_storage
 
-from imagecache import kentik, selectors, services
+from imagecache import kentik, selectors
 from imagecache.errors import EntryNotFound
 from imagecache.ids import entry_id_parts
 from imagecache.models import Entry, Fetch, FetchState
+from imagecache.services import fetching, housekeeping, operators, queue
+from imagecache.services.entries import entry_create
 from tests.conftest import PNG, QUERY
 
 pytestmark = pytest.mark.django_db
@@ -25,8 +27,8 @@ OTHER: dict[str, Any] = {**QUERY, "imageType": "svg"}
 
 def ready_entry(api_query: dict[str, Any] = QUERY, ttl: int = 600) -> Entry:
     """An entry whose image is stored (Kentik patched by `fetch_chart`)."""
-    entry = services.entry_create(api_query=api_query, ttl=ttl)
-    services.fetch_run(fetch_id=entry.fetch_id)
+    entry = entry_create(api_query=api_query, ttl=ttl)
+    fetching.fetch_run(fetch_id=entry.fetch_id)
     return Entry.objects.select_related("fetch").get(pk=entry.pk)
 
 
@@ -37,8 +39,8 @@ def test_purge_deletes_entry_fetch_and_file(fetch_chart, django_capture_on_commi
     entry = ready_entry()
     file_name = entry.fetch.file_name
     with django_capture_on_commit_callbacks(execute=True):
-        result = services.entry_purge(entry_ids=[entry.pk])
-    assert result == services.PurgeResult(entries=1, fetches=1, files=1, bytes_freed=len(PNG))
+        result = operators.entry_purge(entry_ids=[entry.pk])
+    assert result == housekeeping.RemovalResult(entries=1, fetches=1, files=1, bytes_freed=len(PNG))
     assert not Entry.objects.exists()
     assert not Fetch.objects.exists()
     assert not default_storage.exists(file_name)
@@ -46,26 +48,26 @@ def test_purge_deletes_entry_fetch_and_file(fetch_chart, django_capture_on_commi
 
 def test_purge_keeps_a_fetch_another_entry_uses(fetch_chart, django_capture_on_commit_callbacks):
     entry = ready_entry()
-    sibling = services.entry_create(api_query=QUERY, ttl=900)  # reuses the ready fetch
+    sibling = entry_create(api_query=QUERY, ttl=900)  # reuses the ready fetch
     assert sibling.fetch_id == entry.fetch_id
     with django_capture_on_commit_callbacks(execute=True):
-        result = services.entry_purge(entry_ids=[entry.pk])
-    assert result == services.PurgeResult(entries=1)
+        result = operators.entry_purge(entry_ids=[entry.pk])
+    assert result == housekeeping.RemovalResult(entries=1)
     assert list(Entry.objects.values_list("pk", flat=True)) == [sibling.pk]
     assert default_storage.exists(entry.fetch.file_name)
 
 
 def test_purge_of_every_sharer_deletes_the_fetch(fetch_chart, django_capture_on_commit_callbacks):
     entry = ready_entry()
-    sibling = services.entry_create(api_query=QUERY, ttl=900)
+    sibling = entry_create(api_query=QUERY, ttl=900)
     with django_capture_on_commit_callbacks(execute=True):
-        result = services.entry_purge(entry_ids=[entry.pk, sibling.pk])
+        result = operators.entry_purge(entry_ids=[entry.pk, sibling.pk])
     assert (result.entries, result.fetches, result.files) == (2, 1, 1)
     assert not default_storage.exists(entry.fetch.file_name)
 
 
 def test_purge_of_unknown_ids_does_nothing():
-    assert services.entry_purge(entry_ids=["nope"]) == services.PurgeResult()
+    assert operators.entry_purge(entry_ids=["nope"]) == housekeeping.RemovalResult()
 
 
 def test_files_are_deleted_only_once_the_purge_commits(
@@ -73,7 +75,7 @@ def test_files_are_deleted_only_once_the_purge_commits(
 ):
     entry = ready_entry()
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        services.entry_purge(entry_ids=[entry.pk])
+        operators.entry_purge(entry_ids=[entry.pk])
     assert default_storage.exists(entry.fetch.file_name)
     for callback in callbacks:
         callback()
@@ -81,10 +83,10 @@ def test_files_are_deleted_only_once_the_purge_commits(
 
 
 def test_purged_fetch_in_flight_stores_nothing(fetch_chart, django_capture_on_commit_callbacks):
-    entry = services.entry_create(api_query=QUERY)
+    entry = entry_create(api_query=QUERY)
     with django_capture_on_commit_callbacks(execute=True):
-        services.entry_purge(entry_ids=[entry.pk])
-    services.fetch_run(fetch_id=entry.fetch_id)
+        operators.entry_purge(entry_ids=[entry.pk])
+    fetching.fetch_run(fetch_id=entry.fetch_id)
     fetch_chart.assert_not_called()
     assert not Fetch.objects.exists()
 
@@ -100,8 +102,8 @@ def test_refetch_points_the_entry_at_a_new_fetch_and_fetches_it(
     fetch_chart.return_value = kentik.Chart(media_type="image/png", data=PNG + b"new")
     # django-q2 runs tasks synchronously in tests: committing runs the fetch.
     with django_capture_on_commit_callbacks(execute=True):
-        result = services.entry_refetch(entry_ids=[entry.pk])
-    assert result == services.RefetchResult(entries=1, fetches_created=1, fetches_deleted=1)
+        result = operators.entry_refetch(entry_ids=[entry.pk])
+    assert result == operators.RefetchResult(entries=1, fetches_created=1, fetches_deleted=1)
     entry.refresh_from_db()
     assert entry.fetch_id != old.pk
     assert entry.fetch.state == FetchState.READY
@@ -114,9 +116,9 @@ def test_refetch_points_the_entry_at_a_new_fetch_and_fetches_it(
 
 def test_refetch_enqueues_only_after_commit(fetch_chart, django_capture_on_commit_callbacks):
     entry = ready_entry()
-    with mock.patch.object(services, "async_task", autospec=True) as enqueue:
+    with mock.patch.object(queue, "async_task", autospec=True) as enqueue:
         with django_capture_on_commit_callbacks(execute=False) as callbacks:
-            services.entry_refetch(entry_ids=[entry.pk])
+            operators.entry_refetch(entry_ids=[entry.pk])
         enqueue.assert_not_called()
         for callback in callbacks:
             callback()
@@ -131,9 +133,9 @@ def test_refetch_of_entries_of_one_query_makes_one_fetch(
     fetch_chart, django_capture_on_commit_callbacks
 ):
     entry = ready_entry()
-    sibling = services.entry_create(api_query=QUERY, ttl=900)
+    sibling = entry_create(api_query=QUERY, ttl=900)
     with django_capture_on_commit_callbacks(execute=False):
-        result = services.entry_refetch(entry_ids=[entry.pk, sibling.pk])
+        result = operators.entry_refetch(entry_ids=[entry.pk, sibling.pk])
     assert (result.entries, result.fetches_created, result.fetches_deleted) == (2, 1, 1)
     fetch_ids = set(Entry.objects.values_list("fetch_id", flat=True))
     assert len(fetch_ids) == 1
@@ -145,12 +147,12 @@ def test_refetch_joins_the_fetch_already_in_flight(
 ):
     settings.REUSE_MAX_AGE = 0
     entry = ready_entry()
-    in_flight = services.entry_create(api_query=QUERY, ttl=900).fetch
+    in_flight = entry_create(api_query=QUERY, ttl=900).fetch
     assert in_flight.state == FetchState.PENDING
-    with mock.patch.object(services, "async_task", autospec=True) as enqueue:
+    with mock.patch.object(queue, "async_task", autospec=True) as enqueue:
         with django_capture_on_commit_callbacks(execute=True):
-            result = services.entry_refetch(entry_ids=[entry.pk])
-    assert result == services.RefetchResult(entries=1, fetches_joined=1, fetches_deleted=1)
+            result = operators.entry_refetch(entry_ids=[entry.pk])
+    assert result == operators.RefetchResult(entries=1, fetches_joined=1, fetches_deleted=1)
     entry.refresh_from_db()
     assert entry.fetch_id == in_flight.pk
     # A pending fetch that was joined is enqueued again: its task may be lost.
@@ -162,9 +164,9 @@ def test_refetch_keeps_an_old_fetch_other_entries_use(
     fetch_chart, django_capture_on_commit_callbacks
 ):
     entry = ready_entry()
-    sibling = services.entry_create(api_query=QUERY, ttl=900)
+    sibling = entry_create(api_query=QUERY, ttl=900)
     with django_capture_on_commit_callbacks(execute=False):
-        result = services.entry_refetch(entry_ids=[entry.pk])
+        result = operators.entry_refetch(entry_ids=[entry.pk])
     assert result.fetches_deleted == 0
     sibling.refresh_from_db()
     assert sibling.fetch.state == FetchState.READY
@@ -176,8 +178,8 @@ def test_refetch_skips_expired_entries(fetch_chart, django_capture_on_commit_cal
         entry = ready_entry(ttl=60)
     with time_machine.travel(NOW + timedelta(seconds=61), tick=False):
         with django_capture_on_commit_callbacks(execute=True):
-            result = services.entry_refetch(entry_ids=[entry.pk])
-    assert result == services.RefetchResult(expired=1)
+            result = operators.entry_refetch(entry_ids=[entry.pk])
+    assert result == operators.RefetchResult(expired=1)
     assert Fetch.objects.count() == 1
     assert fetch_chart.call_count == 1
 
@@ -188,7 +190,7 @@ def test_refetch_skips_expired_entries(fetch_chart, django_capture_on_commit_cal
 @time_machine.travel(NOW, tick=False)
 def test_extend_moves_the_expiry_and_keeps_the_id(fetch_chart):
     entry = ready_entry(ttl=60)
-    assert services.entry_extend(entry_ids=[entry.pk], seconds=3600) == 1
+    assert operators.entry_extend(entry_ids=[entry.pk], seconds=3600) == 1
     extended = Entry.objects.get(pk=entry.pk)
     assert extended.expires_at == entry.expires_at + timedelta(seconds=3600)
     # The number in the id is the expiry the client was first given.
@@ -198,23 +200,23 @@ def test_extend_moves_the_expiry_and_keeps_the_id(fetch_chart):
 def test_extended_entry_is_served_past_its_first_expiry(fetch_chart):
     with time_machine.travel(NOW, tick=False):
         entry = ready_entry(ttl=60)
-        services.entry_extend(entry_ids=[entry.pk], seconds=600)
+        operators.entry_extend(entry_ids=[entry.pk], seconds=600)
     with time_machine.travel(NOW + timedelta(seconds=120), tick=False):
         assert selectors.entry_get(entry_id=entry.pk).pk == entry.pk
-        assert services.cache_prune().entries == 0
+        assert housekeeping.cache_prune().entries == 0
 
 
 def test_extend_skips_expired_entries(fetch_chart):
     with time_machine.travel(NOW, tick=False):
         entry = ready_entry(ttl=60)
     with time_machine.travel(NOW + timedelta(seconds=61), tick=False):
-        assert services.entry_extend(entry_ids=[entry.pk], seconds=600) == 0
+        assert operators.entry_extend(entry_ids=[entry.pk], seconds=600) == 0
     assert Entry.objects.get(pk=entry.pk).expires_at == entry.expires_at
 
 
 def test_extend_refuses_a_non_positive_amount():
     with pytest.raises(ValueError):
-        services.entry_extend(entry_ids=[], seconds=0)
+        operators.entry_extend(entry_ids=[], seconds=0)
 
 
 # --- selectors ----------------------------------------------------------------------
@@ -225,7 +227,7 @@ def test_cache_stats_counts_states_bytes_and_recent_calls(fetch_chart):
         ready_entry()
         fetch_chart.side_effect = kentik.KentikError(400, "bad query")
         ready_entry(OTHER)
-        services.entry_create(api_query={**QUERY, "imageType": "jpg"}, ttl=30)
+        entry_create(api_query={**QUERY, "imageType": "jpg"}, ttl=30)
     with time_machine.travel(NOW + timedelta(seconds=60), tick=False):
         stats = selectors.cache_stats()
     assert stats.entries_by_state == {"pending": 0, "fetching": 0, "ready": 1, "failed": 1}
@@ -257,7 +259,7 @@ def test_fetch_image_open_gives_the_file_and_its_type(fetch_chart):
 
 
 def test_fetch_image_open_of_a_missing_file_or_pending_fetch_raises():
-    pending = services.entry_create(api_query=QUERY)
+    pending = entry_create(api_query=QUERY)
     with pytest.raises(EntryNotFound):
         selectors.fetch_image_open(fetch_id=pending.fetch_id)
     Fetch.objects.filter(pk=pending.fetch_id).update(

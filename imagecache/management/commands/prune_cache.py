@@ -3,7 +3,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from django.template.defaultfilters import filesizeformat
 
-from imagecache import services
+from imagecache.services import housekeeping
 
 
 class Command(BaseCommand):
@@ -13,7 +13,9 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="Only say what would go.")
 
     def handle(self, *args: Any, dry_run: bool, **options: Any) -> None:
-        result = services.cache_prune(dry_run=dry_run) + services.cache_evict(dry_run=dry_run)
+        result = housekeeping.cache_prune(dry_run=dry_run) + housekeeping.cache_evict(
+            dry_run=dry_run
+        )
         verb = "Would prune" if dry_run else "Pruned"
         self.stdout.write(
             f"{verb} {result.entries} entries, {result.fetches} fetches, {result.files} files, "

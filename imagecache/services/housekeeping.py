@@ -1,0 +1,227 @@
+"""Housekeeping: expired entries pruned, images evicted past CACHE_MAX_BYTES,
+files no row needs removed, and fetches nobody works on enqueued again.
+
+Run by the maintenance schedule (`imagecache.tasks.maintain_cache`), the
+`prune_cache` and `recover_pending` commands, and the waiters of the web
+processes (which reap the fetches they wait on).
+"""
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.db.models import F, Q, Sum
+from django.utils import timezone
+
+from imagecache import leases, links
+from imagecache.models import Entry, Fetch, FetchState
+from imagecache.services import queue
+
+# The name the service's log lines have always carried.
+logger = logging.getLogger("imagecache.services")
+
+# Removed fetches: (pk, file name, size), as their rows said.
+FetchRows = Iterable[tuple[int, str, int | None]]
+# Files to delete: (storage name, size).
+Files = list[tuple[str, int]]
+
+
+@dataclass(frozen=True)
+class RemovalResult:
+    """What a prune, an eviction or a purge removed."""
+
+    entries: int = 0
+    fetches: int = 0
+    files: int = 0
+    bytes_freed: int = 0
+
+    def __add__(self, other: "RemovalResult") -> "RemovalResult":
+        return RemovalResult(
+            self.entries + other.entries,
+            self.fetches + other.fetches,
+            self.files + other.files,
+            self.bytes_freed + other.bytes_freed,
+        )
+
+    @classmethod
+    def of(cls, *, entries: int, fetches: int, files: Files) -> "RemovalResult":
+        return cls(entries, fetches, len(files), sum(size for _, size in files))
+
+
+def fetch_files(fetches: FetchRows) -> Files:
+    """The image files of removed fetches (those that had one)."""
+    return [(name, size or 0) for _, name, size in fetches if name]
+
+
+def files_delete(files: Files) -> None:
+    for name, _ in files:
+        default_storage.delete(name)
+
+
+def fetches_delete_unused(*, fetch_ids: set[int]) -> list[tuple[int, str, int | None]]:
+    """Delete those of the fetches that no entry uses; their (pk, file, size).
+
+    The delete applies the condition again, so a fetch that a new entry took
+    up meanwhile is kept (the same rule as `cache_prune`).
+    """
+    unused = Fetch.objects.filter(pk__in=fetch_ids, entries__isnull=True)
+    doomed = list(unused.values_list("pk", "file_name", "size"))
+    unused.filter(pk__in=[pk for pk, _, _ in doomed]).delete()
+    return doomed
+
+
+def fetch_reap(*, fetch_ids: list[int] | None = None) -> list[int]:
+    """Enqueue again the fetches nobody is working on.
+
+    That is every pending fetch whose task was enqueued longer ago than the
+    broker takes to hand a task out again (a broker may lose a task whose
+    worker died), and every fetching one whose worker died (lease run out, or
+    its process gone from this host). `fetch_ids` limits the look to those.
+    """
+    now = timezone.now()
+    stale_enqueue = now - timedelta(seconds=settings.Q_CLUSTER["retry"])
+    candidates = Fetch.objects.filter(
+        Q(state=FetchState.PENDING, enqueued_at__isnull=True)
+        | Q(state=FetchState.PENDING, enqueued_at__lt=stale_enqueue)
+        | Q(state=FetchState.FETCHING)
+    )
+    if fetch_ids is not None:
+        candidates = candidates.filter(pk__in=fetch_ids)
+    reaped = []
+    for fetch in candidates.only("pk", "state", "lease_owner", "lease_until", "attempts"):
+        if fetch.state == FetchState.FETCHING:
+            if not leases.abandoned(fetch.lease_owner, fetch.lease_until, now):
+                continue
+            # Back to pending, so that the next reap does not enqueue it again.
+            if not Fetch.objects.filter(
+                pk=fetch.pk, state=FetchState.FETCHING, attempts=fetch.attempts
+            ).update(state=FetchState.PENDING, lease_until=None, lease_owner=""):
+                continue
+            logger.warning(
+                "fetch %s: its worker %s is gone, taken over", fetch.pk, fetch.lease_owner
+            )
+        queue.fetch_enqueue(fetch_id=fetch.pk)
+        reaped.append(fetch.pk)
+    return reaped
+
+
+def fetch_recover() -> list[int]:
+    """At start-up: enqueue every pending fetch, and every one whose worker died.
+
+    Pending ones are enqueued even if their task may still be queued: a
+    broker without persistence lost it, and a duplicate task is a no-op.
+    """
+    reaped = fetch_reap()
+    pending = Fetch.objects.filter(state=FetchState.PENDING).exclude(pk__in=reaped)
+    others = list(pending.values_list("pk", flat=True))
+    for fetch_id in others:
+        queue.fetch_enqueue(fetch_id=fetch_id)
+    return reaped + others
+
+
+def cache_prune(*, dry_run: bool = False) -> RemovalResult:
+    """Remove expired entries, the fetches no live entry uses, their files,
+    and files no row needs (temp files and images left by a crash)."""
+    now = timezone.now()
+    with transaction.atomic():
+        expired = Entry.objects.filter(expires_at__lte=now)
+        # The condition is applied again by the delete itself, so a fetch that
+        # a new entry took up meanwhile is kept.
+        orphans = Fetch.objects.exclude(entries__expires_at__gt=now)
+        entry_count = expired.count()
+        doomed = list(orphans.values_list("pk", "file_name", "size"))
+        if not dry_run:
+            expired.delete()
+            orphans.filter(pk__in=[pk for pk, _, _ in doomed]).delete()
+    files = fetch_files(doomed)
+    if not dry_run:
+        files_delete(files)
+    # Once the pruned fetches' files are gone, which would be strays now.
+    strays = _stray_files(now=now)
+    if not dry_run:
+        files_delete(strays)
+        _stray_links_remove()
+    files += strays
+    return RemovalResult.of(entries=entry_count, fetches=len(doomed), files=files)
+
+
+def _stray_files(*, now: datetime) -> Files:
+    """Files under images/ that no fetch names, old enough not to be a fetch
+    about to be marked ready."""
+    known = set(Fetch.objects.exclude(file_name="").values_list("file_name", flat=True))
+    cutoff = now - timedelta(seconds=settings.STRAY_FILE_AGE)
+    strays = []
+    for name in _storage_walk("images"):
+        if name in known:
+            continue
+        try:
+            if default_storage.get_modified_time(name) > cutoff:
+                continue
+            strays.append((name, default_storage.size(name)))
+        except FileNotFoundError:
+            continue
+    return strays
+
+
+def _stray_links_remove() -> None:
+    """Fast-path links of entries that are gone (removed behind Django's back)
+    and temp links a crash left."""
+    if not links.enabled():
+        return
+    directory = links.directory()
+    if not directory.is_dir():
+        return
+    names = [p.name for p in directory.iterdir()]
+    temps = [name for name in names if name.startswith(".")]
+    ids = [name for name in names if not name.startswith(".")]
+    live: set[str] = set()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        live |= set(Entry.objects.filter(pk__in=chunk).values_list("pk", flat=True))
+    links.entries_unlink(entry_ids=[*temps, *(set(ids) - live)])
+
+
+def _storage_walk(directory: str) -> Iterator[str]:
+    try:
+        directories, files = default_storage.listdir(directory)
+    except FileNotFoundError:
+        return
+    for file_name in files:
+        yield f"{directory}/{file_name}"
+    for sub in directories:
+        yield from _storage_walk(f"{directory}/{sub}")
+
+
+def cache_evict(*, incoming: int = 0, dry_run: bool = False) -> RemovalResult:
+    """Past CACHE_MAX_BYTES (counting an `incoming` image about to be stored),
+    remove the least recently read ready images, and their entries, until the
+    total is under 90% of it. Pending fetches stay."""
+    limit = settings.CACHE_MAX_BYTES
+    if not limit:
+        return RemovalResult()
+    ready = Fetch.objects.filter(state=FetchState.READY)
+    total = ready.aggregate(total=Sum("size"))["total"] or 0
+    if total + incoming <= limit:
+        return RemovalResult()
+    target = int(limit * 0.9) - incoming
+    victims: list[tuple[int, str, int | None]] = []
+    oldest_first = ready.order_by(F("last_read_at").asc(nulls_first=True), "finished_at")
+    for pk, name, size in oldest_first.values_list("pk", "file_name", "size").iterator():
+        if total <= target:
+            break
+        victims.append((pk, name, size))
+        total -= size or 0
+    entries = Entry.objects.filter(fetch__in=[pk for pk, _, _ in victims]).count()
+    if not dry_run:
+        Fetch.objects.filter(pk__in=[pk for pk, _, _ in victims], state=FetchState.READY).delete()
+    files = fetch_files(victims)
+    if not dry_run:
+        files_delete(files)
+    logger.info(
+        "evicted %d images, %d bytes", len(victims), sum(size or 0 for _, _, size in victims)
+    )
+    return RemovalResult.of(entries=entries, fetches=len(victims), files=files)
