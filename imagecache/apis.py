@@ -35,6 +35,7 @@ from imagecache.parsers import AnyTypeJSONParser
 from imagecache.runner import SIMULATOR_EMAIL
 from imagecache.serializers import JSONObjectField, StrictIntegerField
 from imagecache.services import entries
+from imagecache.waiting import ready
 
 
 class RequestCreateApi(APIView):
@@ -74,7 +75,7 @@ class ImageGetApi(APIView):
         # A plain dict, so that an empty `wait=` is refused rather than ignored.
         filters = self.FilterSerializer(data=request.query_params.dict())
         filters.is_valid(raise_exception=True)
-        entry = selectors.entry_get_ready(entry_id=entry_id, **filters.validated_data)
+        entry = ready.entry_get_ready(entry_id=entry_id, **filters.validated_data)
         headers = _caching_headers(entry)
         response: HttpResponseBase
         if _not_modified(request, headers):

@@ -1,25 +1,20 @@
-"""Reads: what the API answers, taken from the database alone."""
+"""Reads: what the API and the admin show, taken from the database alone.
 
-import math
+Nothing here blocks or writes: the wait for a pending image is
+`imagecache.waiting.ready`."""
+
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
-from django.db import connection
 from django.db.models import Count, Min, Q, Sum
 from django.utils import timezone
 
-from imagecache import waiting
-from imagecache.errors import EntryNotFound, FetchFailed, FetchPending, FetchStillPending
+from imagecache.errors import EntryNotFound
 from imagecache.ids import ENTRY_ID_RE
 from imagecache.models import IN_FLIGHT, Entry, Fetch, FetchState
-
-# The Retry-After of a 202 to a client that asked not to wait: it polls, and
-# most charts take Kentik a few seconds.
-POLL_RETRY_AFTER = 1
 
 
 def entry_get(*, entry_id: str) -> Entry:
@@ -30,36 +25,6 @@ def entry_get(*, entry_id: str) -> Entry:
     if entry is None or entry.expires_at <= timezone.now():
         raise EntryNotFound()
     return entry
-
-
-def entry_get_ready(*, entry_id: str, wait: float | None = None) -> Entry:
-    """The entry once its image is ready.
-
-    `wait` caps how long a pending image is waited for: ENTRY_WAIT_TIMEOUT when
-    None, never more. `wait=0` never blocks: a pending image raises
-    FetchStillPending (202) at once. Otherwise raises FetchPending when the
-    wait ran out, FetchFailed with Kentik's status, EntryNotFound when the
-    entry is gone or expired meanwhile.
-    """
-    entry = entry_get(entry_id=entry_id)
-    if wait == 0 and entry.fetch.state in IN_FLIGHT:
-        raise FetchStillPending(
-            entry_id=entry.pk, state=str(entry.fetch.state), retry_after=POLL_RETRY_AFTER
-        )
-    timeout = (
-        settings.ENTRY_WAIT_TIMEOUT if wait is None else min(wait, settings.ENTRY_WAIT_TIMEOUT)
-    )
-    if entry.fetch.state in IN_FLIGHT and timeout > 0:
-        # A long wait must not hold a database connection.
-        connection.close()
-        waiting.waiter.wait(entry.fetch_id, timeout)
-        entry = entry_get(entry_id=entry_id)
-    fetch = entry.fetch
-    if fetch.state == FetchState.READY:
-        return entry
-    if fetch.state == FetchState.FAILED:
-        raise FetchFailed(fetch.error_status or 502, fetch.error_message)
-    raise FetchPending(retry_after=max(1, math.ceil(settings.KENTIK_API_TIMEOUT / 4)))
 
 
 def cache_info(*, limit: int) -> dict[str, Any]:

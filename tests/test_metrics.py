@@ -23,7 +23,7 @@ from imagecache import examples
 from imagecache.models import Entry, Fetch
 from imagecache.runner import METRICS_DIR, METRICS_DIR_PREPARED, metrics_dir_prepare
 from imagecache.simulator import KentikSimulator
-from imagecache.waiter import FetchWaiter
+from imagecache.waiting.waiter import FetchWaiter
 from tests.prometheus import Samples, parse, value
 
 

@@ -1,7 +1,7 @@
 import threading
 import time
 
-from imagecache.waiter import FetchWaiter
+from imagecache.waiting.waiter import FetchWaiter
 
 
 class Board:
