@@ -72,7 +72,7 @@ _metrics_dir_made: Path | None = None
 
 def on_starting(server: Any) -> None:
     global _metrics_dir_made
-    from imagecache.runner import metrics_dir_prepare
+    from imagecache.ops.supervisor import metrics_dir_prepare
 
     _metrics_dir_made = metrics_dir_prepare(os.environ)
 

@@ -27,12 +27,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from imagecache import metrics, openapi, selectors
+from imagecache import openapi, selectors
 from imagecache.errors import EntryNotFound
 from imagecache.media import EXTENSIONS
 from imagecache.models import Entry, Fetch
+from imagecache.ops import metrics
+from imagecache.ops.supervisor import SIMULATOR_EMAIL
 from imagecache.parsers import AnyTypeJSONParser
-from imagecache.runner import SIMULATOR_EMAIL
 from imagecache.serializers import JSONObjectField, StrictIntegerField
 from imagecache.services import entries
 from imagecache.waiting import ready

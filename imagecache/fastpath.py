@@ -25,9 +25,10 @@ from typing import Any
 from django.conf import settings
 from django.utils.http import http_date
 
-from imagecache import links, metrics
+from imagecache import links
 from imagecache.ids import ENTRY_ID_PATTERN
 from imagecache.media import BY_EXTENSION
+from imagecache.ops import metrics
 from imagecache.services import entries
 
 logger = logging.getLogger("imagecache.requests")

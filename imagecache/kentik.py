@@ -31,8 +31,8 @@ from urllib3 import exceptions as urllib3_exceptions
 from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
-from imagecache.log import redact
 from imagecache.media import MEDIA_TYPES
+from imagecache.ops.log import redact
 
 logger = logging.getLogger(__name__)
 

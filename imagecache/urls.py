@@ -1,7 +1,8 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from imagecache import apis, health
+from imagecache import apis
+from imagecache.ops import health
 
 urlpatterns = [
     path("", apis.index, name="index"),

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from imagecache import kentik
-from imagecache.log import JSONFormatter, RedactSecrets
+from imagecache.ops.log import JSONFormatter, RedactSecrets
 from imagecache.services import fetching
 from imagecache.services.entries import entry_create
 from tests.conftest import QUERY

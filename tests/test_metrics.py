@@ -21,7 +21,7 @@ from prometheus_client import REGISTRY
 
 from imagecache import examples
 from imagecache.models import Entry, Fetch
-from imagecache.runner import METRICS_DIR, METRICS_DIR_PREPARED, metrics_dir_prepare
+from imagecache.ops.supervisor import METRICS_DIR, METRICS_DIR_PREPARED, metrics_dir_prepare
 from imagecache.simulator import KentikSimulator
 from imagecache.waiting.waiter import FetchWaiter
 from tests.prometheus import Samples, parse, value

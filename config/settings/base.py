@@ -78,7 +78,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     # Outermost: a log line and a count for every request, timed end to end.
-    "imagecache.log.RequestLogMiddleware",
+    "imagecache.ops.log.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -385,10 +385,10 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"},
-        "json": {"()": "imagecache.log.JSONFormatter"},
+        "json": {"()": "imagecache.ops.log.JSONFormatter"},
     },
     # On the handler, so that no record of any logger leaves with a credential.
-    "filters": {"redact_secrets": {"()": "imagecache.log.RedactSecrets"}},
+    "filters": {"redact_secrets": {"()": "imagecache.ops.log.RedactSecrets"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",

@@ -12,10 +12,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from imagecache import links, metrics
+from imagecache import links
 from imagecache.hashing import query_hash
 from imagecache.ids import entry_id_make
 from imagecache.models import IN_FLIGHT, Entry, Fetch, FetchState
+from imagecache.ops import metrics
 from imagecache.services import queue
 
 # The name the service's log lines have always carried.

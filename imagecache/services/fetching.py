@@ -20,9 +20,10 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
-from imagecache import kentik, leases, links, metrics, notify
+from imagecache import kentik, leases, links, notify
 from imagecache.media import EXTENSIONS
 from imagecache.models import IN_FLIGHT, KENTIK_LOCK, Entry, Fetch, FetchState, Lock
+from imagecache.ops import metrics
 from imagecache.services import housekeeping
 
 # The name the service's log lines have always carried.

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from imagecache import metrics
+from imagecache.ops import metrics
 
 logger = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
-from imagecache import metrics
-from imagecache.runner import METRICS_DIR, Runner, child_env
+from imagecache.ops import metrics
+from imagecache.ops.supervisor import METRICS_DIR, Runner, child_env
 
 QCLUSTER = [sys.executable, "manage.py", "qcluster"]
 

@@ -16,7 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 
-from imagecache import metrics
+from imagecache.ops import metrics
 
 logger = logging.getLogger("imagecache.requests")
 

@@ -27,7 +27,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from imagecache import log, metrics
+from imagecache.ops import log, metrics
 
 # How long a cluster's report lives: django-q2 saves it every guard cycle
 # (0.5 s) with this expiry (django_q.status.Stat.save).
