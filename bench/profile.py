@@ -25,7 +25,7 @@ from bench.run import IMAGE_QUERY, fill_info, service_pids, wrk, wrk_post_script
 from bench.waiters import waiters  # noqa: E402
 from imagecache.examples import chart_query  # noqa: E402
 from imagecache.hashing import query_hash  # noqa: E402
-from imagecache.simulator import KentikSimulator  # noqa: E402
+from imagecache.simulator.server import KentikSimulator  # noqa: E402
 from tests.e2e.conftest import EMAIL, TOKEN  # noqa: E402
 from tests.e2e.service import Service  # noqa: E402
 

@@ -46,7 +46,8 @@ sys.path.insert(0, str(ROOT))
 from bench.waiters import added_latency, waiters  # noqa: E402
 from imagecache.examples import chart_query  # noqa: E402
 from imagecache.hashing import query_hash  # noqa: E402
-from imagecache.simulator import KentikSimulator, render_chart  # noqa: E402
+from imagecache.simulator.render import render_chart  # noqa: E402
+from imagecache.simulator.server import KentikSimulator  # noqa: E402
 from tests.e2e.conftest import EMAIL, TOKEN  # noqa: E402
 from tests.e2e.service import Service, free_port  # noqa: E402
 

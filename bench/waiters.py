@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from imagecache.hashing import query_hash  # noqa: E402
-from imagecache.simulator import KentikSimulator  # noqa: E402
+from imagecache.simulator.server import KentikSimulator  # noqa: E402
 from tests.e2e.conftest import EMAIL, TOKEN, unique_query  # noqa: E402
 from tests.e2e.service import Service  # noqa: E402
 

@@ -7,7 +7,7 @@ import pytest
 from django.conf import settings
 
 from imagecache import kentik
-from imagecache.simulator import KentikSimulator
+from imagecache.simulator.server import KentikSimulator
 
 # The credentials of end-to-end services and their simulator.
 E2E_EMAIL = "e2e@example.com"

@@ -23,7 +23,7 @@ from imagecache.hashing import query_hash
 from imagecache.ids import ENTRY_ID_RE, entry_id_make
 from imagecache.models import Entry, Fetch, FetchState
 from imagecache.services import fetching
-from imagecache.simulator import render_chart
+from imagecache.simulator.render import render_chart
 from tests.conftest import QUERY
 from tests.e2e.service import free_port
 

@@ -20,7 +20,8 @@ from django.test import Client
 
 from imagecache.models import Entry, Fetch, FetchState
 from imagecache.services import fetching
-from imagecache.simulator import KentikSimulator, render_chart
+from imagecache.simulator.render import render_chart
+from imagecache.simulator.server import KentikSimulator
 from tests.test_api import NOW, Api, body_of, chart_query, json_error, pending
 from tests.test_settings import start
 

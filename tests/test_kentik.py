@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from imagecache import examples, kentik
-from imagecache.simulator import KentikSimulator, render_chart
+from imagecache.simulator.render import render_chart
+from imagecache.simulator.server import KentikSimulator
 from tests.e2e.service import free_port
 
 EMAIL = "tests@example.com"

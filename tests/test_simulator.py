@@ -31,7 +31,9 @@ from PIL import Image
 
 from imagecache import examples
 from imagecache.hashing import query_hash
-from imagecache.simulator import KentikSimulator, RuleError, render_chart
+from imagecache.simulator.render import render_chart
+from imagecache.simulator.rules import RuleError
+from imagecache.simulator.server import KentikSimulator
 
 ROOT = Path(__file__).resolve().parents[1]
 EMAIL = "simulator@example.com"
@@ -657,7 +659,7 @@ def test_same_query_gives_same_chart_in_every_process(sim: KentikSimulator) -> N
     """The chart's data comes from the query alone, not from the process or the clock."""
     body = chart_body("svg", query_title="Across processes")
     script = (
-        "import json, sys; from imagecache.simulator import render_chart; "
+        "import json, sys; from imagecache.simulator.render import render_chart; "
         "sys.stdout.buffer.write(render_chart(json.loads(sys.argv[1]))[1])"
     )
     other = subprocess.run(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from imagecache.simulator import KentikSimulator
+from imagecache.simulator.server import KentikSimulator
 from tests.e2e.conftest import unique_query
 from tests.e2e.service import ROOT, Service
 

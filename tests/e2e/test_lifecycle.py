@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from imagecache.hashing import query_hash
-from imagecache.simulator import KentikSimulator
+from imagecache.simulator.server import KentikSimulator
 from tests.e2e.conftest import unique_query
 from tests.e2e.service import Service, wait_for
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 
-from imagecache.simulator import KentikSimulator
+from imagecache.simulator.server import KentikSimulator
 from tests.e2e.conftest import unique_query
 from tests.e2e.service import Service, wait_for
 from tests.prometheus import Samples, parse, value

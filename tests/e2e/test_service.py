@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from imagecache.hashing import query_hash
-from imagecache.simulator import KentikSimulator
+from imagecache.simulator.server import KentikSimulator
 from tests import run_tests
 from tests.e2e.conftest import EMAIL, TOKEN, unique_query
 from tests.e2e.service import Service, free_port

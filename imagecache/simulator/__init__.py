@@ -1,0 +1,27 @@
+"""A stand-in for Kentik's chart API, bundled for tests and local development.
+
+It answers ``POST {base}/query/topXchart`` the way Kentik does -- a JSON object
+``{"dataUri": "data:<mime>;base64,<payload>"}`` -- with a real, deterministic chart
+drawn from the query, so the image cache can be exercised without a Kentik
+account. Tests steer it through rules (errors, Retry-After, delays, hangs, broken
+bodies) and read back what it received, either in-process through
+:class:`~imagecache.simulator.server.KentikSimulator` or over HTTP through the
+``/_sim/...`` endpoints.
+
+It deliberately imports nothing from Django so that it runs on its own::
+
+    python -m imagecache.simulator --port 8001 --email me@example.com --token secret
+
+Its parts: `server` (the HTTP server and `KentikSimulator`), `rules` (how
+tests steer it, and what it received), `render` (the checks of a body and the
+image answered), `chart` (the chart a query describes) and `drawing` (the
+chart drawn). This module imports none of them, so that what needs only the
+credentials below does not load Pillow.
+"""
+
+from typing import Final
+
+# The credentials `manage.py serve` gives the simulator it starts when there
+# are no Kentik credentials (and the index page's sign that charts are simulated).
+LOCAL_EMAIL: Final = "simulator@example.com"
+LOCAL_TOKEN: Final = "simulator-token"
