@@ -60,7 +60,7 @@ def write_json_error(sock: socket.socket, status_int: int, reason: str, mesg: st
 util.write_error = write_json_error
 
 
-# Prometheus' multiprocess mode (imagecache/metrics.py): every worker writes
+# Prometheus' multiprocess mode (imagecache/ops/metrics.py): every worker writes
 # its metrics to files in PROMETHEUS_MULTIPROC_DIR, and /metrics sums them.
 # The master prepares the directory before it forks any worker (set in its
 # environment, the workers inherit it), unless `manage.py serve` did it for
@@ -72,7 +72,7 @@ _metrics_dir_made: Path | None = None
 
 def on_starting(server: Any) -> None:
     global _metrics_dir_made
-    from imagecache.ops.supervisor import metrics_dir_prepare
+    from imagecache.ops.metrics_dir import metrics_dir_prepare
 
     _metrics_dir_made = metrics_dir_prepare(os.environ)
 

@@ -21,8 +21,8 @@ from prometheus_client import REGISTRY
 
 from imagecache import examples
 from imagecache.models import Entry, Fetch
-from imagecache.ops.supervisor import METRICS_DIR, METRICS_DIR_PREPARED, metrics_dir_prepare
-from imagecache.simulator import KentikSimulator
+from imagecache.ops.metrics_dir import METRICS_DIR, METRICS_DIR_PREPARED, metrics_dir_prepare
+from imagecache.simulator.server import KentikSimulator
 from imagecache.waiting.waiter import FetchWaiter
 from tests.prometheus import Samples, parse, value
 

@@ -11,7 +11,7 @@ import functools
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.conf import settings
@@ -23,10 +23,14 @@ from django_q.brokers import Broker, get_broker
 from django_q.conf import Conf
 from django_q.status import Stat
 from drf_spectacular.utils import extend_schema
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily, Metric
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from imagecache import selectors
+from imagecache.models import FetchState
 from imagecache.ops import log, metrics
 
 # How long a cluster's report lives: django-q2 saves it every guard cycle
@@ -150,6 +154,43 @@ def _run(check: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     return {"status": "fail", "error": error}
 
 
+class CacheContentCollector:
+    """What the cache holds, from `selectors.cache_stats` at scrape time:
+    entries by the state of their fetch (`expired` for rows past their expiry
+    that pruning has not removed yet), fetches by state, and the bytes of
+    their images by state (only ready fetches hold an image)."""
+
+    def collect(self) -> Iterator[Metric]:
+        stats = selectors.cache_stats()
+        entries = {**stats.entries_by_state, "expired": stats.expired_entries}
+        stored = {state: 0 for state in FetchState.values} | {FetchState.READY: stats.stored_bytes}
+        yield _gauge("imagecache_entries", "Entries by the state of their fetch.", entries)
+        yield _gauge("imagecache_fetches", "Fetches by state.", stats.fetches_by_state)
+        yield _gauge("imagecache_stored_bytes", "Bytes of images by fetch state.", stored)
+
+
+def _gauge(name: str, documentation: str, values: dict[str, int]) -> GaugeMetricFamily:
+    gauge = GaugeMetricFamily(name, documentation, labels=["state"])
+    for state, value in values.items():
+        gauge.add_metric([state], value)
+    return gauge
+
+
+_content = CollectorRegistry(auto_describe=False)
+_content.register(CacheContentCollector())
+
+
+def exposition() -> bytes:
+    """Every metric in Prometheus' text format: this process's, or every
+    process's summed in multiprocess mode, and the cache's content."""
+    if metrics.multiprocess_mode():
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return generate_latest(registry) + generate_latest(_content)
+
+
 class HealthzApi(APIView):
     @extend_schema(exclude=True)
     def get(self, request: Request) -> Response:
@@ -182,6 +223,6 @@ class ReadyzApi(APIView):
 class MetricsApi(APIView):
     @extend_schema(exclude=True)
     def get(self, request: Request) -> HttpResponse:
-        response = HttpResponse(metrics.exposition(), content_type=metrics.CONTENT_TYPE)
+        response = HttpResponse(exposition(), content_type=metrics.CONTENT_TYPE)
         add_never_cache_headers(response)
         return response

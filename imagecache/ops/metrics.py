@@ -3,13 +3,15 @@
 Counters and histograms are incremented where things happen: the web
 processes count requests, cache hits, misses and shared fetches; django-q2's
 workers count Kentik calls and time fetches. Gauges of what the cache holds
-are read from the database at scrape time.
+are read from the database at scrape time (`imagecache.ops.health`).
+
+A leaf: it imports nothing of the app, so that anything may count.
 
 One deployment runs several processes (gunicorn's workers, django-q2's
 workers), and a scrape reaches only one of them. With PROMETHEUS_MULTIPROC_DIR
 set, every process writes its values to files in that directory and a scrape
 sums them; `manage.py serve` and gunicorn's config set it up (see
-`imagecache.runner.metrics_dir_prepare`). Without it (unit tests), the
+`imagecache.ops.metrics_dir`). Without it (unit tests), the
 metrics live in the default registry of the one process.
 
 prometheus_client chooses between the two modes when it is first imported:
@@ -18,32 +20,29 @@ for the child processes rather than by settings.
 """
 
 import os
-from collections.abc import Iterator
 
 from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4,
-    REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     disable_created_metrics,
-    generate_latest,
     multiprocess,
     start_http_server,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
 
-MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+from imagecache.ops.metrics_dir import METRICS_DIR
+
 # The classic text format, which every Prometheus reads (the names here need
 # none of the escaping that format 1.0.0 allows).
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
-if os.environ.get(MULTIPROC_DIR):
+if os.environ.get(METRICS_DIR):
     # Each metric opens its file there as it is made. A one-off command (say
     # `manage.py prune_cache` in a container whose environment names the
     # directory) may come before the server that prepares it.
-    os.makedirs(os.environ[MULTIPROC_DIR], exist_ok=True)
+    os.makedirs(os.environ[METRICS_DIR], exist_ok=True)
 
 # `_created` series mean nothing once summed over processes, and multiprocess
 # mode leaves them out: leave them out in both modes.
@@ -85,50 +84,8 @@ WAITERS = Gauge(
 )
 
 
-class CacheContentCollector:
-    """What the cache holds, from `selectors.cache_stats` at scrape time:
-    entries by the state of their fetch (`expired` for rows past their expiry
-    that pruning has not removed yet), fetches by state, and the bytes of
-    their images by state (only ready fetches hold an image)."""
-
-    def collect(self) -> Iterator[Metric]:
-        # Not at the top: this module is imported while logging is set up,
-        # before the models can be.
-        from imagecache import selectors
-        from imagecache.models import FetchState
-
-        stats = selectors.cache_stats()
-        entries = {**stats.entries_by_state, "expired": stats.expired_entries}
-        stored = {state: 0 for state in FetchState.values} | {FetchState.READY: stats.stored_bytes}
-        yield _gauge("imagecache_entries", "Entries by the state of their fetch.", entries)
-        yield _gauge("imagecache_fetches", "Fetches by state.", stats.fetches_by_state)
-        yield _gauge("imagecache_stored_bytes", "Bytes of images by fetch state.", stored)
-
-
-def _gauge(name: str, documentation: str, values: dict[str, int]) -> GaugeMetricFamily:
-    gauge = GaugeMetricFamily(name, documentation, labels=["state"])
-    for state, value in values.items():
-        gauge.add_metric([state], value)
-    return gauge
-
-
-_content = CollectorRegistry(auto_describe=False)
-_content.register(CacheContentCollector())
-
-
 def multiprocess_mode() -> bool:
-    return bool(os.environ.get(MULTIPROC_DIR))
-
-
-def exposition() -> bytes:
-    """Every metric in Prometheus' text format: this process's, or every
-    process's summed in multiprocess mode, and the cache's content."""
-    if multiprocess_mode():
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-    else:
-        registry = REGISTRY
-    return generate_latest(registry) + generate_latest(_content)
+    return bool(os.environ.get(METRICS_DIR))
 
 
 def serve_worker_metrics(host: str, port: int, directory: str) -> None:
