@@ -32,10 +32,10 @@ from imagecache.errors import EntryNotFound
 from imagecache.media import EXTENSIONS
 from imagecache.models import Entry, Fetch
 from imagecache.ops import metrics
-from imagecache.ops.supervisor import SIMULATOR_EMAIL
 from imagecache.parsers import AnyTypeJSONParser
 from imagecache.serializers import JSONObjectField, StrictIntegerField
 from imagecache.services import entries
+from imagecache.simulator import LOCAL_EMAIL
 from imagecache.waiting import ready
 
 
@@ -171,6 +171,6 @@ def index(request: HttpRequest) -> HttpResponse:
     context = {
         "info": selectors.cache_info(limit=0),
         "kentik_url": settings.KENTIK_API_URL,
-        "simulated": settings.KT_AUTH_EMAIL == SIMULATOR_EMAIL,
+        "simulated": settings.KT_AUTH_EMAIL == LOCAL_EMAIL,
     }
     return render(request, "imagecache/index.html", context)

@@ -1,73 +1,82 @@
-"""Runs the whole service in the foreground: the Kentik simulator when there
-are no credentials, then gunicorn and the django-q2 cluster, until a signal or
-one of them stops."""
+"""`manage.py serve`'s supervisor: the Kentik simulator when there are no
+credentials, then the django-q2 cluster and gunicorn as child processes,
+until a signal or one of them stops.
+
+Its signal handlers are installed when it is made, before anything starts:
+a SIGTERM or Ctrl-C during the migrations stops what was started and starts
+nothing more. Stopping signals every child at once and gives them one
+deadline, no shorter than gunicorn's graceful timeout, so that requests in
+flight (a client waiting on a pending image) are answered.
+"""
 
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
+from config import gunicorn as gunicorn_config
 from imagecache.ops.metrics_dir import metrics_dir_prepare
+from imagecache.simulator import LOCAL_EMAIL, LOCAL_TOKEN
 
-SIMULATOR_EMAIL = "simulator@example.com"
-SIMULATOR_TOKEN = "simulator-token"
+if TYPE_CHECKING:
+    from imagecache.simulator.server import KentikSimulator
+
+# What the children get, together, to stop once signalled: gunicorn's graceful
+# timeout, for its requests in flight, and a little for its own exit.
+STOP_TIMEOUT = gunicorn_config.graceful_timeout + 5
 
 
-class Runner:
+class Supervisor:
     def __init__(self, write: Callable[[str], None]) -> None:
         self.write = write
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.stopping = False
         self.metrics_dir: Path | None = None
+        self.simulator: KentikSimulator | None = None
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
 
     def prepare_metrics_dir(self, env: dict[str, str]) -> None:
         """One metrics directory for every child, removed at the end if made here."""
         self.metrics_dir = metrics_dir_prepare(env)
 
     def start_simulator(self, env: dict[str, str]) -> None:
-        """Start the bundled simulator and point `env` at it."""
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "imagecache.simulator",
-                "--port",
-                "0",
-                "--email",
-                SIMULATOR_EMAIL,
-                "--token",
-                SIMULATOR_TOKEN,
-                "--delay",
-                env.get("SIMULATOR_DELAY", "1.0"),
-            ],
-            stdout=subprocess.PIPE,
-            cwd=settings.BASE_DIR,
+        """Start the bundled simulator in this process and point `env` at it."""
+        # Here, not at the top: Pillow is loaded only when charts are simulated.
+        from imagecache.simulator.server import KentikSimulator
+
+        simulator = KentikSimulator(
+            email=LOCAL_EMAIL,
+            token=LOCAL_TOKEN,
+            delay=float(env.get("SIMULATOR_DELAY", "1.0")),
+        ).start()
+        self.simulator = simulator
+        env.update(
+            KENTIK_API_URL=simulator.url, KT_AUTH_EMAIL=LOCAL_EMAIL, KT_AUTH_TOKEN=LOCAL_TOKEN
         )
-        self.children.append(("simulator", process))
-        assert process.stdout is not None
-        line = process.stdout.readline().decode().strip()
-        if not line.startswith("Kentik simulator listening on "):
-            raise RuntimeError(f"The Kentik simulator did not start: {line!r}")
-        url = line.rsplit(" ", 1)[1]
-        env.update(KENTIK_API_URL=url, KT_AUTH_EMAIL=SIMULATOR_EMAIL, KT_AUTH_TOKEN=SIMULATOR_TOKEN)
         self.write(
             "No Kentik credentials (KT_AUTH_EMAIL and KT_AUTH_TOKEN are not set): "
-            f"charts come from the bundled Kentik simulator at {url}"
+            f"charts come from the bundled Kentik simulator at {simulator.url}"
         )
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        """Start a child, unless a signal came meanwhile."""
+        if self.stopping:
+            return
         self.children.append((name, subprocess.Popen(argv, env=env, cwd=Path(settings.BASE_DIR))))
 
     def wait(self) -> int:
         """Until a signal, or a child exits; then stop every child."""
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._on_signal)
         code = 0
         while not self.stopping:
             for name, process in self.children:
@@ -80,20 +89,23 @@ class Runner:
         self.stop()
         return code
 
-    def _on_signal(self, signum: int, frame: object) -> None:
-        self.stopping = True
-
     def stop(self) -> None:
-        # Web and workers first, the simulator (which they may still call) last.
-        for name, process in reversed(self.children):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+        """Signal every child at once, wait for them until one deadline, kill
+        those still running then; the simulator (which they may still call) last."""
+        running = [(name, process) for name, process in self.children if process.poll() is None]
+        for _, process in running:
+            process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for name, process in running:
             try:
-                process.wait(timeout=15)
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                self.write(f"{name} did not stop in 15 s; killing it")
+                self.write(f"{name} did not stop in {STOP_TIMEOUT} s; killing it")
                 process.kill()
                 process.wait()
+        if self.simulator is not None:
+            self.simulator.stop()
+            self.simulator = None
         if self.metrics_dir is not None:
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
             self.metrics_dir = None

@@ -7,7 +7,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
 from imagecache.ops import metrics
-from imagecache.ops.supervisor import METRICS_DIR, Runner, child_env
+from imagecache.ops.metrics_dir import METRICS_DIR
+from imagecache.ops.supervisor import Supervisor, child_env
 
 QCLUSTER = [sys.executable, "manage.py", "qcluster"]
 
@@ -24,7 +25,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        runner = Runner(self.stdout.write)
+        # First: its signal handlers, before anything starts.
+        runner = Supervisor(self.stdout.write)
         env = child_env()
         bind_host = os.environ.get("BIND", "127.0.0.1")
         if options["worker"]:
@@ -54,7 +56,7 @@ class Command(BaseCommand):
         self.stdout.write(f"Kentik image cache on http://{bind}/ (cache in {settings.CACHE_PATH})")
         sys.exit(runner.wait())
 
-    def worker(self, runner: Runner, env: dict[str, str], bind_host: str) -> int:
+    def worker(self, runner: Supervisor, env: dict[str, str], bind_host: str) -> int:
         try:
             runner.prepare_metrics_dir(env)
             call_command("recover_pending", stdout=self.stdout)

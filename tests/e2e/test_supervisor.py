@@ -1,0 +1,43 @@
+"""`manage.py serve` stopping with a request in flight."""
+
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from imagecache.simulator.server import KentikSimulator
+from tests.e2e.conftest import unique_query
+from tests.e2e.service import Service, wait_for
+from tests.prometheus import parse, value
+
+pytestmark = pytest.mark.e2e
+
+
+def test_a_slow_get_in_flight_when_sigterm_arrives_still_completes_with_200(
+    simulator: KentikSimulator, tmp_path
+):
+    service = Service(tmp_path, simulator.url, ENTRY_WAIT_TIMEOUT=30).start()
+    try:
+        query = unique_query("slow-get-at-sigterm")
+        # Kentik takes its time: the GET waits on the pending fetch.
+        simulator.add_rule(match="slow-get-at-sigterm", delay=3)
+        entry_id = service.post(query)
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(service.get_image, entry_id)
+            wait_for(lambda: simulator.calls()["in_flight"] == 1)
+            wait_for(lambda: _waiters(service) == 1)
+            assert service.process is not None
+            service.process.send_signal(signal.SIGTERM)
+            response = answer.result(timeout=60)
+        assert response.status_code == 200
+        assert response.headers["Content-Type"] == "image/png"
+        assert service.process.wait(timeout=60) == 0
+    finally:
+        service.drop()
+    assert "did not stop" not in service.log()
+
+
+def _waiters(service: Service) -> float:
+    text = requests.get(f"{service.url}/metrics", timeout=5).text
+    return value(parse(text), "imagecache_waiters")

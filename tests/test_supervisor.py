@@ -1,0 +1,81 @@
+"""The supervisor of `manage.py serve`: its signal handlers, and how it stops
+its children."""
+
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from imagecache.ops import supervisor
+from imagecache.ops.supervisor import Supervisor
+
+# A child that, once signalled, exits only when its sibling was signalled too:
+# stopping children one at a time would leave the first waiting for the
+# second until the deadline.
+SIBLING = """
+import pathlib, signal, sys, time
+mine, theirs = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+def stop(signum, frame):
+    mine.touch()
+    deadline = time.monotonic() + 60
+    while not theirs.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    sys.exit(0 if theirs.exists() else 3)
+signal.signal(signal.SIGTERM, stop)
+pathlib.Path(sys.argv[1] + ".ready").touch()
+while True:
+    time.sleep(1)
+"""
+
+
+@pytest.fixture
+def handlers() -> Iterator[None]:
+    """The test process's own handlers, back after the test."""
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
+def test_signal_handlers_are_installed_before_anything_starts(handlers):
+    runner = Supervisor(lambda line: None)
+    assert signal.getsignal(signal.SIGTERM) == runner._on_signal
+    assert signal.getsignal(signal.SIGINT) == runner._on_signal
+
+
+def test_nothing_starts_after_a_signal(handlers, tmp_path):
+    runner = Supervisor(lambda line: None)
+    signal.raise_signal(signal.SIGTERM)  # say, during the migrations
+    runner.start("web", [sys.executable, "-c", "pass"], {})
+    assert runner.children == []
+    assert runner.wait() == 0
+
+
+def test_every_child_is_signalled_at_once(handlers, tmp_path, monkeypatch):
+    # A deadline the children cannot reach unless they are signalled together.
+    monkeypatch.setattr(supervisor, "STOP_TIMEOUT", 60)
+    runner = Supervisor(lambda line: None)
+    first, second = tmp_path / "first", tmp_path / "second"
+    for mine, theirs in ((first, second), (second, first)):
+        argv = [sys.executable, "-c", SIBLING, str(mine), str(theirs)]
+        runner.start(mine.name, argv, {})
+    for child in (first, second):
+        _wait_for_file(Path(f"{child}.ready"))
+    runner.stop()
+    assert [process.returncode for _, process in runner.children] == [0, 0]
+
+
+def test_the_stop_deadline_outlasts_gunicorns_graceful_timeout():
+    from config import gunicorn
+
+    assert supervisor.STOP_TIMEOUT > gunicorn.graceful_timeout
+
+
+def _wait_for_file(path: Path) -> None:
+    deadline = time.monotonic() + 30
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.01)
