@@ -9,7 +9,7 @@ class ImageCacheConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_delete
 
-        from imagecache import links
+        from imagecache.files import links
         from imagecache.models import Entry
 
         def unlink(sender: type, instance: Entry, **kwargs: object) -> None:

@@ -111,7 +111,7 @@ def test_readyz_is_503_naming_storage_when_the_cache_path_takes_no_writes(
     settings.STORAGES = {
         **settings.STORAGES,
         "default": {
-            "BACKEND": "imagecache.storage.AtomicFileSystemStorage",
+            "BACKEND": "imagecache.files.storage.AtomicFileSystemStorage",
             "OPTIONS": {"location": str(location), "base_url": None},
         },
     }

@@ -12,12 +12,12 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from imagecache import kentik, leases
+from imagecache.files.storage import TEMP_PREFIX, TEMP_SUFFIX
 from imagecache.hashing import query_hash
 from imagecache.ids import entry_id_make
 from imagecache.models import Entry, Fetch, FetchState
 from imagecache.services import fetching, housekeeping, queue
 from imagecache.services.entries import entry_create, fetch_mark_read
-from imagecache.storage import TEMP_PREFIX, TEMP_SUFFIX
 from tests.conftest import PNG, QUERY
 
 pytestmark = pytest.mark.django_db

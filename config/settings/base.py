@@ -185,7 +185,7 @@ ENTRY_WAIT_TIMEOUT = env_number(
 )
 CACHE_MAINTENANCE_PERIOD = env_number("CACHE_MAINTENANCE_PERIOD", 60, minimum=1, integer=True)
 # Answer ready images from per-entry links before Django runs (filesystem
-# storage only; see imagecache/fastpath.py).
+# storage only; see imagecache/files/fastpath.py).
 FAST_PATH = _read(env.bool, "FAST_PATH", default=True)
 # /readyz answers within this many seconds: a check still running by then fails.
 READYZ_TIMEOUT = env_number("READYZ_TIMEOUT", 5.0, minimum=0.1)
@@ -232,7 +232,7 @@ FETCH_TASK_TIMEOUT = int(
 STORAGE_BACKEND = env_str("STORAGE_BACKEND", "filesystem")
 if STORAGE_BACKEND == "filesystem":
     IMAGE_STORAGE: dict[str, Any] = {
-        "BACKEND": "imagecache.storage.AtomicFileSystemStorage",
+        "BACKEND": "imagecache.files.storage.AtomicFileSystemStorage",
         "OPTIONS": {"location": str(CACHE_PATH), "base_url": None},
     }
 elif STORAGE_BACKEND == "s3":

@@ -12,7 +12,7 @@ KENTIK_API_URL = "http://127.0.0.1:9/api/v5"
 CACHE_PATH = Path(tempfile.mkdtemp(prefix="imagecache-test-"))  # noqa: F405
 STORAGES = {
     "default": {
-        "BACKEND": "imagecache.storage.AtomicFileSystemStorage",
+        "BACKEND": "imagecache.files.storage.AtomicFileSystemStorage",
         "OPTIONS": {"location": str(CACHE_PATH), "base_url": None},
     },
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

@@ -12,7 +12,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from imagecache import links
+from imagecache.files import links
 from imagecache.hashing import query_hash
 from imagecache.ids import entry_id_make
 from imagecache.models import IN_FLIGHT, Entry, Fetch, FetchState

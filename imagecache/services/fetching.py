@@ -20,7 +20,8 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
-from imagecache import kentik, leases, links, notify
+from imagecache import kentik, leases, notify
+from imagecache.files import links
 from imagecache.media import EXTENSIONS
 from imagecache.models import IN_FLIGHT, KENTIK_LOCK, Entry, Fetch, FetchState, Lock
 from imagecache.ops import metrics

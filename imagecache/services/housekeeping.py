@@ -17,7 +17,8 @@ from django.db import transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 
-from imagecache import leases, links
+from imagecache import leases
+from imagecache.files import links
 from imagecache.models import Entry, Fetch, FetchState
 from imagecache.services import queue
 

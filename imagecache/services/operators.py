@@ -8,7 +8,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from imagecache import links
+from imagecache.files import links
 from imagecache.models import Entry, Fetch, FetchState
 from imagecache.services import queue
 from imagecache.services.entries import fetch_share

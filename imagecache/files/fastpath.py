@@ -2,7 +2,7 @@
 static files.
 
 `GET /image/{id}` for a ready, unexpired image needs no database: the expiry
-is in the id, and `CACHE_PATH/by-id/<id>` (see `imagecache.links`) links to
+is in the id, and `CACHE_PATH/by-id/<id>` (see `imagecache.files.links`) links to
 the image file, whose name carries the content hash (the ETag) and whose
 time is the image's Last-Modified. Anything else falls through to Django,
 which knows the rest: a missing link, an id past its expiry (an operator may
@@ -25,7 +25,7 @@ from typing import Any
 from django.conf import settings
 from django.utils.http import http_date
 
-from imagecache import links
+from imagecache.files import links
 from imagecache.ids import ENTRY_ID_PATTERN
 from imagecache.media import BY_EXTENSION
 from imagecache.ops import metrics
