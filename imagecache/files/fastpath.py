@@ -36,15 +36,26 @@ logger = logging.getLogger("imagecache.requests")
 PATH_RE = re.compile(f"^/image/({ENTRY_ID_PATTERN})$")
 # images/<hh>/<query hash>-<fetch id>-<content hash>.<ext>
 FILE_RE = re.compile(rf"-([0-9]+)-([0-9a-f]{{64}})\.({'|'.join(BY_EXTENSION)})$")
-# What Django's middleware adds to an image answer, so both paths agree.
-FIXED_HEADERS = [
-    ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "same-origin"),
-    ("Cross-Origin-Opener-Policy", "same-origin"),
-    ("X-Frame-Options", "DENY"),
-]
 
 StartResponse = Callable[..., Any]
+
+
+def security_headers() -> list[tuple[str, str]]:
+    """What Django's SecurityMiddleware and XFrameOptionsMiddleware add to an
+    image answer over plain HTTP, read from the same settings, so that both
+    paths agree. (HSTS and the SSL redirect are for HTTPS requests: a
+    deployment behind TLS sets them at its proxy, or turns the fast path off.)"""
+    headers = []
+    if settings.SECURE_CONTENT_TYPE_NOSNIFF:
+        headers.append(("X-Content-Type-Options", "nosniff"))
+    if settings.SECURE_REFERRER_POLICY:
+        policy = settings.SECURE_REFERRER_POLICY
+        value = policy if isinstance(policy, str) else ",".join(policy)
+        headers.append(("Referrer-Policy", value))
+    if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
+        headers.append(("Cross-Origin-Opener-Policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY))
+    headers.append(("X-Frame-Options", settings.X_FRAME_OPTIONS.upper()))
+    return headers
 
 
 class ReadMarks:
@@ -96,6 +107,7 @@ class FastImages:
         # is immutable: its name carries its content hash). Bounded by
         # clearing, which only costs recomputing them.
         self.headers: dict[tuple[str, str], tuple[int, list[tuple[str, str]]]] = {}
+        self.security = security_headers()
         self.hit_get = metrics.REQUESTS.labels("image-get", "GET", "200")
         self.hit_head = metrics.REQUESTS.labels("image-get", "HEAD", "200")
 
@@ -163,7 +175,7 @@ class FastImages:
             ("ETag", f'"{content_hash}"'),
             ("Last-Modified", http_date(stat.st_mtime)),
             ("Expires", http_date(expires)),
-            *FIXED_HEADERS,
+            *self.security,
         ]
         if len(self.headers) >= 10_000:
             self.headers.clear()
