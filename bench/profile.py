@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.run import IMAGE_QUERY, fill_info, service_pids, wrk, wrk_post_script  # noqa: E402
 from bench.waiters import waiters  # noqa: E402
-from imagecache.examples import chart_query  # noqa: E402
+from imagecache.api.examples import chart_query  # noqa: E402
 from imagecache.hashing import query_hash  # noqa: E402
 from imagecache.simulator.server import KentikSimulator  # noqa: E402
 from tests.e2e.conftest import EMAIL, TOKEN  # noqa: E402

@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.waiters import added_latency, waiters  # noqa: E402
-from imagecache.examples import chart_query  # noqa: E402
+from imagecache.api.examples import chart_query  # noqa: E402
 from imagecache.hashing import query_hash  # noqa: E402
 from imagecache.simulator.render import render_chart  # noqa: E402
 from imagecache.simulator.server import KentikSimulator  # noqa: E402

@@ -1,5 +1,5 @@
 """Domain errors: raised by services and selectors, answered in one place
-(`imagecache.exception_handlers`)."""
+(`imagecache.api.exception_handlers`)."""
 
 from typing import Any
 

@@ -18,7 +18,7 @@ from django.db import transaction
 from django.http import HttpResponseBase
 from django.test import Client
 
-from imagecache import examples
+from imagecache.api import examples
 from imagecache.hashing import query_hash
 from imagecache.ids import ENTRY_ID_RE, entry_id_make
 from imagecache.models import Entry, Fetch, FetchState

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from imagecache.examples import chart_query
+from imagecache.api.examples import chart_query
 from tests.conftest import E2E_EMAIL, E2E_TOKEN
 from tests.e2e.service import ROOT, free_port
 from tests.prometheus import parse, value

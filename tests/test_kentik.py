@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from imagecache import examples, kentik
+from imagecache import kentik
+from imagecache.api import examples
 from imagecache.simulator.render import render_chart
 from imagecache.simulator.server import KentikSimulator
 from tests.e2e.service import free_port

@@ -19,7 +19,7 @@ from django.test import Client
 from django.utils import timezone
 from prometheus_client import REGISTRY
 
-from imagecache import examples
+from imagecache.api import examples
 from imagecache.models import Entry, Fetch
 from imagecache.ops.metrics_dir import METRICS_DIR, METRICS_DIR_PREPARED, metrics_dir_prepare
 from imagecache.simulator.server import KentikSimulator

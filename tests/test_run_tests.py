@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from imagecache import examples
+from imagecache.api import examples
 from tests import run_tests
 
 DATA_DIR = Path(__file__).resolve().parent / "data"

@@ -109,7 +109,7 @@ def test_a_web_worker_loads_its_views_and_broker_client_before_its_first_request
             "-c",
             "import sys, config.wsgi; from django_q.conf import Conf;"
             " broker = 'django_q.brokers.' + ('orm' if Conf.ORM else 'redis_broker');"
-            " print('imagecache.apis' in sys.modules, broker in sys.modules)",
+            " print('imagecache.api.views' in sys.modules, broker in sys.modules)",
         ],
         cwd=ROOT,
         env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.local"},

@@ -29,7 +29,7 @@ import pytest
 import requests
 from PIL import Image
 
-from imagecache import examples
+from imagecache.api import examples
 from imagecache.hashing import query_hash
 from imagecache.simulator.render import render_chart
 from imagecache.simulator.rules import RuleError

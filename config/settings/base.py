@@ -350,13 +350,13 @@ USE_TZ = True
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["imagecache.parsers.StrictJSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["imagecache.api.parsers.StrictJSONParser"],
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "UNAUTHENTICATED_USER": None,
-    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "imagecache.negotiation.JSONOnlyNegotiation",
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "imagecache.api.negotiation.JSONOnlyNegotiation",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "imagecache.exception_handlers.api_exception_handler",
+    "EXCEPTION_HANDLER": "imagecache.api.exception_handlers.api_exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Kentik Image Cache",

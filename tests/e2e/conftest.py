@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from imagecache import examples
+from imagecache.api import examples
 from imagecache.simulator.server import KentikSimulator
 from tests.conftest import E2E_EMAIL, E2E_TOKEN
 from tests.e2e.service import Service

@@ -9,7 +9,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 
-from imagecache.examples import chart_query
+from imagecache.api.examples import chart_query
 from imagecache.media import MEDIA_TYPES
 
 

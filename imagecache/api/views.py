@@ -27,13 +27,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from imagecache import openapi, selectors
+from imagecache import selectors
+from imagecache.api import openapi
+from imagecache.api.parsers import AnyTypeJSONParser
+from imagecache.api.serializers import JSONObjectField, StrictIntegerField
 from imagecache.errors import EntryNotFound
 from imagecache.media import EXTENSIONS
 from imagecache.models import Entry, Fetch
 from imagecache.ops import metrics
-from imagecache.parsers import AnyTypeJSONParser
-from imagecache.serializers import JSONObjectField, StrictIntegerField
 from imagecache.services import entries
 from imagecache.simulator import LOCAL_EMAIL
 from imagecache.waiting import ready
