@@ -119,3 +119,46 @@ def test_a_web_worker_loads_its_views_and_broker_client_before_its_first_request
     )
     assert loaded.returncode == 0, loaded.stderr
     assert loaded.stdout.split() == ["True", "True"]
+
+
+def test_a_web_worker_never_imports_the_kentik_client():
+    # kentik-api brings gRPC and protobuf (some 500 modules): only the queue
+    # workers, which call Kentik, may pay for them. The admin's actions and
+    # the API enqueue fetches by name.
+    heavy = ["kentik_api", "grpc", "google.protobuf", "imagecache.kentik", "imagecache.tasks"]
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, config.wsgi, django.contrib.admin;"
+            " django.contrib.admin.site.get_urls();"
+            f" print([name for name in {heavy!r} if name in sys.modules])",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.local"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip() == "[]"
+
+
+def test_a_queue_worker_imports_the_kentik_client_through_the_tasks():
+    # The other side of the test above: the check would pass vacuously if the
+    # module names were wrong.
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, django; django.setup(); import imagecache.tasks;"
+            " print('kentik_api' in sys.modules)",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.local"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip() == "True"
