@@ -19,6 +19,9 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
+from imagecache.models import Fetch, FetchState
+from imagecache.processes import process_alive
+
 logger = logging.getLogger(__name__)
 
 # The name this node's leases carry. Nodes that share a host name (containers
@@ -36,22 +39,6 @@ def abandoned(owner: str, lease_until: datetime | None, now: datetime) -> bool:
         return True
     host, _, pid = owner.rpartition(":")
     return host == HOST and pid.isdigit() and not process_alive(int(pid))
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process `pid` of this host runs (a zombie does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        # A killed child not yet reaped by its parent is a zombie: dead.
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 @contextmanager
@@ -72,8 +59,6 @@ def kept(*, fetch_id: int, attempt: int) -> Iterator[None]:
 
 
 def _heartbeat(fetch_id: int, attempt: int, stop: threading.Event) -> None:
-    from imagecache.models import Fetch, FetchState
-
     period = settings.FETCH_LEASE / 3
     try:
         while not stop.wait(period):

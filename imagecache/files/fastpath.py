@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.utils.http import http_date
 
 from imagecache.files import links
@@ -82,8 +83,6 @@ class ReadMarks:
         entries.fetches_mark_read(fetch_ids=read)
 
     def _run(self) -> None:
-        from django.db import connection
-
         while True:
             time.sleep(self._interval)
             try:

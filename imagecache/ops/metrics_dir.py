@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import MutableMapping
 from pathlib import Path
 
-from imagecache.leases import process_alive
+from imagecache.processes import process_alive
 
 METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 # The directory that was prepared for the processes started with this
