@@ -9,9 +9,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
 
 django_application = get_wsgi_application()
 
-from imagecache.files.fastpath import FastImages  # noqa: E402 - needs Django set up
+from imagecache.api.fastpath import FastImages  # noqa: E402 - needs Django set up
 
-# Ready images are answered before Django runs (imagecache/files/fastpath.py).
+# Ready images are answered before Django runs (imagecache/api/fastpath.py).
 application = FastImages(django_application)
 
 

@@ -13,7 +13,7 @@ from django.db import close_old_connections
 from django.test import RequestFactory
 
 from imagecache.files import links
-from imagecache.files.fastpath import FastImages
+from imagecache.api.fastpath import FastImages
 from imagecache.models import Entry, Fetch
 from imagecache.services import fetching, housekeeping, operators
 from imagecache.services.entries import entry_create

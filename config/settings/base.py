@@ -185,7 +185,7 @@ ENTRY_WAIT_TIMEOUT = env_number(
 )
 CACHE_MAINTENANCE_PERIOD = env_number("CACHE_MAINTENANCE_PERIOD", 60, minimum=1, integer=True)
 # Answer ready images from per-entry links before Django runs (filesystem
-# storage only; see imagecache/files/fastpath.py).
+# storage only; see imagecache/api/fastpath.py).
 FAST_PATH = _read(env.bool, "FAST_PATH", default=True)
 # /readyz answers within this many seconds: a check still running by then fails.
 READYZ_TIMEOUT = env_number("READYZ_TIMEOUT", 5.0, minimum=0.1)

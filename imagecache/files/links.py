@@ -1,4 +1,4 @@
-"""Per-entry links for the fast path (`imagecache.files.fastpath`).
+"""Per-entry links for the fast path (`imagecache.api.fastpath`).
 
 For every live entry whose image is ready, `CACHE_PATH/by-id/<entry id>` is a
 symbolic link to the image file. The fast path answers `GET /image/{id}` from
