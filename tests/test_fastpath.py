@@ -12,8 +12,8 @@ from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 from django.test import RequestFactory
 
-from imagecache.files import links
 from imagecache.api.fastpath import FastImages
+from imagecache.files import links
 from imagecache.models import Entry, Fetch
 from imagecache.services import fetching, housekeeping, operators
 from imagecache.services.entries import entry_create
