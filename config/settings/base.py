@@ -1,6 +1,12 @@
 """Settings shared by every profile, read from the environment or `.env`.
 
 A wrong value stops start-up with ImproperlyConfigured naming the variable.
+A profile gives its own inputs first (`inputs.INPUTS`): everything here is
+derived once, from them and the environment.
+
+About 400 lines, most of them comments: each setting says what it is for
+where it is defined, and the settings derived from one another stay in one
+file, in the order they are derived.
 """
 
 import hashlib
@@ -11,6 +17,8 @@ from typing import Any
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+
+from .inputs import INPUTS
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -110,15 +118,20 @@ TEMPLATES = [
 
 # --- Cache storage -----------------------------------------------------------
 
-CACHE_PATH = Path(env_str("CACHE_PATH", str(BASE_DIR / "var" / "cache"))).resolve()
+CACHE_PATH = Path(
+    INPUTS.get("CACHE_PATH") or env_str("CACHE_PATH", str(BASE_DIR / "var" / "cache"))
+).resolve()
 
 # --- Database ----------------------------------------------------------------
 
+# Without DATABASE_URL, the embedded database: in var/ of the checkout, or
+# beside the images when the profile says so (production: one volume).
+EMBEDDED_DATABASE_DIR = CACHE_PATH if INPUTS.get("DATABASE_BESIDE_IMAGES") else BASE_DIR / "var"
 if "DATABASE_URL" not in env:
-    (BASE_DIR / "var").mkdir(exist_ok=True)
+    EMBEDDED_DATABASE_DIR.mkdir(parents=True, exist_ok=True)
 DATABASES = {
     "default": _read(
-        env.db_url, "DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}"
+        env.db_url, "DATABASE_URL", default=f"sqlite:///{EMBEDDED_DATABASE_DIR / 'db.sqlite3'}"
     )
 }
 SUPPORTED_DATABASES = ("django.db.backends.sqlite3", "django.db.backends.postgresql")
@@ -229,7 +242,7 @@ FETCH_TASK_TIMEOUT = int(
 
 # Where the images go: a directory (CACHE_PATH, which may be a network file
 # system shared by several hosts) or S3-compatible object storage.
-STORAGE_BACKEND = env_str("STORAGE_BACKEND", "filesystem")
+STORAGE_BACKEND = INPUTS.get("STORAGE_BACKEND") or env_str("STORAGE_BACKEND", "filesystem")
 if STORAGE_BACKEND == "filesystem":
     IMAGE_STORAGE: dict[str, Any] = {
         "BACKEND": "imagecache.files.storage.AtomicFileSystemStorage",
@@ -266,9 +279,16 @@ if X_ACCEL_REDIRECT_PREFIX:
         )
     X_ACCEL_REDIRECT_PREFIX = X_ACCEL_REDIRECT_PREFIX.rstrip("/") + "/"
 
+# The local and test profiles serve static files from the apps: no
+# collectstatic needed.
+STATIC_FROM_APPS = bool(INPUTS.get("STATIC_FROM_APPS"))
 STORAGES = {
     "default": IMAGE_STORAGE,
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if STATIC_FROM_APPS
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
 }
 
 # --- django-q2 ---------------------------------------------------------------
@@ -299,6 +319,8 @@ Q_CLUSTER = {
     # With the ORM broker, clusters report (for /readyz) through a cache that
     # every process can read; see CACHES below.
     **({} if REDIS_URL else {"cache": "django_q"}),
+    # The test profile runs tasks in the process that enqueues them.
+    **({"sync": True} if INPUTS.get("Q_SYNC") else {}),
 }
 
 
@@ -314,8 +336,7 @@ Q_CLUSTER = {
 # other's, and no other deployment's. Use Redis when the workers run on other
 # hosts (or containers) than the web.
 def cluster_stats_cache(database: dict[str, Any]) -> dict[str, Any]:
-    """Django's cache for the cluster reports of the ORM broker on `database`
-    (a profile that moves the database calls it again)."""
+    """Django's cache for the cluster reports of the ORM broker on `database`."""
     if database["ENGINE"] == "django.db.backends.sqlite3":
         path = Path(f"{database['NAME']}-q-stats").resolve()
     else:
@@ -339,8 +360,8 @@ if not REDIS_URL:
 # --- Static files, i18n, logging ----------------------------------------------
 
 STATIC_URL = "static/"
-# None in the local and test profiles, which serve static files from the apps.
-STATIC_ROOT: Path | None = BASE_DIR / "staticfiles"
+STATIC_ROOT: Path | None = None if STATIC_FROM_APPS else BASE_DIR / "staticfiles"
+WHITENOISE_USE_FINDERS = STATIC_FROM_APPS
 WHITENOISE_ROOT = BASE_DIR / "imagecache" / "root"
 
 LANGUAGE_CODE = "en-us"
