@@ -26,8 +26,8 @@ from bench.waiters import waiters  # noqa: E402
 from imagecache.api.examples import chart_query  # noqa: E402
 from imagecache.hashing import query_hash  # noqa: E402
 from imagecache.simulator.server import KentikSimulator  # noqa: E402
-from tests.e2e.conftest import EMAIL, TOKEN  # noqa: E402
-from tests.e2e.service import Service  # noqa: E402
+from tests.harness.data import E2E_EMAIL, E2E_TOKEN  # noqa: E402
+from tests.harness.service import Service  # noqa: E402
 
 PY_SPY = Path(sys.executable).with_name("py-spy")
 
@@ -91,9 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     if not PY_SPY.exists():
         sys.exit("py-spy is missing: `make install-dev` installs it")
     args.out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp, KentikSimulator(email=EMAIL, token=TOKEN) as sim:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        KentikSimulator(email=E2E_EMAIL, token=E2E_TOKEN) as sim,
+    ):
         service = Service(Path(tmp), sim.url, ENTRY_WAIT_TIMEOUT=120)
-        service.env["KT_AUTH_EMAIL"], service.env["KT_AUTH_TOKEN"] = EMAIL, TOKEN
+        service.env["KT_AUTH_EMAIL"], service.env["KT_AUTH_TOKEN"] = E2E_EMAIL, E2E_TOKEN
         service.start()
         database = service.env["DATABASE_URL"].split(":", 1)[0]
         collapsed = args.out / f"{args.scenario}-{database}.txt"

@@ -27,15 +27,15 @@ sys.path.insert(0, str(ROOT))
 
 from imagecache.hashing import query_hash  # noqa: E402
 from imagecache.simulator.server import KentikSimulator  # noqa: E402
-from tests.e2e.conftest import EMAIL, TOKEN, unique_query  # noqa: E402
-from tests.e2e.service import Service, wait_for  # noqa: E402
+from tests.harness.data import E2E_EMAIL, E2E_TOKEN, unique_query  # noqa: E402
+from tests.harness.service import Service, wait_for  # noqa: E402
 
 DELAY = 2.0
 
 
 def whole_service(sim: KentikSimulator, workdir: Path, n: int) -> float:
     service = Service(workdir, sim.url, KENTIK_API_TIMEOUT=10)
-    service.env["KT_AUTH_EMAIL"], service.env["KT_AUTH_TOKEN"] = EMAIL, TOKEN
+    service.env["KT_AUTH_EMAIL"], service.env["KT_AUTH_TOKEN"] = E2E_EMAIL, E2E_TOKEN
     service.start()
     try:
         api_query = unique_query(f"crash-{n}-{time.time()}")
@@ -53,7 +53,7 @@ def whole_service(sim: KentikSimulator, workdir: Path, n: int) -> float:
 
 def worker_alone(sim: KentikSimulator, workdir: Path, n: int) -> float:
     service = Service(workdir, sim.url, KENTIK_API_TIMEOUT=10)
-    service.env["KT_AUTH_EMAIL"], service.env["KT_AUTH_TOKEN"] = EMAIL, TOKEN
+    service.env["KT_AUTH_EMAIL"], service.env["KT_AUTH_TOKEN"] = E2E_EMAIL, E2E_TOKEN
     service.start()
     try:
         api_query = unique_query(f"worker-{n}-{time.time()}")
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     results: dict[str, list[float]] = {"whole_service_killed": [], "worker_killed": []}
-    with KentikSimulator(email=EMAIL, token=TOKEN, delay=DELAY) as sim:
+    with KentikSimulator(email=E2E_EMAIL, token=E2E_TOKEN, delay=DELAY) as sim:
         for n in range(args.rounds):
             with tempfile.TemporaryDirectory() as tmp:
                 results["whole_service_killed"].append(whole_service(sim, Path(tmp), n))

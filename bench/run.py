@@ -48,8 +48,8 @@ from imagecache.api.examples import chart_query  # noqa: E402
 from imagecache.hashing import query_hash  # noqa: E402
 from imagecache.simulator.render import render_chart  # noqa: E402
 from imagecache.simulator.server import KentikSimulator  # noqa: E402
-from tests.e2e.conftest import EMAIL, TOKEN  # noqa: E402
-from tests.e2e.service import Service, free_port  # noqa: E402
+from tests.harness.data import E2E_EMAIL, E2E_TOKEN  # noqa: E402
+from tests.harness.service import Service, free_port  # noqa: E402
 
 README = ROOT / "README.md"
 # A 1800x900 chart: about 60 KB of PNG, as Kentik's real ones weigh.
@@ -391,7 +391,7 @@ def figure(
 def run_profile(profile: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Every figure, on one profile."""
     samples: dict[str, int] = {}
-    with KentikSimulator(email=EMAIL, token=TOKEN) as sim:
+    with KentikSimulator(email=E2E_EMAIL, token=E2E_TOKEN) as sim:
         with profile_environment(profile):
             service = Service(
                 work / "service",
@@ -402,7 +402,7 @@ def run_profile(profile: str, args: argparse.Namespace, work: Path) -> dict[str,
                 # all join the one fetch for its single Kentik call to show.
                 REUSE_MAX_AGE=3600,
             )
-        service.env["KT_AUTH_EMAIL"], service.env["KT_AUTH_TOKEN"] = EMAIL, TOKEN
+        service.env["KT_AUTH_EMAIL"], service.env["KT_AUTH_TOKEN"] = E2E_EMAIL, E2E_TOKEN
         service.start()
         static = proxy = bare = None
         try:

@@ -41,8 +41,8 @@ sys.path.insert(0, str(ROOT))
 
 from imagecache.hashing import query_hash  # noqa: E402
 from imagecache.simulator.server import KentikSimulator  # noqa: E402
-from tests.e2e.conftest import EMAIL, TOKEN, unique_query  # noqa: E402
-from tests.e2e.service import Service  # noqa: E402
+from tests.harness.data import E2E_EMAIL, E2E_TOKEN, unique_query  # noqa: E402
+from tests.harness.service import Service  # noqa: E402
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -60,7 +60,7 @@ def added_latency(service: Service, sim: KentikSimulator, rounds: int, delay: fl
         requests.post(
             f"{sim.url}/query/topXchart",
             json=api_query,
-            headers={"X-CH-Auth-Email": EMAIL, "X-CH-Auth-API-Token": TOKEN},
+            headers={"X-CH-Auth-Email": E2E_EMAIL, "X-CH-Auth-API-Token": E2E_TOKEN},
             timeout=30,
         ).raise_for_status()
         kentik_time = time.perf_counter() - started
@@ -221,9 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay", type=float, default=1.0, help="simulator delay, s")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp, KentikSimulator(email=EMAIL, token=TOKEN) as sim:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        KentikSimulator(email=E2E_EMAIL, token=E2E_TOKEN) as sim,
+    ):
         service = Service(Path(tmp), sim.url, ENTRY_WAIT_TIMEOUT=120, REUSE_MAX_AGE=60)
-        service.env["KT_AUTH_EMAIL"], service.env["KT_AUTH_TOKEN"] = EMAIL, TOKEN
+        service.env["KT_AUTH_EMAIL"], service.env["KT_AUTH_TOKEN"] = E2E_EMAIL, E2E_TOKEN
         service.start()
         try:
             # Warm every gunicorn worker and thread pool before measuring.

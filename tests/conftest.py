@@ -8,15 +8,7 @@ from django.conf import settings
 
 from imagecache import kentik
 from imagecache.simulator.server import KentikSimulator
-
-# The credentials of end-to-end services and their simulator.
-E2E_EMAIL = "e2e@example.com"
-E2E_TOKEN = "e2e-token"
-PNG = b"\x89PNG\r\n\x1a\n" + b"chart-bytes" * 10
-QUERY: dict[str, Any] = {
-    "queries": [{"bucket": "Left +Y Axis", "query": {"metric": "bytes", "filters_obj": None}}],
-    "imageType": "png",
-}
+from tests.harness.data import E2E_EMAIL, E2E_TOKEN, PNG
 
 
 @pytest.fixture(autouse=True)

@@ -8,80 +8,25 @@ HTTP to a real KentikSimulator on loopback. Without it, the fetch stays pending.
 import json
 import shutil
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import time_machine
 from django.db import transaction
-from django.http import HttpResponseBase
-from django.test import Client
 
-from imagecache.api import examples
 from imagecache.hashing import query_hash
 from imagecache.ids import ENTRY_ID_RE, entry_id_make
 from imagecache.models import Entry, Fetch, FetchState
 from imagecache.services import fetching
 from imagecache.simulator.render import render_chart
-from tests.conftest import QUERY
-from tests.e2e.service import free_port
+from tests.harness.api import Api, body_of, chart_query, json_error, pending
+from tests.harness.data import NOW, QUERY
+from tests.harness.service import free_port
 
 pytestmark = pytest.mark.django_db
 
-NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
 FAVICON = Path(__file__).resolve().parents[1] / "imagecache" / "root" / "favicon.ico"
-
-
-def chart_query(image_type: str = "png", title: str = "Total traffic") -> dict[str, Any]:
-    return examples.chart_query(title, image_type)
-
-
-def body_of(response: HttpResponseBase) -> bytes:
-    """The body of any response, streamed or not; read once and kept."""
-    # The ignores: streamed or not is known from `streaming`, not from the type,
-    # and `test_body` is this helper's own attribute.
-    if not hasattr(response, "test_body"):
-        response.test_body = (  # type: ignore[attr-defined]
-            b"".join(response.streaming_content)  # type: ignore[attr-defined]
-            if response.streaming
-            else response.content  # type: ignore[attr-defined]
-        )
-    return response.test_body  # type: ignore[attr-defined]
-
-
-def json_error(response: HttpResponseBase, status: int) -> dict[str, Any]:
-    """The JSON error body of a response, checked to have the status and JSON headers."""
-    assert response.status_code == status, body_of(response)
-    assert response["Content-Type"] == "application/json"
-    data: dict[str, Any] = json.loads(body_of(response))
-    assert isinstance(data["error"], str) and data["error"]
-    assert data["status"] == status
-    return data
-
-
-class Api:
-    """The test client, checking that no answer ever carries the Kentik token."""
-
-    def __init__(self, client: Client, token: str) -> None:
-        self._client = client
-        self._token = token.encode()
-
-    def post(
-        self, path: str, body: Any, content_type: str = "application/json", **extra: Any
-    ) -> HttpResponseBase:
-        data = body if isinstance(body, str | bytes) else json.dumps(body)
-        return self._checked(self._client.post(path, data, content_type=content_type, **extra))
-
-    def get(self, path: str, **extra: Any) -> HttpResponseBase:
-        return self._checked(self._client.get(path, **extra))
-
-    def delete(self, path: str) -> HttpResponseBase:
-        return self._checked(self._client.delete(path))
-
-    def _checked(self, response: HttpResponseBase) -> HttpResponseBase:
-        assert self._token not in body_of(response)
-        return response
 
 
 @pytest.fixture
@@ -100,13 +45,6 @@ def fetched(api, django_capture_on_commit_callbacks):
         return str(response.json()["id"])
 
     return post
-
-
-def pending(api: Api, api_query: dict[str, Any], **fields: Any) -> str:
-    """POST a request whose fetch is never run (its on_commit is not executed)."""
-    response = api.post("/requests", {"api_query": api_query, **fields})
-    assert response.status_code == 200, body_of(response)
-    return str(json.loads(body_of(response))["id"])
 
 
 def nested_body(depth: int) -> str:

@@ -15,9 +15,9 @@ import pytest
 import requests
 
 from imagecache.api.examples import chart_query
-from tests.conftest import E2E_EMAIL, E2E_TOKEN
-from tests.e2e.service import ROOT, free_port
-from tests.prometheus import parse, value
+from tests.harness.data import E2E_EMAIL, E2E_TOKEN
+from tests.harness.prometheus import parse, value
+from tests.harness.service import ROOT, free_port
 
 ENTRYPOINT = ROOT / "config" / "entrypoint.sh"
 

@@ -17,7 +17,7 @@ from imagecache.files import links
 from imagecache.models import Entry, Fetch
 from imagecache.services import fetching, housekeeping, operators
 from imagecache.services.entries import entry_create
-from tests.conftest import PNG, QUERY
+from tests.harness.data import PNG, QUERY
 
 pytestmark = pytest.mark.django_db
 

@@ -17,7 +17,7 @@ from django_q.conf import Conf
 from django_q.signing import SignedPackage
 from django_q.status import Stat, Status
 
-from tests.e2e.service import free_port
+from tests.harness.service import free_port
 
 pytestmark = pytest.mark.django_db
 

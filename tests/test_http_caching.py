@@ -22,8 +22,9 @@ from imagecache.models import Entry, Fetch, FetchState
 from imagecache.services import fetching
 from imagecache.simulator.render import render_chart
 from imagecache.simulator.server import KentikSimulator
-from tests.test_api import NOW, Api, body_of, chart_query, json_error, pending
-from tests.test_settings import start
+from tests.harness.api import Api, body_of, chart_query, json_error, pending
+from tests.harness.data import NOW
+from tests.harness.profiles import start
 
 pytestmark = pytest.mark.django_db
 

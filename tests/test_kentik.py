@@ -18,7 +18,7 @@ from imagecache import kentik
 from imagecache.api import examples
 from imagecache.simulator.render import render_chart
 from imagecache.simulator.server import KentikSimulator
-from tests.e2e.service import free_port
+from tests.harness.service import free_port
 
 EMAIL = "tests@example.com"
 TOKEN = "kentik-t0ken-that-must-stay-secret"

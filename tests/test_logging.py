@@ -17,7 +17,7 @@ from imagecache import kentik
 from imagecache.ops.log import JSONFormatter, RedactSecrets
 from imagecache.services import fetching
 from imagecache.services.entries import entry_create
-from tests.conftest import QUERY
+from tests.harness.data import QUERY
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -24,7 +24,7 @@ from imagecache.models import Entry, Fetch
 from imagecache.ops.metrics_dir import METRICS_DIR, METRICS_DIR_PREPARED, metrics_dir_prepare
 from imagecache.simulator.server import KentikSimulator
 from imagecache.waiting.waiter import FetchWaiter
-from tests.prometheus import Samples, parse, value
+from tests.harness.prometheus import Samples, parse, value
 
 
 def scrape(client: Client) -> Samples:

@@ -1,4 +1,4 @@
-"""Tests of the integration client tests/run_tests.py against an in-process stub.
+"""Tests of the integration client tests/harness/run_tests.py against an in-process stub.
 
 The stub answers like the service: POST /requests gives an id, GET /image/<id>
 gives a small image for a good query and Kentik's 400 JSON error for a query
@@ -22,17 +22,13 @@ from typing import Any
 import pytest
 
 from imagecache.api import examples
-from tests import run_tests
+from imagecache.simulator.render import MIME_TYPES
+from tests.harness import run_tests
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 LINE_RE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} \S")
-CONTENT_TYPES = {
-    "png": "image/png",
-    "jpg": "image/jpeg",
-    "jpeg": "image/jpeg",
-    "svg": "image/svg+xml",
-    "pdf": "application/pdf",
-}
+# The image types the simulator (and Kentik) answer, by `imageType`.
+CONTENT_TYPES = MIME_TYPES
 PNG_BYTES = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 
 
@@ -72,7 +68,7 @@ class Stub:
             return error(404, "unknown id")
         if self.image_status is not None:
             return error(self.image_status, "internal error")
-        image_type = api_query.get("imageType")
+        image_type = str(api_query.get("imageType"))
         if image_type not in CONTENT_TYPES or not api_query.get("queries"):
             return error(400, "Bad request", kentik_status=400)
         return 200, CONTENT_TYPES[image_type], PNG_BYTES

@@ -18,7 +18,7 @@ from imagecache.ids import entry_id_make
 from imagecache.models import Entry, Fetch, FetchState
 from imagecache.services import fetching, housekeeping, queue
 from imagecache.services.entries import entry_create, fetch_mark_read
-from tests.conftest import PNG, QUERY
+from tests.harness.data import PNG, QUERY
 
 pytestmark = pytest.mark.django_db
 

@@ -17,7 +17,7 @@ from imagecache.ids import entry_id_parts
 from imagecache.models import Entry, Fetch, FetchState
 from imagecache.services import fetching, housekeeping, operators, queue
 from imagecache.services.entries import entry_create
-from tests.conftest import PNG, QUERY
+from tests.harness.data import PNG, QUERY
 
 pytestmark = pytest.mark.django_db
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from imagecache.simulator.server import KentikSimulator
-from tests.e2e.conftest import unique_query
-from tests.e2e.service import ROOT, Service
+from tests.harness.data import unique_query
+from tests.harness.service import ROOT, Service
 
 pytestmark = pytest.mark.e2e
 

@@ -3,12 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from imagecache.api import examples
 from imagecache.simulator.server import KentikSimulator
-from tests.conftest import E2E_EMAIL, E2E_TOKEN
-from tests.e2e.service import Service
-
-EMAIL, TOKEN = E2E_EMAIL, E2E_TOKEN
+from tests.harness.service import Service
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +27,6 @@ def service(
 @pytest.fixture(autouse=True)
 def _reset_simulator(simulator: KentikSimulator) -> None:
     simulator.reset()
-
-
-def unique_query(name: str, image_type: str = "png", **query: object) -> dict[str, object]:
-    """A realistic query whose title makes it unique to one test."""
-    return examples.chart_query(name, image_type, **query)
 
 
 def simulator_dir() -> Path:

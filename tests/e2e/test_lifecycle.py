@@ -10,8 +10,8 @@ import requests
 
 from imagecache.hashing import query_hash
 from imagecache.simulator.server import KentikSimulator
-from tests.e2e.conftest import unique_query
-from tests.e2e.service import Service, wait_for
+from tests.harness.data import unique_query
+from tests.harness.service import Service, wait_for
 
 pytestmark = pytest.mark.e2e
 

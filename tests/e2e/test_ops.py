@@ -17,9 +17,9 @@ import pytest
 import requests
 
 from imagecache.simulator.server import KentikSimulator
-from tests.e2e.conftest import unique_query
-from tests.e2e.service import Service, wait_for
-from tests.prometheus import Samples, parse, value
+from tests.harness.data import unique_query
+from tests.harness.prometheus import Samples, parse, value
+from tests.harness.service import Service, wait_for
 
 pytestmark = pytest.mark.e2e
 

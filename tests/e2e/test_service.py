@@ -13,9 +13,9 @@ import requests
 
 from imagecache.hashing import query_hash
 from imagecache.simulator.server import KentikSimulator
-from tests import run_tests
-from tests.e2e.conftest import EMAIL, TOKEN, unique_query
-from tests.e2e.service import Service, free_port
+from tests.harness import run_tests
+from tests.harness.data import E2E_EMAIL, E2E_TOKEN, unique_query
+from tests.harness.service import Service, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +25,7 @@ def kentik_bytes(simulator: KentikSimulator, api_query: dict) -> tuple[str, byte
     response = requests.post(
         f"{simulator.url}/query/topXchart",
         json=api_query,
-        headers={"X-CH-Auth-Email": EMAIL, "X-CH-Auth-API-Token": TOKEN},
+        headers={"X-CH-Auth-Email": E2E_EMAIL, "X-CH-Auth-API-Token": E2E_TOKEN},
         timeout=10,
     )
     header, payload = response.json()["dataUri"].split(",", 1)

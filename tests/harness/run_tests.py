@@ -14,9 +14,9 @@ could not be read, no file matched or a connection failed.
 
 Usage::
 
-    tests/run_tests.py                                  # tests/data/*.json, sequentially
-    tests/run_tests.py --url http://127.0.0.1:8000 --concurrent
-    tests/run_tests.py --dir /tmp/requests --glob 'example_*.json' --timeout 60
+    tests/harness/run_tests.py                                  # tests/data/*.json, sequentially
+    tests/harness/run_tests.py --url http://127.0.0.1:8000 --concurrent
+    tests/harness/run_tests.py --dir /tmp/requests --glob 'example_*.json' --timeout 60
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from urllib.parse import quote
 import requests
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-DEFAULT_DIR = Path(__file__).resolve().parent / "data"
+DEFAULT_DIR = Path(__file__).resolve().parent.parent / "data"
 DEFAULT_GLOB = "*.json"
 DEFAULT_TIMEOUT = 240.0
 
