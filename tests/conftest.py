@@ -9,6 +9,9 @@ from django.conf import settings
 from imagecache import kentik
 from imagecache.simulator import KentikSimulator
 
+# TEST_CLOCK_AHEAD_DAYS moves the clock of the whole session (tests/clock.py).
+pytest_plugins = ["tests.clock"]
+
 # The credentials of end-to-end services and their simulator.
 E2E_EMAIL = "e2e@example.com"
 E2E_TOKEN = "e2e-token"
