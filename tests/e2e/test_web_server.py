@@ -1,7 +1,11 @@
-"""Slow clients against the real gunicorn: connections that send their request
-a byte at a time hold no thread, so everyone else is still answered, and each
-is answered 408 once WEB_HEADER_TIMEOUT has passed (config/web_worker.py)."""
+"""The web server's edges, against the real gunicorn:
+- slow clients: connections that send their request a byte at a time hold no
+  thread, so everyone else is still answered, and each is answered 408 once
+  WEB_HEADER_TIMEOUT has passed (config/web_worker.py);
+- chunked request bodies reach the API, under the same bound (config/chunked.py).
+"""
 
+import json
 import socket
 import threading
 from collections.abc import Iterator
@@ -100,3 +104,30 @@ def test_a_request_sent_in_pieces_quickly_is_served(slow_service):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
     assert b'"id":' in answer
+
+
+def chunks(body: bytes, size: int) -> Iterator[bytes]:
+    """What requests sends with Transfer-Encoding: chunked, `size` bytes a chunk."""
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+def test_chunked_request_body_is_read(slow_service):
+    body = json.dumps({"api_query": unique_query("chunked"), "ttl": 120}).encode()
+    response = requests.post(f"{slow_service.url}/requests", data=chunks(body, 100), timeout=10)
+    assert response.request.headers["Transfer-Encoding"] == "chunked"
+    assert response.status_code == 200, response.text
+    image = slow_service.get_image(response.json()["id"], timeout=30)
+    assert image.status_code == 200, image.text
+
+
+def test_chunked_request_body_over_the_bound_is_413(slow_service):
+    query = unique_query("chunked and large")
+    query["padding"] = "x" * (1024 * 1024)
+    body = json.dumps({"api_query": query}).encode()
+    response = requests.post(f"{slow_service.url}/requests", data=chunks(body, 65536), timeout=10)
+    assert response.status_code == 413, response.text
+    assert response.json() == {
+        "error": "The request body is larger than 1048576 bytes.",
+        "status": 413,
+    }
