@@ -5,7 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-embedded test-production test-unit bench docker-smoke lint typecheck install install-dev constraints clean
+.PHONY: run test test-embedded test-production test-unit pins bench docker-smoke lint typecheck install install-dev constraints clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -89,7 +89,19 @@ docker-smoke: install-dev
 
 TYPED := config imagecache bench manage.py tests
 
-lint: install-dev
+## pins: pip check finds nothing amiss but kentik-api's own == lines, and the
+## constraints make an install that would bring those pins back fail.
+pins: install-dev
+	@! $(BIN)/pip check | grep -v '^kentik-api 1.0.7 has requirement '
+	@out=$$($(BIN)/pip install --dry-run --ignore-installed kentik-api==1.0.7 2>&1); \
+	if echo "$$out" | grep -q ResolutionImpossible; then \
+	  echo "pins: the constraints keep kentik-api's old pins out"; \
+	else \
+	  echo "$$out" | tail -n 20; \
+	  echo "pins: requirements/constraints.txt no longer keeps kentik-api's old pins out"; exit 1; \
+	fi
+
+lint: install-dev pins
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy $(TYPED)

@@ -13,8 +13,13 @@ from typing import Any
 
 from gunicorn import util
 
+from config.web_worker import HeadersFirstWorker
+
 bind = f"{os.environ.get('BIND', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
-worker_class = "gthread"
+# gthread, whose threads take only requests that have arrived whole: a slow
+# client costs a socket, not a thread (config/web_worker.py).
+worker_class = "config.web_worker.HeadersFirstWorker"
+HeadersFirstWorker.header_timeout = float(os.environ.get("WEB_HEADER_TIMEOUT", "10"))
 # 4 on 2 cores: the GIL shares a process's CPU among its threads, and cached
 # images are answered 15-20% faster by 4 processes than by 2 (bench/NOTES.md).
 # Each holds up to DB_POOL_SIZE connections on PostgreSQL.

@@ -9,10 +9,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
 
 django_application = get_wsgi_application()
 
+from config.chunked import ChunkedBodies  # noqa: E402 - needs Django set up
 from imagecache.api.fastpath import FastImages  # noqa: E402 - needs Django set up
 
-# Ready images are answered before Django runs (imagecache/api/fastpath.py).
-application = FastImages(django_application)
+# Ready images are answered before Django runs (imagecache/api/fastpath.py);
+# chunked request bodies are read whole before Django does (config/chunked.py).
+application = FastImages(ChunkedBodies(django_application))
 
 
 def _warm_up() -> None:

@@ -11,12 +11,22 @@ and its error classes) with its 1.x traps avoided:
   RetryError and the status is lost, so the retry policy returns the last
   answer (`raise_on_status=False`) and its status is reported;
 - redirects are never followed: the auth headers must not go to another host.
+
+Each attempt has one deadline, KENTIK_API_TIMEOUT, for its whole answer
+(connect, headers and body): requests' timeouts bound each read, so a Kentik
+that trickles its answer would otherwise hold a worker for as long as it
+trickles. The answer is read in chunks up to KENTIK_MAX_BYTES and no further.
 """
 
 import base64
+import functools
+import http.client
+import io
 import json
 import logging
 import re
+import socket
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -27,7 +37,9 @@ from kentik_api.api_calls.query_methods import query_chart
 from kentik_api.api_connection.api_connector import PROTOCOL_HTTP, APIConnector
 from kentik_api.public.errors import KentikAPIError, ProtocolError, TimedOutError
 from kentik_api.requests_payload.queries_payload import QueryChartResponse
+from requests.adapters import HTTPAdapter
 from urllib3 import exceptions as urllib3_exceptions
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
@@ -72,10 +84,119 @@ class _Retry(Retry):
         return float(max(super().get_backoff_time(), self.backoff_factor))
 
 
+class AnswerTooLarge(Exception):
+    """Kentik's answer is larger than KENTIK_MAX_BYTES."""
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket's reader that gives each read no more than what is left of the
+    attempt's deadline (and no more than the read timeout)."""
+
+    def __init__(self, raw: io.RawIOBase, sock: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._raw = raw
+        self._sock = sock
+        self._deadline = deadline
+        self._step = sock.gettimeout()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            # What a socket raises on its own timeout: urllib3 makes it a ReadTimeoutError.
+            raise TimeoutError("the attempt's deadline passed")
+        self._sock.settimeout(left if self._step is None else min(left, self._step))
+        return self._raw.readinto(buffer)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    """http.client's response, reading its status, headers and body under a deadline."""
+
+    def __init__(self, sock: socket.socket, *args: Any, deadline: float, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        raw = self.fp.detach()
+        self.fp = io.BufferedReader(_DeadlineReader(raw, sock, deadline))
+
+
+def _attempt_under_deadline(make_request: Any) -> Any:
+    @functools.wraps(make_request)
+    def wrapper(self: HTTPConnectionPool, conn: Any, *args: Any, **kwargs: Any) -> Any:
+        # One deadline per attempt: urllib3 calls _make_request once for each.
+        deadline = time.monotonic() + settings.KENTIK_API_TIMEOUT
+        conn.response_class = functools.partial(_DeadlineResponse, deadline=deadline)
+        return make_request(self, conn, *args, **kwargs)
+
+    return wrapper
+
+
+class _HTTPPool(HTTPConnectionPool):
+    _make_request = _attempt_under_deadline(HTTPConnectionPool._make_request)
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    _make_request = _attempt_under_deadline(HTTPSConnectionPool._make_request)
+
+
+class _Adapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+def _read_answer(response: requests.Response) -> bytes:
+    """The body, read in chunks under the attempt's deadline, up to KENTIK_MAX_BYTES."""
+    limit = settings.KENTIK_MAX_BYTES
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise AnswerTooLarge(f"Kentik's answer is {int(declared)} bytes")
+    body = bytearray()
+    try:
+        for chunk in response.raw.stream(64 * 1024, decode_content=True):
+            body += chunk
+            if len(body) > limit:
+                raise AnswerTooLarge(f"Kentik's answer is over {limit} bytes")
+    except ReadTimeoutError as exc:
+        raise requests.Timeout(exc) from exc
+    except urllib3_exceptions.HTTPError as exc:
+        raise requests.ConnectionError(exc) from exc
+    return bytes(body)
+
+
 class _Connector(APIConnector):
+    def __init__(self, *args: Any, retry_strategy: Retry, **kwargs: Any) -> None:
+        super().__init__(*args, retry_strategy=retry_strategy, **kwargs)
+        adapter = _Adapter(max_retries=retry_strategy)
+        self._session.mount("https://", adapter)
+        self._session.mount("http://", adapter)
+
     def _do_request(self, api_call: Any, payload: dict[str, Any] | None = None) -> Any:
         url = self._get_api_query_url(api_call.url_path)
-        return self._session.post(url, json=payload, timeout=self._timeout, allow_redirects=False)
+        response = self._session.post(
+            url, json=payload, timeout=self._timeout, allow_redirects=False, stream=True
+        )
+        try:
+            response._content = _read_answer(response)
+        finally:
+            response.close()
+        return response
+
+    def answer(self, api_call: Any, payload: dict[str, Any]) -> bytes:
+        """APIConnector.send, less its copy of the whole body as text."""
+        try:
+            response = self._do_request(api_call, payload)
+        except requests.Timeout as exc:
+            raise TimedOutError(str(exc)) from exc
+        except requests.RequestException as exc:
+            raise KentikAPIError(str(exc)) from exc
+        self._raise_on_error(response)
+        return bytes(response.content)
 
     @staticmethod
     def _raise_on_error(response: requests.Response) -> None:
@@ -124,21 +245,30 @@ def fetch_chart(query_json: str) -> Chart:
     )
     payload = json.loads(query_json)
     try:
-        response = connector.send(query_chart(), payload)
+        body = connector.answer(query_chart(), payload)
+    except AnswerTooLarge as exc:
+        raise KentikError(
+            502, f"{exc}: larger than KENTIK_MAX_BYTES ({settings.KENTIK_MAX_BYTES} bytes)"
+        ) from exc
     except ProtocolError as exc:
         raise _protocol_error(exc) from exc
     except KentikAPIError as exc:
         raise _transport_error(exc) from exc
     try:
-        chart = QueryChartResponse.from_json(response.text)
-        result = chart.to_query_chart_result()
-        # kentik-api decodes leniently: "!!!!" would become an empty image.
+        chart = QueryChartResponse.from_json(body)
+        del body
+        # The package's own reading of the media type and the encoding; the
+        # payload is decoded here, once and strictly: kentik-api decodes
+        # leniently ("!!!!" would become an empty image), and a second copy
+        # of a large image would double the worker's memory.
+        image_type = chart._get_image_type()
+        chart._get_image_data_base64()
         data = base64.b64decode(chart.dataUri.partition(",")[2], validate=True)
         if not data:
             raise ValueError("the image is empty")
     except Exception as exc:  # anything unreadable is a bad gateway
         raise KentikError(502, f"Kentik's answer could not be read: {_shorten(str(exc))}") from exc
-    return Chart(media_type=MEDIA_TYPES[result.image_type.value], data=data)
+    return Chart(media_type=MEDIA_TYPES[image_type.value], data=data)
 
 
 def _protocol_error(exc: ProtocolError) -> KentikError:

@@ -10,6 +10,9 @@ from imagecache import kentik
 from imagecache.simulator.server import KentikSimulator
 from tests.harness.data import E2E_EMAIL, E2E_TOKEN, PNG
 
+# TEST_CLOCK_AHEAD_DAYS moves the clock of the whole session (tests/clock.py).
+pytest_plugins = ["tests.clock"]
+
 
 @pytest.fixture(autouse=True)
 def _clean_cache_path() -> Iterator[None]:

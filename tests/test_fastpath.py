@@ -1,6 +1,7 @@
 """Ready images answered before Django runs, and falling through whenever the
 fast path cannot be sure."""
 
+import json
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -166,6 +167,24 @@ def test_expired_id_falls_through_to_django(fast, django_app, ready):
         entry_id = ready(ttl=10)
     with time_machine.travel(NOW.timestamp() + 11, tick=False):
         assert call(fast, f"/image/{entry_id}")[0] == 404
+    assert django_app.calls == 1
+
+
+@pytest.mark.parametrize("host", ["evil.example", "127.0.0.1.evil.example", ""])
+def test_host_that_allowed_hosts_refuses_is_djangos_400(fast, django_app, ready, host):
+    entry_id = ready()
+    status, _, body = call(fast, f"/image/{entry_id}", HTTP_HOST=host)
+    assert (status, django_app.calls) == (400, 1)
+    assert json.loads(body) == {"error": "Bad request.", "status": 400}
+    assert call(django_app, f"/image/{entry_id}", HTTP_HOST=host)[2] == body
+
+
+def test_forwarded_host_is_checked_when_it_is_trusted(fast, django_app, ready, settings):
+    entry_id = ready()
+    settings.USE_X_FORWARDED_HOST = True
+    fast = FastImages(django_app)
+    assert call(fast, f"/image/{entry_id}", HTTP_X_FORWARDED_HOST="evil.example")[0] == 400
+    assert call(fast, f"/image/{entry_id}", HTTP_X_FORWARDED_HOST="localhost")[0] == 200
     assert django_app.calls == 1
 
 

@@ -4,11 +4,12 @@ No database and no mocks: `kentik.fetch_chart` talks HTTP to a KentikSimulator
 started per test, configured through Django settings.
 """
 
+import base64
 import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -317,46 +318,72 @@ def test_data_uri_whose_payload_is_not_base64_is_502_not_an_empty_chart(sim):
     assert "could not be read" in error.message
 
 
-class _Redirector(BaseHTTPRequestHandler):
-    """Answers every POST with 307 to `server.location`, counting them."""
+class _Handler(BaseHTTPRequestHandler):
+    """Reads a POST, counts it, and lets the server's `answer` write the reply."""
 
-    server: "_RedirectServer"
+    server: "_StandIn"
     protocol_version = "HTTP/1.1"
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.server.posts += 1
-        self.send_response(307)
-        self.send_header("Location", self.server.location)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
+        try:
+            self.server.answer(self)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client hung up, as a deadline or a size bound makes it
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
-class _RedirectServer(ThreadingHTTPServer):
+Answer = Callable[[_Handler], None]
+
+
+class _StandIn(ThreadingHTTPServer):
+    """A Kentik stand-in on loopback that answers as a test scripts it."""
+
     daemon_threads = True
-    posts = 0
-    location = ""
+
+    def __init__(self, answer: Answer) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.answer = answer
+        self.posts = 0
+        self.stopping = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/api/v5"
 
 
 @pytest.fixture
-def redirector(sim) -> Iterator[_RedirectServer]:
-    server = _RedirectServer(("127.0.0.1", 0), _Redirector)
-    server.location = f"{sim.url}/query/topXchart"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield server
-    finally:
+def stand_in(sim, settings) -> Iterator[Callable[[Answer], _StandIn]]:
+    """Starts a stand-in and points the seam at it (the simulator stays up)."""
+    running: list[tuple[_StandIn, threading.Thread]] = []
+
+    def start(answer: Answer) -> _StandIn:
+        server = _StandIn(answer)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+        thread.start()
+        running.append((server, thread))
+        settings.KENTIK_API_URL = server.url
+        return server
+
+    yield start
+    for server, thread in running:
+        server.stopping.set()
         server.shutdown()
         server.server_close()
-        thread.join(timeout=2)
+        thread.join(timeout=5)
 
 
-def test_redirect_is_not_followed(sim, settings, redirector):
-    settings.KENTIK_API_URL = f"http://127.0.0.1:{redirector.server_address[1]}/api/v5"
+def test_redirect_is_not_followed(sim, stand_in):
+    def redirect(handler: _Handler) -> None:
+        handler.send_response(307)
+        handler.send_header("Location", f"{sim.url}/query/topXchart")
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    redirector = stand_in(redirect)
 
     error = fetch_error(chart_query())
 
@@ -365,6 +392,88 @@ def test_redirect_is_not_followed(sim, settings, redirector):
     assert sim.url in error.message
     assert redirector.posts == 1
     assert sim.calls()["total"] == 0, "the auth headers must not follow a redirect"
+
+
+CHART_ANSWER = json.dumps(
+    {"dataUri": "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n" * 8).decode()}
+).encode()
+
+
+def trickled(part: str, seconds: float = 10.0) -> Answer:
+    """A valid chart whose headers or body come a byte at a time over `seconds`:
+    each read waits far less than the read timeout, the whole far longer."""
+
+    def answer(handler: _Handler) -> None:
+        head = (
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(CHART_ANSWER)
+        )
+        slow = head if part == "headers" else CHART_ANSWER
+        if part == "body":
+            handler.wfile.write(head)
+        for i in range(len(slow)):
+            if handler.server.stopping.wait(seconds / len(slow)):
+                return
+            handler.wfile.write(slow[i : i + 1])
+        if part == "headers":
+            handler.wfile.write(CHART_ANSWER)
+
+    return answer
+
+
+@pytest.mark.parametrize("part", ["headers", "body"])
+def test_answer_trickled_past_the_timeout_is_504_within_the_deadline(settings, stand_in, part):
+    settings.KENTIK_API_TIMEOUT = 0.5
+    settings.KENTIK_API_RETRIES = 1
+    kentik_stand_in = stand_in(trickled(part))
+
+    error = fetch_error(chart_query())
+
+    assert error.status == 504
+    assert error.message == "Kentik did not answer within 0.5 s"
+    # Each attempt was cut off at its deadline: the whole trickle (10 s) would
+    # have been a valid chart. A trickle of headers is a read timeout, which
+    # is retried; one of the body is not.
+    assert kentik_stand_in.posts == (2 if part == "headers" else 1)
+
+
+def test_answer_declared_larger_than_kentik_max_bytes_is_502_unread(settings, stand_in):
+    settings.KENTIK_MAX_BYTES = 4096
+
+    def huge(handler: _Handler) -> None:
+        handler.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n{")
+        handler.server.stopping.wait(30)
+
+    stand_in(huge)
+
+    error = fetch_error(chart_query())
+
+    assert error.status == 502
+    assert error.message == (
+        "Kentik's answer is 1000000000 bytes: larger than KENTIK_MAX_BYTES (4096 bytes)"
+    )
+
+
+def test_answer_streamed_past_kentik_max_bytes_is_cut_off_at_it(settings, stand_in):
+    settings.KENTIK_MAX_BYTES = 1024 * 1024
+    settings.KENTIK_API_TIMEOUT = 30
+
+    def streamed(handler: _Handler) -> None:
+        # No Content-Length: the body ends when the connection does, 16 MiB on.
+        handler.wfile.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+        handler.wfile.write(b'{"dataUri": "data:image/png;base64,')
+        for _ in range(256):
+            handler.wfile.write(b"A" * 65536)
+        handler.wfile.write(b'"}')
+
+    stand_in(streamed)
+
+    error = fetch_error(chart_query())
+
+    assert error.status == 502
+    assert error.message == (
+        "Kentik's answer is over 1048576 bytes: larger than KENTIK_MAX_BYTES (1048576 bytes)"
+    )
 
 
 def test_token_echoed_by_kentik_is_not_repeated_in_the_error(sim):

@@ -410,9 +410,12 @@ def test_prune_removes_stray_temp_and_orphan_files_once_old(settings):
     young_orphan = directory / "young.png"
     for path in (old_temp, old_orphan, young_orphan):
         path.write_bytes(b"12345")
-    old = time.time() - settings.STRAY_FILE_AGE - 10
+    # Every file time is set from the process clock, which a test run may move.
+    now = time.time()
+    old = now - settings.STRAY_FILE_AGE - 10
     for path in (old_temp, old_orphan):
         os.utime(path, (old, old))
+    os.utime(young_orphan, (now, now))
     result = housekeeping.cache_prune()
     assert (result.files, result.bytes_freed) == (2, 10)
     assert sorted(p.name for p in directory.iterdir()) == ["young.png"]

@@ -180,7 +180,11 @@ KENTIK_API_URL = env_str("KENTIK_API_URL", "https://api.kentik.com/api/v5").rstr
 if not KENTIK_API_URL.startswith(("http://", "https://")):
     raise ImproperlyConfigured(f"KENTIK_API_URL must be an http(s) URL, not {KENTIK_API_URL!r}")
 KENTIK_API_RETRIES = env_number("KENTIK_API_RETRIES", 3, integer=True)
+# One deadline per attempt for the whole answer: connect, headers and body.
 KENTIK_API_TIMEOUT = env_number("KENTIK_API_TIMEOUT", 60.0, minimum=0.1)
+# The largest answer read from Kentik, in bytes; past it the attempt is a 502
+# (a real chart's answer is 80 to 200 KB).
+KENTIK_MAX_BYTES = env_number("KENTIK_MAX_BYTES", 64 * 1024 * 1024, minimum=1024, integer=True)
 # The longest Retry-After we sleep on between two attempts, so that one fetch
 # cannot hold a worker for an hour.
 KENTIK_RETRY_AFTER_MAX = env_number("KENTIK_RETRY_AFTER_MAX", 30.0)

@@ -24,6 +24,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
+from django.http.request import split_domain_port, validate_host
 from django.utils.http import http_date
 
 from imagecache.files import links
@@ -107,6 +108,12 @@ class FastImages:
         # clearing, which only costs recomputing them.
         self.headers: dict[tuple[str, str], tuple[int, list[tuple[str, str]]]] = {}
         self.security = security_headers()
+        # Django's own reading of ALLOWED_HOSTS (HttpRequest.get_host), and
+        # what it made of each Host seen.
+        self.allowed_hosts = settings.ALLOWED_HOSTS
+        if settings.DEBUG and not self.allowed_hosts:
+            self.allowed_hosts = [".localhost", "127.0.0.1", "[::1]"]
+        self.hosts: dict[str, bool] = {}
         self.hit_get = metrics.REQUESTS.labels("image-get", "GET", "200")
         self.hit_head = metrics.REQUESTS.labels("image-get", "HEAD", "200")
 
@@ -126,6 +133,7 @@ class FastImages:
             or environ.get("QUERY_STRING")
             or "HTTP_IF_NONE_MATCH" in environ
             or "HTTP_IF_MODIFIED_SINCE" in environ
+            or not self._host_allowed(environ)
         ):
             return None
         entry_id, expiry_text = match.groups()
@@ -158,6 +166,27 @@ class FastImages:
         if wrapper is not None:
             return wrapper(image, 64 * 1024)
         return _chunks(image)
+
+    def _host_allowed(self, environ: dict[str, Any]) -> bool:
+        """Whether Django would take the request's Host (ALLOWED_HOSTS). A Host
+        it would refuse goes to Django, which answers it 400."""
+        if settings.USE_X_FORWARDED_HOST and "HTTP_X_FORWARDED_HOST" in environ:
+            host = environ["HTTP_X_FORWARDED_HOST"]
+        elif "HTTP_HOST" in environ:
+            host = environ["HTTP_HOST"]
+        else:
+            host = environ.get("SERVER_NAME", "")
+            port = str(environ.get("SERVER_PORT", ""))
+            if port != ("443" if environ.get("wsgi.url_scheme") == "https" else "80"):
+                host = f"{host}:{port}"
+        allowed = self.hosts.get(host)
+        if allowed is None:
+            domain, _ = split_domain_port(host)
+            allowed = bool(domain) and validate_host(domain, self.allowed_hosts)
+            if len(self.hosts) >= 1000:
+                self.hosts.clear()
+            self.hosts[host] = allowed
+        return allowed
 
     def _fixed_headers(
         self, target: str, entry_id: str, expires: float, image: Any

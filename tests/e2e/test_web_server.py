@@ -1,0 +1,133 @@
+"""The web server's edges, against the real gunicorn:
+- slow clients: connections that send their request a byte at a time hold no
+  thread, so everyone else is still answered, and each is answered 408 once
+  WEB_HEADER_TIMEOUT has passed (config/web_worker.py);
+- chunked request bodies reach the API, under the same bound (config/chunked.py).
+"""
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+import requests
+
+from imagecache.simulator.server import KentikSimulator
+from tests.harness.data import unique_query
+from tests.harness.service import Service
+
+pytestmark = pytest.mark.e2e
+
+SLOW = 300
+# One worker of 8 threads: before the fix, 300 slow clients held all 8 for as
+# long as they trickled, whichever worker the kernel gave them to.
+THREADS = 8
+HEADER_TIMEOUT = 5
+
+
+@pytest.fixture(scope="module")
+def slow_service(
+    simulator: KentikSimulator, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    service = Service(
+        tmp_path_factory.mktemp("slow"),
+        simulator.url,
+        WEB_CONCURRENCY=1,
+        WEB_THREADS=THREADS,
+        WEB_HEADER_TIMEOUT=HEADER_TIMEOUT,
+    ).start()
+    yield service
+    service.drop()
+
+
+@contextmanager
+def trickling(service: Service, count: int) -> Iterator[list[socket.socket]]:
+    """`count` connections, each sending a request's head a byte a second, for
+    far longer than the test lasts."""
+    head = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"s" * 600 + b"\r\n\r\n"
+    sockets = [
+        socket.create_connection(("127.0.0.1", service.port), timeout=5) for _ in range(count)
+    ]
+    stop = threading.Event()
+
+    def trickle() -> None:
+        for i in range(len(head)):
+            for sock in sockets:
+                try:
+                    sock.send(head[i : i + 1])
+                except OSError:
+                    pass  # answered 408 and closed by the service
+            if stop.wait(1.0):
+                return
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    try:
+        yield sockets
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        for sock in sockets:
+            sock.close()
+
+
+def test_slow_clients_hold_no_thread_and_are_answered_408(slow_service):
+    with trickling(slow_service, SLOW) as slow:
+        assert requests.get(f"{slow_service.url}/healthz", timeout=10).status_code == 200
+        entry_id = slow_service.post(unique_query("slow clients"))
+        image = slow_service.get_image(entry_id, timeout=30)
+        assert image.status_code == 200, image.text
+        assert image.headers["Content-Type"] == "image/png"
+        assert requests.get(f"{slow_service.url}/image/{entry_id}", timeout=10).status_code == 200
+
+        for sock in (slow[0], slow[-1]):
+            sock.settimeout(HEADER_TIMEOUT + 30)
+            answer = sock.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), answer
+            assert b'"status": 408' in answer
+            assert f"did not arrive within {HEADER_TIMEOUT} s".encode() in answer
+
+
+def test_a_request_sent_in_pieces_quickly_is_served(slow_service):
+    body = b'{"api_query": {"queries": [], "imageType": "png"}}'
+    head = (
+        b"POST /requests HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+    )
+    with socket.create_connection(("127.0.0.1", slow_service.port), timeout=10) as sock:
+        for piece in (head[:10], head[10:], body[:5], body[5:]):
+            sock.sendall(piece)
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
+    assert b'"id":' in answer
+
+
+def chunks(body: bytes, size: int) -> Iterator[bytes]:
+    """What requests sends with Transfer-Encoding: chunked, `size` bytes a chunk."""
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+def test_chunked_request_body_is_read(slow_service):
+    body = json.dumps({"api_query": unique_query("chunked"), "ttl": 120}).encode()
+    response = requests.post(f"{slow_service.url}/requests", data=chunks(body, 100), timeout=10)
+    assert response.request.headers["Transfer-Encoding"] == "chunked"
+    assert response.status_code == 200, response.text
+    image = slow_service.get_image(response.json()["id"], timeout=30)
+    assert image.status_code == 200, image.text
+
+
+def test_chunked_request_body_over_the_bound_is_413(slow_service):
+    query = unique_query("chunked and large")
+    query["padding"] = "x" * (1024 * 1024)
+    body = json.dumps({"api_query": query}).encode()
+    response = requests.post(f"{slow_service.url}/requests", data=chunks(body, 65536), timeout=10)
+    assert response.status_code == 413, response.text
+    assert response.json() == {
+        "error": "The request body is larger than 1048576 bytes.",
+        "status": 413,
+    }
