@@ -21,7 +21,7 @@ from django_q.models import Failure, OrmQ, Schedule, Success
 from imagecache import selectors
 from imagecache.errors import EntryNotFound
 from imagecache.ids import entry_id_parts
-from imagecache.media import EXTENSIONS, INLINE_MEDIA_TYPES
+from imagecache.media import EXTENSIONS, IMAGE_CSP, INLINE_MEDIA_TYPES
 from imagecache.models import Entry, Fetch, FetchState
 from imagecache.services import operators
 
@@ -31,10 +31,6 @@ admin.site.index_title = "Operating the cache"
 
 THUMBNAIL_STYLE = "max-height: 60px; max-width: 160px"
 PREVIEW_STYLE = "max-width: 100%; border: 1px solid var(--hairline-color)"
-# An image is opened at the admin's origin: a script in an SVG must not run
-# there with the operator's session (the sandbox gives it an opaque origin).
-IMAGE_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; sandbox"
-
 HOUR = 3600
 DAY = 24 * HOUR
 

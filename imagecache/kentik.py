@@ -43,7 +43,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
-from imagecache.media import MEDIA_TYPES
+from imagecache.media import MEDIA_TYPES, REQUESTED_MEDIA_TYPES
 from imagecache.ops.log import redact
 
 logger = logging.getLogger(__name__)
@@ -268,7 +268,17 @@ def fetch_chart(query_json: str) -> Chart:
             raise ValueError("the image is empty")
     except Exception as exc:  # anything unreadable is a bad gateway
         raise KentikError(502, f"Kentik's answer could not be read: {_shorten(str(exc))}") from exc
-    return Chart(media_type=MEDIA_TYPES[image_type.value], data=data)
+    media_type = MEDIA_TYPES[image_type.value]
+    asked = payload.get("imageType") if isinstance(payload, dict) else None
+    expected = REQUESTED_MEDIA_TYPES.get(asked) if isinstance(asked, str) else None
+    if expected is not None and media_type != expected:
+        # Stored, it would be served as what it is, not as what was asked
+        # for: an SVG (which may carry script) in place of a PNG.
+        raise KentikError(
+            502,
+            f"Kentik answered {media_type} to a query whose imageType {asked!r} is {expected}",
+        )
+    return Chart(media_type=media_type, data=data)
 
 
 def _protocol_error(exc: ProtocolError) -> KentikError:

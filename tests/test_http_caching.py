@@ -6,6 +6,7 @@ Fetches run as in tests/test_api.py: django-q2 in sync mode, against a real
 KentikSimulator on loopback.
 """
 
+import base64
 import hashlib
 import json
 import time
@@ -18,6 +19,7 @@ from django.db import transaction
 from django.http import HttpResponseBase
 from django.test import Client
 
+from imagecache.media import IMAGE_CSP
 from imagecache.models import Entry, Fetch, FetchState
 from imagecache.services import fetching
 from imagecache.simulator.render import render_chart
@@ -489,3 +491,52 @@ def test_schema_documents_wait_202_304_and_the_caching_headers(client):
     assert {"ETag", "Cache-Control", "Expires"} <= set(responses["304"]["headers"])
     assert "Retry-After" in responses["202"]["headers"]
     assert "Cache-Control" in responses["404"]["headers"]
+
+
+SCRIPTED_SVG = (
+    b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
+    b"<script>document.title = document.cookie</script></svg>"
+)
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+@pytest.mark.parametrize("x_accel", [False, True])
+def test_every_image_answer_runs_no_script(api, sim, fetched, settings, method, x_accel):
+    # Kentik's SVG carries a script; the cache must not let it run at its origin.
+    sim.add_rule(
+        status=200,
+        body=json.dumps(
+            {"dataUri": "data:image/svg+xml;base64," + base64.b64encode(SCRIPTED_SVG).decode()}
+        ),
+    )
+    entry_id = fetched(chart_query(image_type="svg"))
+    if x_accel:
+        settings.X_ACCEL_REDIRECT_PREFIX = PREFIX
+
+    response = api.head(f"/image/{entry_id}") if method == "HEAD" else api.get(f"/image/{entry_id}")
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "image/svg+xml"
+    assert response["Content-Security-Policy"] == IMAGE_CSP
+    assert "sandbox" in IMAGE_CSP.split("; ") and "default-src 'none'" in IMAGE_CSP
+    assert response["X-Content-Type-Options"] == "nosniff"
+    if method == "GET" and not x_accel:
+        assert body_of(response) == SCRIPTED_SVG
+
+
+def test_png_query_answered_with_an_svg_is_502_and_nothing_is_stored(api, sim, fetched, settings):
+    sim.add_rule(
+        status=200,
+        body=json.dumps(
+            {"dataUri": "data:image/svg+xml;base64," + base64.b64encode(SCRIPTED_SVG).decode()}
+        ),
+    )
+    entry_id = fetched(chart_query(image_type="png"))
+
+    error = json_error(api.get(f"/image/{entry_id}"), 502)
+
+    assert error["error"] == (
+        "Kentik answered image/svg+xml to a query whose imageType 'png' is image/png"
+    )
+    assert Fetch.objects.get().state == FetchState.FAILED
+    assert not [p for p in (settings.CACHE_PATH / "images").rglob("*") if p.is_file()]

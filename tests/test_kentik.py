@@ -309,6 +309,23 @@ def test_unreadable_answer_is_502_could_not_be_read(sim, body):
     assert "could not be read" in error.message
 
 
+@pytest.mark.parametrize(
+    "asked, answered",
+    [("png", "image/svg+xml"), ("jpg", "image/png"), ("pdf", "image/svg+xml")],
+)
+def test_answer_of_another_media_type_than_asked_for_is_502_naming_both(sim, asked, answered):
+    payload = base64.b64encode(b"<svg xmlns='http://www.w3.org/2000/svg'/>").decode()
+    sim.add_rule(status=200, body=json.dumps({"dataUri": f"data:{answered};base64,{payload}"}))
+
+    error = fetch_error(chart_query(asked))
+
+    assert error.status == 502
+    expected = {"png": "image/png", "jpg": "image/jpeg", "pdf": "application/pdf"}[asked]
+    assert error.message == (
+        f"Kentik answered {answered} to a query whose imageType '{asked}' is {expected}"
+    )
+
+
 def test_data_uri_whose_payload_is_not_base64_is_502_not_an_empty_chart(sim):
     sim.add_rule(status=200, body='{"dataUri": "data:image/png;base64,!!!!"}')
 

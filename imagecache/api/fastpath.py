@@ -29,7 +29,7 @@ from django.utils.http import http_date
 
 from imagecache.files import links
 from imagecache.ids import ENTRY_ID_PATTERN
-from imagecache.media import BY_EXTENSION
+from imagecache.media import BY_EXTENSION, IMAGE_CSP
 from imagecache.ops import metrics
 from imagecache.services import entries
 
@@ -203,6 +203,7 @@ class FastImages:
             ("ETag", f'"{content_hash}"'),
             ("Last-Modified", http_date(stat.st_mtime)),
             ("Expires", http_date(expires)),
+            ("Content-Security-Policy", IMAGE_CSP),
             *self.security,
         ]
         if len(self.headers) >= 10_000:

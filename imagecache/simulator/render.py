@@ -9,12 +9,12 @@ import time
 from collections.abc import Mapping
 from typing import Any, Final
 
-from imagecache.media import MEDIA_TYPES
+from imagecache.media import REQUESTED_MEDIA_TYPES
 from imagecache.simulator.chart import build_chart
 from imagecache.simulator.drawing import layout, to_pillow, to_svg
 
 # Kentik's image types, and "jpg", which it takes for "jpeg" too.
-MIME_TYPES: Final[Mapping[str, str]] = {**MEDIA_TYPES, "jpg": MEDIA_TYPES["jpeg"]}
+MIME_TYPES: Final[Mapping[str, str]] = REQUESTED_MEDIA_TYPES
 # Pillow's PDF writer stamps the current time into the document, which would make
 # two answers to the same query differ; a fixed date keeps them byte-identical.
 _PDF_DATE: Final = time.gmtime(946684800)
