@@ -231,16 +231,22 @@ READ_MARK_INTERVAL = env_number("READ_MARK_INTERVAL", 60, integer=True)
 # they are this old; younger ones may be a fetch about to be marked ready.
 STRAY_FILE_AGE = env_number("STRAY_FILE_AGE", 600, integer=True)
 
+# An image Kentik has answered is recorded for this long while the database
+# does not answer (an outage, a failover), rather than asked of Kentik again.
+FETCH_RECORD_PATIENCE = env_number("FETCH_RECORD_PATIENCE", 60, minimum=0)
+
 # How long a fetch task waits for one of the KENTIK_MAX_CONCURRENCY slots
 # before it leaves the fetch pending for the reaper to enqueue again.
 KENTIK_SLOT_WAIT = 60
 
 # The longest one fetch task may take: a wait for a slot, every attempt timing
-# out with the longest sleep between attempts, plus room to store the image.
+# out with the longest sleep between attempts, plus room to store the image
+# and to wait for the database to record it.
 FETCH_TASK_TIMEOUT = int(
     KENTIK_SLOT_WAIT
     + (KENTIK_API_RETRIES + 1) * KENTIK_API_TIMEOUT
     + KENTIK_API_RETRIES * KENTIK_RETRY_AFTER_MAX
+    + FETCH_RECORD_PATIENCE
     + 30
 )
 

@@ -56,8 +56,15 @@ def check_storage() -> dict[str, Any]:
     if isinstance(default_storage, FileSystemStorage):
         location = default_storage.location
         os.makedirs(location, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=location, prefix=".readyz-"):
-            pass
+        # A byte written and synced: on a full disk an empty file can still
+        # be made, but no image can be stored.
+        fd, probe = tempfile.mkstemp(dir=location, prefix=".readyz-")
+        try:
+            os.write(fd, b"r")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
         return {"location": location}
     bucket = getattr(default_storage, "bucket_name", None)
     if bucket is not None:  # django-storages' S3Storage, which has no type information

@@ -7,6 +7,7 @@ the task module imports it, and web processes never do.
 """
 
 import enum
+import errno
 import hashlib
 import logging
 import os
@@ -17,12 +18,12 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from imagecache import kentik, leases, notify
 from imagecache.files import links
-from imagecache.media import EXTENSIONS
+from imagecache.media import BY_EXTENSION, EXTENSIONS
 from imagecache.models import IN_FLIGHT, KENTIK_LOCK, Entry, Fetch, FetchState, Lock
 from imagecache.ops import metrics
 from imagecache.services import housekeeping
@@ -108,6 +109,15 @@ def fetch_run(*, fetch_id: int) -> None:
     fetch = claim.fetch
     started = time.monotonic()
     with leases.kept(fetch_id=fetch.pk, attempt=fetch.attempts):
+        stored = _stored_image(fetch) if fetch.attempts > 1 else None
+        if stored is not None:
+            logger.info("fetch %s: recording the image an earlier attempt stored", fetch.pk)
+            content_hash = hashlib.sha256(stored.data).hexdigest()
+            saved_name = _file_name(fetch, content_hash, stored.media_type)
+            _fetch_record(
+                fetch=fetch, chart=stored, saved_name=saved_name, content_hash=content_hash
+            )
+            return
         try:
             chart = kentik.fetch_chart(fetch.query_json)
         except kentik.KentikError as exc:
@@ -124,7 +134,18 @@ def fetch_run(*, fetch_id: int) -> None:
             return
         # Room first, so that the directory never holds more than the bound.
         housekeeping.cache_evict(incoming=len(chart.data))
-        _fetch_store(fetch=fetch, chart=chart)
+        try:
+            saved_name, content_hash = _file_save(fetch=fetch, chart=chart)
+        except OSError as exc:
+            # The image cannot be kept: fail at once (asking Kentik again
+            # would not help), saying why without a path.
+            message = _store_failure(exc)
+            _fetch_fail(fetch=fetch, status=507, message=message)
+            _fetch_observe(
+                fetch=fetch, status=507, started=started, message=message, kentik_status=200
+            )
+            return
+        _fetch_record(fetch=fetch, chart=chart, saved_name=saved_name, content_hash=content_hash)
     _fetch_observe(fetch=fetch, status=200, started=started, chart=chart)
 
 
@@ -135,11 +156,12 @@ def _fetch_observe(
     started: float,
     chart: kentik.Chart | None = None,
     message: str = "",
+    kentik_status: int | None = None,
 ) -> None:
     """The one log line and the metrics of a fetch that called Kentik."""
     duration = time.monotonic() - started
     outcome = "ready" if status == 200 else "failed"
-    metrics.KENTIK_CALLS.labels(str(status)).inc()
+    metrics.KENTIK_CALLS.labels(str(kentik_status or status)).inc()
     metrics.FETCH_DURATION.labels(outcome).observe(duration)
     fields = {
         "fetch_id": fetch.pk,
@@ -162,22 +184,90 @@ def _fetch_observe(
         )
 
 
-def _fetch_store(*, fetch: Fetch, chart: kentik.Chart) -> None:
-    extension = EXTENSIONS.get(chart.media_type, ".bin")
+def _file_name(fetch: Fetch, content_hash: str, media_type: str) -> str:
+    # The content hash in the name gives the fast path its ETag; the fetch's
+    # id lets a later attempt find an image this one stored but could not record.
+    extension = EXTENSIONS.get(media_type, ".bin")
+    return f"{_file_prefix(fetch)}{content_hash}{extension}"
+
+
+def _file_prefix(fetch: Fetch) -> str:
+    return f"images/{fetch.query_hash[:2]}/{fetch.query_hash}-{fetch.pk}-"
+
+
+def _file_save(*, fetch: Fetch, chart: kentik.Chart) -> tuple[str, str]:
+    """Store the image; its storage name and content hash. A full disk with
+    CACHE_MAX_BYTES set evicts the least recently read images to make room."""
     content_hash = hashlib.sha256(chart.data).hexdigest()
-    # The content hash in the name gives the fast path its ETag.
-    name = f"images/{fetch.query_hash[:2]}/{fetch.query_hash}-{fetch.pk}-{content_hash}{extension}"
-    saved_name = default_storage.save(name, ContentFile(chart.data))
+    name = _file_name(fetch, content_hash, chart.media_type)
+    for _ in range(3):
+        try:
+            return default_storage.save(name, ContentFile(chart.data)), content_hash
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not settings.CACHE_MAX_BYTES:
+                raise
+            # Blocks are rounded up: ask for a little more than the image.
+            freed = housekeeping.cache_evict(room=len(chart.data) + 64 * 1024)
+            if not freed.files:
+                raise
+            logger.warning("fetch %s: the disk was full; evicted %d images", fetch.pk, freed.files)
+    return default_storage.save(name, ContentFile(chart.data)), content_hash
+
+
+def _store_failure(exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "The cache's disk is full: the image could not be stored"
+    # strerror alone: the exception's text would name the path.
+    return f"The image could not be stored: {exc.strerror or type(exc).__name__}"
+
+
+def _fetch_record(*, fetch: Fetch, chart: kentik.Chart, saved_name: str, content_hash: str) -> None:
+    """Mark the fetch ready with its stored image. The image has cost a Kentik
+    call: while the database does not answer, keep trying (up to
+    FETCH_RECORD_PATIENCE) rather than let the task fail and call Kentik again.
+    A worker that dies meanwhile leaves the file, which the next attempt
+    finds (`_stored_image`)."""
     now = timezone.now()
     if links.enabled():
         # The file's time is the image's Last-Modified on the fast path.
         os.utime(default_storage.path(saved_name), (now.timestamp(), now.timestamp()))
+    deadline = time.monotonic() + settings.FETCH_RECORD_PATIENCE
+    pause = 0.1
+    while True:
+        try:
+            stored = _fetch_mark_ready(
+                fetch=fetch,
+                saved_name=saved_name,
+                media_type=chart.media_type,
+                size=len(chart.data),
+                content_hash=content_hash,
+                now=now,
+            )
+            break
+        except DatabaseError:
+            if time.monotonic() + pause > deadline:
+                raise
+            logger.warning("fetch %s: the database did not answer; recording again", fetch.pk)
+            connection.close()
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+    if not stored:
+        # Purged, or finished by a worker that took the fetch over meanwhile.
+        default_storage.delete(saved_name)
+        logger.info("fetch %s: finished elsewhere or purged, image dropped", fetch.pk)
+        return
+    _entries_link(fetch_id=fetch.pk, file_name=saved_name)
+
+
+def _fetch_mark_ready(
+    *, fetch: Fetch, saved_name: str, media_type: str, size: int, content_hash: str, now: datetime
+) -> bool:
     with transaction.atomic():
         stored = Fetch.objects.filter(pk=fetch.pk, state=FetchState.FETCHING).update(
             state=FetchState.READY,
             file_name=saved_name,
-            media_type=chart.media_type,
-            size=len(chart.data),
+            media_type=media_type,
+            size=size,
             content_hash=content_hash,
             finished_at=now,
             last_read_at=now,
@@ -186,12 +276,28 @@ def _fetch_store(*, fetch: Fetch, chart: kentik.Chart) -> None:
         )
         if stored:
             notify.fetch_done(fetch.pk)
-    if not stored:
-        # Purged, or finished by a worker that took the fetch over meanwhile.
-        default_storage.delete(saved_name)
-        logger.info("fetch %s: finished elsewhere or purged, image dropped", fetch.pk)
-        return
-    _entries_link(fetch_id=fetch.pk, file_name=saved_name)
+    return bool(stored)
+
+
+def _stored_image(fetch: Fetch) -> kentik.Chart | None:
+    """An image an earlier attempt of this fetch stored but did not record (the
+    database or the worker went away): recorded now, without asking Kentik again."""
+    prefix = _file_prefix(fetch)
+    directory, _, start = prefix.rpartition("/")
+    try:
+        names = default_storage.listdir(directory)[1]
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    for name in names:
+        content_hash, _, extension = name.removeprefix(start).partition(".")
+        media_type = BY_EXTENSION.get(extension)
+        if not name.startswith(start) or media_type is None:
+            continue
+        with default_storage.open(f"{directory}/{name}", "rb") as image:
+            data = image.read()
+        if hashlib.sha256(data).hexdigest() == content_hash:
+            return kentik.Chart(media_type=media_type, data=data)
+    return None
 
 
 def _entries_link(*, fetch_id: int, file_name: str) -> None:

@@ -197,18 +197,19 @@ def _storage_walk(directory: str) -> Iterator[str]:
         yield from _storage_walk(f"{directory}/{sub}")
 
 
-def cache_evict(*, incoming: int = 0, dry_run: bool = False) -> RemovalResult:
+def cache_evict(*, incoming: int = 0, room: int = 0, dry_run: bool = False) -> RemovalResult:
     """Past CACHE_MAX_BYTES (counting an `incoming` image about to be stored),
     remove the least recently read ready images, and their entries, until the
-    total is under 90% of it. Pending fetches stay."""
+    total is under 90% of it; or, with `room`, until that many bytes are freed
+    (a disk that filled up below the bound). Pending fetches stay."""
     limit = settings.CACHE_MAX_BYTES
     if not limit:
         return RemovalResult()
     ready = Fetch.objects.filter(state=FetchState.READY)
     total = ready.aggregate(total=Sum("size"))["total"] or 0
-    if total + incoming <= limit:
+    if not room and total + incoming <= limit:
         return RemovalResult()
-    target = int(limit * 0.9) - incoming
+    target = total - room if room else int(limit * 0.9) - incoming
     victims: list[tuple[int, str, int | None]] = []
     oldest_first = ready.order_by(F("last_read_at").asc(nulls_first=True), "finished_at")
     for pk, name, size in oldest_first.values_list("pk", "file_name", "size").iterator():

@@ -1,0 +1,59 @@
+"""Outages of what the service stands on, with the real processes: what Kentik
+answered is kept, and costs no second Kentik call."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from imagecache.simulator.server import KentikSimulator
+from tests import backends
+from tests.harness.data import unique_query
+from tests.harness.service import Service, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def pg_service(simulator: KentikSimulator, tmp_path: Path) -> Iterator[Service]:
+    backends.require_production_profile()
+    service = Service(tmp_path, simulator.url, KENTIK_API_TIMEOUT=20).start()
+    yield service
+    service.drop()
+
+
+@contextmanager
+def database_outage(service: Service) -> Iterator[None]:
+    """The service's database refuses every connection, and those it had are cut."""
+    import psycopg
+
+    assert service.own_database is not None
+    name = urlsplit(service.own_database).path.lstrip("/")
+    with psycopg.connect(backends.POSTGRES_URL.replace("postgres://", "postgresql://", 1)) as pg:
+        pg.autocommit = True
+        pg.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        pg.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name]
+        )
+        try:
+            yield
+        finally:
+            pg.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+
+def test_image_fetched_during_a_database_outage_is_recorded_after_it(pg_service, simulator):
+    simulator.add_rule(delay=2)
+    entry_id = pg_service.post(unique_query("database outage"))
+    wait_for(lambda: simulator.calls()["in_flight"] == 1, timeout=30)
+
+    with database_outage(pg_service):
+        # Kentik answers while the database is down; the worker has the image
+        # and tries to record it.
+        wait_for(lambda: "the database did not answer" in pg_service.log(), timeout=30)
+
+    image = pg_service.get_image(entry_id, timeout=60)
+    assert image.status_code == 200, image.text
+    assert image.headers["Content-Type"] == "image/png"
+    assert simulator.calls()["total"] == 1
