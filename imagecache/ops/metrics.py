@@ -77,6 +77,10 @@ FETCH_DURATION = Histogram(
     ["outcome"],
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300),
 )
+ENQUEUE_FAILURES = Counter(
+    "imagecache_enqueue_failures",
+    "Fetch tasks the broker did not take (it was down); each is enqueued again once it answers.",
+)
 WAITERS = Gauge(
     "imagecache_waiters",
     "Requests waiting now for a pending image.",

@@ -141,9 +141,7 @@ def fetch_run(*, fetch_id: int) -> None:
             # would not help), saying why without a path.
             message = _store_failure(exc)
             _fetch_fail(fetch=fetch, status=507, message=message)
-            _fetch_observe(
-                fetch=fetch, status=507, started=started, message=message, kentik_status=200
-            )
+            _fetch_observe(fetch=fetch, status=507, started=started, message=message)
             return
         _fetch_record(fetch=fetch, chart=chart, saved_name=saved_name, content_hash=content_hash)
     _fetch_observe(fetch=fetch, status=200, started=started, chart=chart)
@@ -156,12 +154,11 @@ def _fetch_observe(
     started: float,
     chart: kentik.Chart | None = None,
     message: str = "",
-    kentik_status: int | None = None,
 ) -> None:
     """The one log line and the metrics of a fetch that called Kentik."""
     duration = time.monotonic() - started
     outcome = "ready" if status == 200 else "failed"
-    metrics.KENTIK_CALLS.labels(str(kentik_status or status)).inc()
+    metrics.KENTIK_CALLS.labels(str(status)).inc()
     metrics.FETCH_DURATION.labels(outcome).observe(duration)
     fields = {
         "fetch_id": fetch.pk,

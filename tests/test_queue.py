@@ -1,0 +1,61 @@
+"""Fetch tasks onto the queue when the broker is down: the client still gets
+its id, and the fetch is enqueued again once the broker answers. The brokers
+are real: Redis on a port where nothing listens, then django-q2's ORM broker."""
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from django.test import Client
+from django_q.conf import Conf
+from django_q.models import OrmQ
+
+from imagecache.models import Fetch, FetchState
+from imagecache.ops import metrics
+from imagecache.services import queue
+from tests.harness.data import QUERY
+from tests.harness.service import free_port
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def broker_down(monkeypatch) -> Iterator[None]:
+    """Tasks go to a real broker (not run in the test's process), which is down."""
+    monkeypatch.setattr(Conf, "SYNC", False)
+    monkeypatch.setattr(Conf, "ORM", None)
+    monkeypatch.setattr(Conf, "REDIS", f"redis://127.0.0.1:{free_port()}/0")
+    queue.broker.cache_clear()
+    yield
+    queue.broker.cache_clear()
+
+
+def broker_back(monkeypatch) -> None:
+    monkeypatch.setattr(Conf, "REDIS", None)
+    monkeypatch.setattr(Conf, "ORM", "default")
+    queue.broker.cache_clear()
+
+
+def test_post_while_the_broker_is_down_gives_the_id_and_enqueues_on_its_return(
+    client: Client, broker_down, monkeypatch, settings
+):
+    settings.ENQUEUE_RETRY_INTERVAL = 3600  # this test drives the retry itself
+    failures = metrics.ENQUEUE_FAILURES._value.get()
+
+    response = client.post("/requests", {"api_query": QUERY}, content_type="application/json")
+
+    assert response.status_code == 200, response.content
+    entry_id = json.loads(response.content)["id"]
+    fetch = Fetch.objects.get(entries__pk=entry_id)
+    assert (fetch.state, fetch.enqueued_at) == (FetchState.PENDING, None)
+    assert metrics.ENQUEUE_FAILURES._value.get() == failures + 1
+    # Still down: nothing is lost, the fetch stays marked.
+    assert queue.enqueue_retry() is True
+    assert Fetch.objects.get(pk=fetch.pk).enqueued_at is None
+
+    broker_back(monkeypatch)
+    assert queue.enqueue_retry() is False
+
+    assert Fetch.objects.get(pk=fetch.pk).enqueued_at is not None
+    assert OrmQ.objects.count() == 1
+    assert OrmQ.objects.get().task["args"] == (fetch.pk,)
