@@ -21,6 +21,7 @@ from django.http import HttpResponse
 from django.utils.cache import add_never_cache_headers
 from django_q.brokers import Broker, get_broker
 from django_q.conf import Conf
+from django_q.signing import BadSignature, SignedPackage
 from django_q.status import Stat
 from drf_spectacular.utils import extend_schema
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
@@ -91,9 +92,7 @@ def check_worker(broker: Broker) -> dict[str, Any]:
     read (see CACHES in settings).
     """
     clusters = [
-        stat
-        for stat in Stat.get_all(broker=broker)
-        if stat.status not in (Conf.STOPPING, Conf.STOPPED)
+        stat for stat in cluster_reports(broker) if stat.status not in (Conf.STOPPING, Conf.STOPPED)
     ]
     if not clusters:
         raise NotReady(
@@ -101,6 +100,29 @@ def check_worker(broker: Broker) -> dict[str, Any]:
             "is `manage.py qcluster` running?"
         )
     return {"clusters": len(clusters), "workers": sum(len(stat.workers) for stat in clusters)}
+
+
+def cluster_reports(broker: Broker) -> list[Any]:
+    """Every live cluster's report (django-q2's Stat).
+
+    Not `Stat.get_all`: with a cache-backed broker (the ORM's), django-q2
+    1.11.1's `Broker.get_stats` removes expired keys from the list it is
+    iterating over, and so skips the report after each expired one: the live
+    cluster that follows a dead one (after a kill -9) went unseen. Redis's
+    broker lists its keys in Redis and has no such loop.
+    """
+    if type(broker).get_stats is not Broker.get_stats or broker.cache is None:
+        return list(Stat.get_all(broker=broker))
+    reports = []
+    for key in list(broker.cache.get(Conf.Q_STAT) or []):
+        pack = broker.cache.get(key)
+        if pack is None:
+            continue  # expired: its cluster stopped reporting
+        try:
+            reports.append(SignedPackage.loads(pack))
+        except BadSignature:
+            continue
+    return reports
 
 
 def readiness() -> tuple[bool, dict[str, dict[str, Any]]]:
