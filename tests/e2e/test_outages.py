@@ -1,12 +1,15 @@
-"""Outages of what the service stands on, with the real processes: what Kentik
-answered is kept, and costs no second Kentik call."""
+"""Outages of what the service stands on, and crashes of the service itself,
+with the real processes: what Kentik answered is kept and costs no second
+Kentik call, and a restarted service says it is ready once it is."""
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 
 from imagecache.simulator.server import KentikSimulator
 from tests import backends
@@ -57,3 +60,25 @@ def test_image_fetched_during_a_database_outage_is_recorded_after_it(pg_service,
     assert image.status_code == 200, image.text
     assert image.headers["Content-Type"] == "image/png"
     assert simulator.calls()["total"] == 1
+
+
+def test_readyz_stays_ready_through_ten_kill_9_and_restarts(simulator, tmp_path):
+    service = Service(tmp_path, simulator.url).start()
+    try:
+        for _ in range(10):
+            service.kill()
+            service.start()
+            # Once a worker is up, every probe says so: the dead cluster's
+            # report expiring meanwhile must not hide the new one.
+            wait_for(
+                lambda: requests.get(f"{service.url}/readyz", timeout=10).status_code == 200,
+                timeout=60,
+            )
+            # Probe over the dead cluster's whole report lifetime (3 s) and more.
+            statuses = set()
+            window = time.monotonic() + 4
+            while time.monotonic() < window:
+                statuses.add(requests.get(f"{service.url}/readyz", timeout=10).status_code)
+            assert statuses == {200}
+    finally:
+        service.drop()
