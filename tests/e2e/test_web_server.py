@@ -7,9 +7,7 @@
 
 import json
 import socket
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 import requests
@@ -17,6 +15,7 @@ import requests
 from imagecache.simulator.server import KentikSimulator
 from tests.harness.data import unique_query
 from tests.harness.service import Service
+from tests.harness.slow import trickling
 
 pytestmark = pytest.mark.e2e
 
@@ -42,39 +41,8 @@ def slow_service(
     service.drop()
 
 
-@contextmanager
-def trickling(service: Service, count: int) -> Iterator[list[socket.socket]]:
-    """`count` connections, each sending a request's head a byte a second, for
-    far longer than the test lasts."""
-    head = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"s" * 600 + b"\r\n\r\n"
-    sockets = [
-        socket.create_connection(("127.0.0.1", service.port), timeout=5) for _ in range(count)
-    ]
-    stop = threading.Event()
-
-    def trickle() -> None:
-        for i in range(len(head)):
-            for sock in sockets:
-                try:
-                    sock.send(head[i : i + 1])
-                except OSError:
-                    pass  # answered 408 and closed by the service
-            if stop.wait(1.0):
-                return
-
-    thread = threading.Thread(target=trickle, daemon=True)
-    thread.start()
-    try:
-        yield sockets
-    finally:
-        stop.set()
-        thread.join(timeout=10)
-        for sock in sockets:
-            sock.close()
-
-
 def test_slow_clients_hold_no_thread_and_are_answered_408(slow_service):
-    with trickling(slow_service, SLOW) as slow:
+    with trickling(slow_service.port, SLOW) as slow:
         assert requests.get(f"{slow_service.url}/healthz", timeout=10).status_code == 200
         entry_id = slow_service.post(unique_query("slow clients"))
         image = slow_service.get_image(entry_id, timeout=30)
