@@ -1,193 +1,35 @@
-"""The cache for operators: entries and fetches, read-only (the service makes
-them), with actions that call services, and the cache at a glance above the
-entries. Images are shown through staff-only views that read them from
-storage, so CACHE_PATH is never exposed."""
+"""Entries for operators: the cache at a glance above the list, and the
+actions (purge, refetch, extend) that call `services.operators`."""
 
-import json
-from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib import admin, messages
-from django.contrib.admin.utils import quote, unquote
-from django.db.models import Count, Model, QuerySet
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.contrib.admin.utils import quote
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest, HttpResponse
 from django.template.defaultfilters import filesizeformat
-from django.urls import URLPattern, path, reverse
+from django.urls import reverse
 from django.utils import timezone
-from django.utils.formats import date_format
 from django.utils.html import format_html
 from django_q.models import Failure, OrmQ, Schedule, Success
 
 from imagecache import selectors
-from imagecache.errors import EntryNotFound
+from imagecache.admin.base import EntryMediaTypeFilter, ExpiredFilter, ImageRowAdmin
+from imagecache.admin.display import (
+    DAY,
+    HOUR,
+    PREVIEW_STYLE,
+    THUMBNAIL_STYLE,
+    duration,
+    image_html,
+    plural,
+    pretty_json,
+    time_left,
+    when,
+)
 from imagecache.ids import entry_id_parts
-from imagecache.media import EXTENSIONS, INLINE_MEDIA_TYPES
-from imagecache.models import Entry, Fetch, FetchState
+from imagecache.models import Entry, FetchState
 from imagecache.services import operators
-
-admin.site.site_header = "Kentik Image Cache"
-admin.site.site_title = "Kentik Image Cache"
-admin.site.index_title = "Operating the cache"
-
-THUMBNAIL_STYLE = "max-height: 60px; max-width: 160px"
-PREVIEW_STYLE = "max-width: 100%; border: 1px solid var(--hairline-color)"
-# An image is opened at the admin's origin: a script in an SVG must not run
-# there with the operator's session (the sandbox gives it an opaque origin).
-IMAGE_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; sandbox"
-
-HOUR = 3600
-DAY = 24 * HOUR
-
-
-def time_left(expires_at: datetime, now: datetime) -> str:
-    """'in 45 s', 'in 4 min', 'in 3 h', 'in 2 days', or 'expired'."""
-    seconds = int((expires_at - now).total_seconds())
-    if seconds <= 0:
-        return "expired"
-    if seconds < 60:
-        return f"in {seconds} s"
-    if seconds < HOUR:
-        return f"in {seconds // 60} min"
-    if seconds < 2 * DAY:
-        return f"in {seconds // HOUR} h"
-    return f"in {seconds // DAY} days"
-
-
-def when(moment: datetime) -> str:
-    """A compact local date and time for the lists: '2026-11-28 12:04:05'."""
-    return date_format(timezone.localtime(moment), "Y-m-d H:i:s")
-
-
-def duration(age: timedelta) -> str:
-    """A short, rounded age: '42 s', '3 min 5 s', '2 h 10 min', '3 days 4 h'."""
-    seconds = max(0, int(age.total_seconds()))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < HOUR:
-        return f"{seconds // 60} min {seconds % 60} s"
-    if seconds < DAY:
-        return f"{seconds // HOUR} h {seconds % HOUR // 60} min"
-    return f"{seconds // DAY} days {seconds % DAY // HOUR} h"
-
-
-def plural(count: int, singular: str, plural: str | None = None) -> str:
-    return f"{count} {singular if count == 1 else (plural or singular + 's')}"
-
-
-def pretty_json(text: str) -> str:
-    """HTML: the query as the client sent it, indented, escaped, in <pre>."""
-    try:
-        pretty = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
-    except ValueError:
-        pretty = text
-    return format_html(
-        '<pre style="white-space: pre-wrap; max-height: 40em; overflow: auto">{}</pre>', pretty
-    )
-
-
-def image_response(fetch_id: int) -> FileResponse:
-    """A ready fetch's image, streamed from storage; 404 if it is not there."""
-    try:
-        image, media_type = selectors.fetch_image_open(fetch_id=fetch_id)
-    except EntryNotFound:
-        raise Http404("No stored image") from None
-    response = FileResponse(image, content_type=media_type)
-    response["X-Content-Type-Options"] = "nosniff"
-    response["Cache-Control"] = "private, no-cache"
-    if media_type != "application/pdf":
-        # Chromium's PDF viewer does not run in a sandboxed document.
-        response["Content-Security-Policy"] = IMAGE_CSP
-    return response
-
-
-def image_html(url: str, fetch: Fetch, *, style: str, lazy: bool = False) -> str:
-    """HTML: the image of a ready fetch at `url`, or a link for what <img> cannot show."""
-    # PDFs get a link instead.
-    if fetch.media_type not in INLINE_MEDIA_TYPES:
-        return format_html('<a href="{}">open ({})</a>', url, fetch.media_type)
-    return format_html(
-        '<a href="{}"><img src="{}" alt="{} chart" style="{}" loading="{}"></a>',
-        url,
-        url,
-        fetch.media_type,
-        style,
-        "lazy" if lazy else "eager",
-    )
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows the service makes: viewed, never added, edited or deleted by hand.
-
-    Changes go through the actions, which call services and are allowed by
-    the user's model permissions (see `has_purge_permission`)."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-
-class ImageRowAdmin(ReadOnlyAdmin):
-    """A row with an image: `<id>/image/` serves it to staff (admin_view),
-    expired or not, named `imagecache_<model>_image`."""
-
-    def image_fetch_id(self, obj: Any) -> int:
-        raise NotImplementedError
-
-    def get_urls(self) -> list[URLPattern]:
-        # Before the stock URLs: their "<path:object_id>/" would take this one.
-        return [
-            path(
-                "<path:object_id>/image/",
-                self.admin_site.admin_view(self.image_view),
-                name=f"imagecache_{self.opts.model_name}_image",
-            ),
-            *super().get_urls(),
-        ]
-
-    def image_view(self, request: HttpRequest, object_id: str) -> FileResponse:
-        obj = self.get_object(request, unquote(object_id))
-        if obj is None or not self.has_view_permission(request, obj):
-            raise Http404(f"No such {self.opts.verbose_name}")
-        return image_response(self.image_fetch_id(obj))
-
-
-class MediaTypeFilter(admin.SimpleListFilter):
-    title = "media type"
-    parameter_name = "media_type"
-    field = "media_type"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(media_type, media_type) for media_type in EXTENSIONS]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        if self.value():
-            return queryset.filter(**{self.field: self.value()})
-        return queryset
-
-
-class EntryMediaTypeFilter(MediaTypeFilter):
-    field = "fetch__media_type"
-
-
-class ExpiredFilter(admin.SimpleListFilter):
-    title = "expired"
-    parameter_name = "expired"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("no", "Live"), ("yes", "Expired (until pruned)")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        now = timezone.now()
-        if self.value() == "yes":
-            return queryset.filter(expires_at__lte=now)
-        if self.value() == "no":
-            return queryset.filter(expires_at__gt=now)
-        return queryset
 
 
 @admin.register(Entry)
@@ -429,106 +271,3 @@ class EntryAdmin(ImageRowAdmin):
 
 def _ids(queryset: QuerySet[Entry]) -> list[str]:
     return list(queryset.values_list("pk", flat=True))
-
-
-@admin.register(Fetch)
-class FetchAdmin(ImageRowAdmin):
-    list_display = (
-        "id",
-        "short_hash",
-        "state",
-        "attempts",
-        "lease_owner",
-        "lease_until",
-        "error_status",
-        "short_error",
-        "media_type",
-        "size_display",
-        "entry_count",
-        "created_at",
-        "finished_at",
-    )
-    list_filter = ("state", MediaTypeFilter)
-    search_fields = ("^query_hash", "lease_owner", "error_message")
-    search_help_text = "The beginning of a query hash, a lease owner, or words of an error."
-    ordering = ("-created_at",)
-    fieldsets = (
-        (None, {"fields": ("id", "query_hash", "state", "entries_link", "attempts")}),
-        (
-            "Times",
-            {"fields": ("created_at", "enqueued_at", "started_at", "finished_at", "last_read_at")},
-        ),
-        ("Lease", {"fields": ("lease_owner", "lease_until")}),
-        ("Image", {"fields": ("media_type", "size_display", "content_hash", "preview")}),
-        ("Kentik", {"fields": ("error_status", "error_message", "query")}),
-    )
-    readonly_fields = (
-        "id",
-        "query_hash",
-        "state",
-        "entries_link",
-        "attempts",
-        "created_at",
-        "enqueued_at",
-        "started_at",
-        "finished_at",
-        "last_read_at",
-        "lease_owner",
-        "lease_until",
-        "media_type",
-        "size_display",
-        "content_hash",
-        "preview",
-        "error_status",
-        "error_message",
-        "query",
-    )
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Fetch]:
-        # The query text can be long and the list never shows it.
-        queryset = super().get_queryset(request).defer("query_json")
-        return queryset.annotate(entry_count=Count("entries"))
-
-    def image_fetch_id(self, obj: Fetch) -> int:
-        return obj.pk
-
-    @admin.display(description="query hash", ordering="query_hash")
-    def short_hash(self, fetch: Fetch) -> str:
-        return format_html('<code title="{}">{}…</code>', fetch.query_hash, fetch.query_hash[:12])
-
-    @admin.display(description="error")
-    def short_error(self, fetch: Fetch) -> str | None:
-        if not fetch.error_message:
-            return None
-        text = fetch.error_message
-        return text if len(text) <= 60 else text[:59] + "…"
-
-    @admin.display(description="size", ordering="size")
-    def size_display(self, fetch: Fetch) -> str | None:
-        return filesizeformat(fetch.size) if fetch.size is not None else None
-
-    @admin.display(description="entries", ordering="entry_count")
-    def entry_count(self, fetch: Fetch) -> int:
-        # Annotated by get_queryset, which the model's type does not know.
-        return int(fetch.entry_count)  # type: ignore[attr-defined]
-
-    @admin.display(description="entries")
-    def entries_link(self, fetch: Fetch) -> str:
-        url = reverse("admin:imagecache_entry_changelist")
-        return format_html(
-            '<a href="{}?fetch__id__exact={}">{}</a>',
-            url,
-            fetch.pk,
-            plural(self.entry_count(fetch), "entry", "entries"),
-        )
-
-    @admin.display(description="image")
-    def preview(self, fetch: Fetch) -> str | None:
-        if fetch.state != FetchState.READY:
-            return None
-        url = reverse("admin:imagecache_fetch_image", args=[fetch.pk])
-        return image_html(url, fetch, style=PREVIEW_STYLE)
-
-    @admin.display(description="query sent to Kentik")
-    def query(self, fetch: Fetch) -> str:
-        return pretty_json(fetch.query_json)
