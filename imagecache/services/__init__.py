@@ -11,6 +11,6 @@ per lifecycle.
 - `operators`: the admin's actions (purge, refetch, extend).
 
 Imports run one way: `operators` uses `entries` and `housekeeping`,
-`fetching` uses `housekeeping`, and all of them `queue`; outside this
-package only the task module imports `fetching`.
+`fetching` uses `housekeeping`, and the others enqueue through `queue`;
+outside this package only the task module imports `fetching`.
 """
