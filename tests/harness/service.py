@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import requests
 
 from tests import backends
+from tests.harness.data import E2E_EMAIL, E2E_TOKEN
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -69,8 +70,8 @@ class Service:
             "PORT": str(self.port),
             "BIND": "127.0.0.1",
             "KENTIK_API_URL": kentik_url,
-            "KT_AUTH_EMAIL": "e2e@example.com",
-            "KT_AUTH_TOKEN": "e2e-token",
+            "KT_AUTH_EMAIL": E2E_EMAIL,
+            "KT_AUTH_TOKEN": E2E_TOKEN,
             "KENTIK_API_BACKOFF": "0.1",
             "WEB_ACCESS_LOG": "0",
             **{k: str(v) for k, v in env.items()},
