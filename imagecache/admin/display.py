@@ -11,7 +11,7 @@ from django.utils.html import format_html
 
 from imagecache import selectors
 from imagecache.errors import EntryNotFound
-from imagecache.media import INLINE_MEDIA_TYPES
+from imagecache.media import INLINE_MEDIA_TYPES, MEDIA_TYPES
 from imagecache.models import Fetch
 
 THUMBNAIL_STYLE = "max-height: 60px; max-width: 160px"
@@ -79,7 +79,7 @@ def image_response(fetch_id: int) -> FileResponse:
     response = FileResponse(image, content_type=media_type)
     response["X-Content-Type-Options"] = "nosniff"
     response["Cache-Control"] = "private, no-cache"
-    if media_type != "application/pdf":
+    if media_type != MEDIA_TYPES["pdf"]:
         # Chromium's PDF viewer does not run in a sandboxed document.
         response["Content-Security-Policy"] = IMAGE_CSP
     return response
