@@ -20,7 +20,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from imagecache import kentik
-from imagecache.admin import duration, time_left
+from imagecache.admin.display import duration, time_left
 from imagecache.ids import entry_id_parts
 from imagecache.models import Entry, Fetch, FetchState
 from imagecache.services import fetching

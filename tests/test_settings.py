@@ -83,15 +83,10 @@ def test_local_profile_needs_no_configuration():
     assert result.returncode == 0, result.stderr
 
 
-def test_a_web_worker_loads_its_views_and_broker_client_before_its_first_request():
+def local_python(code: str) -> str:
+    """What `code` prints in a fresh interpreter on the local profile."""
     loaded = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys, config.wsgi; from django_q.conf import Conf;"
-            " broker = 'django_q.brokers.' + ('orm' if Conf.ORM else 'redis_broker');"
-            " print('imagecache.api.views' in sys.modules, broker in sys.modules)",
-        ],
+        [sys.executable, "-c", code],
         cwd=ROOT,
         env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.local"},
         capture_output=True,
@@ -99,7 +94,16 @@ def test_a_web_worker_loads_its_views_and_broker_client_before_its_first_request
         timeout=60,
     )
     assert loaded.returncode == 0, loaded.stderr
-    assert loaded.stdout.split() == ["True", "True"]
+    return loaded.stdout.strip()
+
+
+def test_a_web_worker_loads_its_views_and_broker_client_before_its_first_request():
+    printed = local_python(
+        "import sys, config.wsgi; from django_q.conf import Conf;"
+        " broker = 'django_q.brokers.' + ('orm' if Conf.ORM else 'redis_broker');"
+        " print('imagecache.api.views' in sys.modules, broker in sys.modules)"
+    )
+    assert printed.split() == ["True", "True"]
 
 
 def test_a_web_worker_never_imports_the_kentik_client():
@@ -107,39 +111,19 @@ def test_a_web_worker_never_imports_the_kentik_client():
     # workers, which call Kentik, may pay for them. The admin's actions and
     # the API enqueue fetches by name.
     heavy = ["kentik_api", "grpc", "google.protobuf", "imagecache.kentik", "imagecache.tasks"]
-    loaded = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys, config.wsgi, django.contrib.admin;"
-            " django.contrib.admin.site.get_urls();"
-            f" print([name for name in {heavy!r} if name in sys.modules])",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.local"},
-        capture_output=True,
-        text=True,
-        timeout=60,
+    printed = local_python(
+        "import sys, config.wsgi, django.contrib.admin;"
+        " django.contrib.admin.site.get_urls();"
+        f" print([name for name in {heavy!r} if name in sys.modules])"
     )
-    assert loaded.returncode == 0, loaded.stderr
-    assert loaded.stdout.strip() == "[]"
+    assert printed == "[]"
 
 
 def test_a_queue_worker_imports_the_kentik_client_through_the_tasks():
     # The other side of the test above: the check would pass vacuously if the
     # module names were wrong.
-    loaded = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys, django; django.setup(); import imagecache.tasks;"
-            " print('kentik_api' in sys.modules)",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.local"},
-        capture_output=True,
-        text=True,
-        timeout=60,
+    printed = local_python(
+        "import sys, django; django.setup(); import imagecache.tasks;"
+        " print('kentik_api' in sys.modules)"
     )
-    assert loaded.returncode == 0, loaded.stderr
-    assert loaded.stdout.strip() == "True"
+    assert printed == "True"

@@ -1,6 +1,7 @@
 """The supervisor of `manage.py serve`: its signal handlers, and how it stops
 its children."""
 
+import os
 import signal
 import sys
 import time
@@ -66,6 +67,21 @@ def test_every_child_is_signalled_at_once(handlers, tmp_path, monkeypatch):
         _wait_for_file(Path(f"{child}.ready"))
     runner.stop()
     assert [process.returncode for _, process in runner.children] == [0, 0]
+
+
+def test_each_child_has_a_process_group_of_its_own(handlers, tmp_path):
+    # A Ctrl-C at the terminal reaches the supervisor alone, which signals each
+    # child once.
+    runner = Supervisor(lambda line: None)
+    ready = tmp_path / "child"
+    runner.start("child", [sys.executable, "-c", SIBLING, str(ready), str(ready)], {})
+    _wait_for_file(Path(f"{ready}.ready"))
+    ((_, process),) = runner.children
+    try:
+        assert os.getpgid(process.pid) == process.pid != os.getpgid(0)
+    finally:
+        runner.stop()
+    assert process.returncode == 0
 
 
 def test_the_stop_deadline_outlasts_gunicorns_graceful_timeout():

@@ -7,6 +7,12 @@ a SIGTERM or Ctrl-C during the migrations stops what was started and starts
 nothing more. Stopping signals every child at once and gives them one
 deadline, no shorter than gunicorn's graceful timeout, so that requests in
 flight (a client waiting on a pending image) are answered.
+
+Each child runs in a process group of its own, so that a Ctrl-C typed at the
+terminal reaches the supervisor alone and every child gets one signal, the
+supervisor's SIGTERM: gunicorn then stops gracefully rather than quickly, and
+the qcluster never gets a second signal while its handler of the first runs
+(django-q2's `Cluster.sig_handler` is not reentrant).
 """
 
 import os
@@ -73,7 +79,8 @@ class Supervisor:
         """Start a child, unless a signal came meanwhile."""
         if self.stopping:
             return
-        self.children.append((name, subprocess.Popen(argv, env=env, cwd=Path(settings.BASE_DIR))))
+        process = subprocess.Popen(argv, env=env, cwd=Path(settings.BASE_DIR), process_group=0)
+        self.children.append((name, process))
 
     def wait(self) -> int:
         """Until a signal, or a child exits; then stop every child."""

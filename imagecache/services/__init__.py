@@ -10,6 +10,7 @@ per lifecycle.
   (the maintenance schedule, `prune_cache`, `recover_pending`, waiters);
 - `operators`: the admin's actions (purge, refetch, extend).
 
-Imports run one way: `operators` and `housekeeping` may use `entries` and
-`queue`; nothing here imports `fetching` but the task module.
+Imports run one way: `operators` uses `entries` and `housekeeping`,
+`fetching` uses `housekeeping`, and the others enqueue through `queue`;
+outside this package only the task module imports `fetching`.
 """

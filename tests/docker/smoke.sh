@@ -59,7 +59,7 @@ mkdir "$workdir/cache"  # root's, as a host directory is
 start serve serve -e PORT="$port" -v "$workdir/cache:/cache"
 wait_ready "$port"
 docker logs "$run_id-serve" 2>&1 | grep -q "bundled Kentik simulator"
-"$PY" tests/harness/run_tests.py --url "http://127.0.0.1:$port" --concurrent --timeout 60 | tail -n 1
+"$PY" -m tests.harness.run_tests --url "http://127.0.0.1:$port" --concurrent --timeout 60 | tail -n 1
 before=$(active_count "$port")
 docker restart "$run_id-serve" >/dev/null
 wait_ready "$port"
@@ -88,7 +88,7 @@ docker run --rm --network host -e SECRET_KEY=smoke-test-secret-key -e ALLOWED_HO
 start web web "${split[@]}"
 start worker worker "${split[@]}"
 wait_ready "$port"
-"$PY" tests/harness/run_tests.py --url "http://127.0.0.1:$port" --concurrent --timeout 60 | tail -n 1
+"$PY" -m tests.harness.run_tests --url "http://127.0.0.1:$port" --concurrent --timeout 60 | tail -n 1
 
 query='{"api_query": {"queries": [{"query": {"metric": "bytes", "device_name": ["smoke-kill"]}}], "imageType": "png"}}'
 id=$(curl -s -X POST -H 'Content-Type: application/json' -d "$query" "http://127.0.0.1:$port/requests" \

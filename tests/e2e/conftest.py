@@ -1,5 +1,4 @@
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -27,7 +26,3 @@ def service(
 @pytest.fixture(autouse=True)
 def _reset_simulator(simulator: KentikSimulator) -> None:
     simulator.reset()
-
-
-def simulator_dir() -> Path:
-    return Path(__file__).parent

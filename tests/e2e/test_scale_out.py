@@ -137,7 +137,7 @@ def test_a_fetch_of_a_killed_node_is_taken_over_by_the_other(nodes, simulator):
     api_query = unique_query("node-dies")
     simulator.add_rule(match="node-dies", delay=3, times=1)
     # Only node A's workers may take the task: B's cluster is not running yet.
-    os.killpg(b.process.pid, signal.SIGSTOP)
+    b.signal_all(signal.SIGSTOP)
     try:
         # B's pusher may be blocked in a BLPOP (1 s timeout), and Redis would
         # hand the task to it, stopped or not: wait that BLPOP out.
@@ -157,7 +157,7 @@ def test_a_fetch_of_a_killed_node_is_taken_over_by_the_other(nodes, simulator):
         wait_for(lambda: simulator.calls()["by_query"].get(query_hash(api_query)) == 1)
         a.kill()
     finally:
-        os.killpg(b.process.pid, signal.SIGCONT)
+        b.signal_all(signal.SIGCONT)
     response = b.get_image(entry_id)
     assert response.status_code == 200
     assert simulator.calls()["by_query"][query_hash(api_query)] == 2

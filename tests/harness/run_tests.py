@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Integration client for a running Kentik Image Cache.
 
 For every request file it posts ``{"api_query": ..., "ttl": ...}`` to
@@ -7,16 +6,17 @@ the file's optional ``expect`` object (``{"status": 400}`` or
 ``{"status": 200, "content_type": "image/png"}``; without it status 200 is
 expected).  ``expect`` is read by this client only and never sent.  A request
 that the service already rejects at ``POST /requests`` passes when that status
-is the expected one.  Needs only the standard library and ``requests``.
+is the expected one.  Needs only the standard library, ``requests`` and the
+id pattern (``imagecache.ids``): run it from the checkout, as a module.
 
 Exit status: 0 if every answer matched, 1 if any differed, a request file
 could not be read, no file matched or a connection failed.
 
 Usage::
 
-    tests/harness/run_tests.py                                  # tests/data/*.json, sequentially
-    tests/harness/run_tests.py --url http://127.0.0.1:8000 --concurrent
-    tests/harness/run_tests.py --dir /tmp/requests --glob 'example_*.json' --timeout 60
+    python -m tests.harness.run_tests                   # tests/data/*.json, sequentially
+    python -m tests.harness.run_tests --url http://127.0.0.1:8000 --concurrent
+    python -m tests.harness.run_tests --dir /tmp/requests --glob 'example_*.json' --timeout 60
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,13 +33,14 @@ from urllib.parse import quote
 
 import requests
 
+from imagecache.ids import ENTRY_ID_RE
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "data"
 DEFAULT_GLOB = "*.json"
 DEFAULT_TIMEOUT = 240.0
 
 # "<sha256 hex>_<expiry epoch>", the epoch possibly with a fraction.
-ID_RE = re.compile(r"^[0-9a-f]{64}_\d+(\.\d+)?$")
 
 log = logging.getLogger("kentik_image_cache.run_tests")
 
@@ -210,7 +210,7 @@ def run_one(request: RequestFile, base_url: str, timeout: float) -> Outcome:
             return outcome
 
     ok, why = matches(request.expect, image)
-    if not ID_RE.match(image_id):
+    if not ENTRY_ID_RE.match(image_id):
         ok, why = False, f"malformed id {image_id!r}"
     outcome.passed = ok
     outcome.got = describe_answer(image)

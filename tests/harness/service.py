@@ -1,6 +1,7 @@
 """Starts the real service as `make run` does (`manage.py serve`: gunicorn and
 the django-q2 cluster) on loopback ports, against a Kentik stand-in."""
 
+import contextlib
 import os
 import signal
 import socket
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit
 import requests
 
 from tests import backends
+from tests.harness.data import E2E_EMAIL, E2E_TOKEN
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -69,8 +71,8 @@ class Service:
             "PORT": str(self.port),
             "BIND": "127.0.0.1",
             "KENTIK_API_URL": kentik_url,
-            "KT_AUTH_EMAIL": "e2e@example.com",
-            "KT_AUTH_TOKEN": "e2e-token",
+            "KT_AUTH_EMAIL": E2E_EMAIL,
+            "KT_AUTH_TOKEN": E2E_TOKEN,
             "KENTIK_API_BACKOFF": "0.1",
             "WEB_ACCESS_LOG": "0",
             **{k: str(v) for k, v in env.items()},
@@ -108,7 +110,7 @@ class Service:
         try:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
+            self.signal_all(signal.SIGKILL)
             self.process.wait()
 
     def drop(self) -> None:
@@ -121,8 +123,29 @@ class Service:
     def kill(self) -> None:
         """kill -9 every process of the service, as a crash or an OOM kill would."""
         assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGKILL)
+        self.signal_all(signal.SIGKILL)
         self.process.wait()
+
+    def signal_all(self, signum: int) -> None:
+        """Send `signum` to every process of the service: the supervisor's
+        process group, and the group of each child (each has its own)."""
+        assert self.process is not None
+        groups = {self.process.pid, *self._children()}
+        for group in groups:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signum)
+
+    def _children(self) -> list[int]:
+        assert self.process is not None
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.process.pid:
+                children.append(int(stat.parent.name))
+        return children
 
     def sql(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Run SQL on the service's own database (SQLite or PostgreSQL), to look
