@@ -87,9 +87,13 @@ def test_poisoned_pending_fetches_do_not_stop_a_restart(simulator, fresh):
     service.get_image(broken)
     service.get_image(worn_out)
     service.stop()
-    # Back to in flight, as a fetch that never finished would be: no fast-path links.
+    # Back to in flight, as a fetch that never finished would be: no fast-path
+    # links, and no image file (one would be recorded, not fetched again).
     for entry_id in (broken, worn_out):
         (service.workdir / "cache" / "by-id" / entry_id).unlink()
+        for image in images(service):
+            if image.name.startswith(entry_id.split("_")[0]):
+                image.unlink()
     service.sql(
         "UPDATE imagecache_fetch SET state = 'pending', query_json = '{not json'"
         " WHERE query_hash = ?",
