@@ -83,6 +83,19 @@ class Lock(models.Model):
         return self.name
 
 
+class WorkerHeartbeat(models.Model):
+    """A queue worker (`manage.py worker`) saying it runs: one row per process,
+    written every WORKER_HEARTBEAT_INTERVAL, removed when it stops. /readyz
+    reads them, so that every host of a deployment sees every worker."""
+
+    # "host:pid", as fetch leases name their owner.
+    name = models.CharField(primary_key=True, max_length=255)
+    seen_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Entry(models.Model):
     id = models.CharField(primary_key=True, max_length=96)
     fetch = models.ForeignKey(Fetch, on_delete=models.CASCADE, related_name="entries")

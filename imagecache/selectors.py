@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from imagecache.errors import EntryNotFound
 from imagecache.ids import ENTRY_ID_RE
-from imagecache.models import IN_FLIGHT, Entry, Fetch, FetchState
+from imagecache.models import IN_FLIGHT, Entry, Fetch, FetchState, WorkerHeartbeat
 
 
 def entry_get(*, entry_id: str) -> Entry:
@@ -129,3 +129,10 @@ def fetch_image_open(*, fetch_id: int) -> tuple[File, str]:
         return default_storage.open(fetch.file_name, "rb"), fetch.media_type
     except FileNotFoundError:
         raise EntryNotFound() from None  # pruned or evicted meanwhile
+
+
+def worker_heartbeats(*, seconds: float) -> list[tuple[str, Any]]:
+    """The queue workers ("host:pid") whose last heartbeat is younger than
+    `seconds`, with its time."""
+    since = timezone.now() - timedelta(seconds=seconds)
+    return list(WorkerHeartbeat.objects.filter(seen_at__gt=since).values_list("name", "seen_at"))

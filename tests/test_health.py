@@ -3,20 +3,25 @@ takes no writes, a broker on a closed port, no cluster reporting."""
 
 import os
 import socket
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 from django_q.brokers import Broker, get_broker
 from django_q.brokers.redis_broker import Redis
 from django_q.conf import Conf
 from django_q.signing import SignedPackage
 from django_q.status import Stat, Status
 
+from imagecache import leases
+from imagecache.models import WorkerHeartbeat
 from tests.harness.service import free_port
 
 pytestmark = pytest.mark.django_db
@@ -183,6 +188,34 @@ def test_readyz_answers_in_time_when_redis_accepts_and_never_replies(
     assert set(body["failed"]) == {"broker", "worker"}
     assert body["checks"]["broker"]["error"] == "no answer within 0.5 s"
     assert body["checks"]["database"]["status"] == "ok"
+
+
+def heartbeat(name: str, seconds_ago: float) -> None:
+    WorkerHeartbeat.objects.create(
+        name=name, seen_at=timezone.now() - timedelta(seconds=seconds_ago)
+    )
+
+
+# The checks run in threads of their own, with their own connections: the
+# heartbeats must be committed for them to see.
+@pytest.mark.django_db(transaction=True)
+def test_readyz_counts_a_worker_on_another_host_by_its_heartbeat(client, settings):
+    # No cluster report reaches this host (the ORM broker's are per host).
+    heartbeat("worker-host-b:4242", seconds_ago=settings.WORKER_HEARTBEAT_INTERVAL)
+    worker = readyz(client, 200)["checks"]["worker"]
+    assert (worker["heartbeats"], worker["clusters"]) == (1, 0)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("beat", ["stale", "dead on this host"])
+def test_readyz_does_not_count_a_heartbeat_stale_or_of_a_dead_process(client, settings, beat):
+    if beat == "stale":
+        heartbeat("worker-host-b:4242", seconds_ago=6 * settings.WORKER_HEARTBEAT_INTERVAL)
+    else:
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        heartbeat(f"{leases.HOST}:{dead.pid}", seconds_ago=0)
+    assert readyz(client, 503)["failed"] == ["worker"]
 
 
 def test_readyz_is_503_naming_the_worker_when_no_cluster_reported(client):

@@ -235,6 +235,10 @@ STRAY_FILE_AGE = env_number("STRAY_FILE_AGE", 600, integer=True)
 # does not answer (an outage, a failover), rather than asked of Kentik again.
 FETCH_RECORD_PATIENCE = env_number("FETCH_RECORD_PATIENCE", 60, minimum=0)
 
+# A queue worker writes its heartbeat (WorkerHeartbeat) this often; /readyz
+# counts a worker whose last one is younger than 5 of these.
+WORKER_HEARTBEAT_INTERVAL = env_number("WORKER_HEARTBEAT_INTERVAL", 1.0, minimum=0.1)
+
 # How often a process enqueues again the fetches whose enqueue the broker
 # refused (it was down), until it takes them.
 ENQUEUE_RETRY_INTERVAL = env_number("ENQUEUE_RETRY_INTERVAL", 2.0, minimum=0.01)

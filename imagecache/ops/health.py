@@ -12,12 +12,14 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.files.storage import FileSystemStorage, default_storage
 from django.db import connection
 from django.http import HttpResponse
+from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django_q.brokers import Broker, get_broker
 from django_q.conf import Conf
@@ -30,7 +32,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from imagecache import selectors
+from imagecache import leases, selectors
 from imagecache.models import FetchState
 from imagecache.ops import log, metrics
 
@@ -85,21 +87,34 @@ def check_broker(broker: Broker) -> dict[str, Any]:
 
 
 def check_worker(broker: Broker) -> dict[str, Any]:
-    """A django-q2 cluster reported in the last CLUSTER_REPORT_TTL seconds.
+    """A queue worker runs: its heartbeat in the database is younger than
+    5 x WORKER_HEARTBEAT_INTERVAL (and its process is alive, if it is on this
+    host), or a django-q2 cluster reported in the last CLUSTER_REPORT_TTL s.
 
-    With Redis the reports are in Redis. With the ORM broker they are in the
-    cache Q_CLUSTER["cache"] names, files that every process of the host can
-    read (see CACHES in settings).
+    The heartbeats are seen from every host. The clusters' own reports are
+    in Redis, or, with the ORM broker, in files of this host (see CACHES in
+    settings): they count for a bare `manage.py qcluster`.
     """
+    ttl = 5 * settings.WORKER_HEARTBEAT_INTERVAL
+    now = timezone.now()
+    beating = [
+        name
+        for name, seen_at in selectors.worker_heartbeats(seconds=ttl)
+        if not leases.abandoned(name, seen_at + timedelta(seconds=ttl), now)
+    ]
     clusters = [
         stat for stat in cluster_reports(broker) if stat.status not in (Conf.STOPPING, Conf.STOPPED)
     ]
-    if not clusters:
+    if not beating and not clusters:
         raise NotReady(
-            f"no django-q2 cluster has reported in the last {CLUSTER_REPORT_TTL} s: "
-            "is `manage.py qcluster` running?"
+            f"no worker's heartbeat in the last {ttl:g} s, and no django-q2 cluster has"
+            f" reported in the last {CLUSTER_REPORT_TTL} s: is `manage.py worker` running?"
         )
-    return {"clusters": len(clusters), "workers": sum(len(stat.workers) for stat in clusters)}
+    return {
+        "heartbeats": len(beating),
+        "clusters": len(clusters),
+        "workers": sum(len(stat.workers) for stat in clusters),
+    }
 
 
 def cluster_reports(broker: Broker) -> list[Any]:

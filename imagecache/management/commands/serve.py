@@ -10,7 +10,8 @@ from imagecache.ops import metrics
 from imagecache.ops.metrics_dir import METRICS_DIR
 from imagecache.ops.supervisor import Supervisor, child_env
 
-QCLUSTER = [sys.executable, "manage.py", "qcluster"]
+# django-q2's qcluster, with the worker's heartbeat (manage.py worker).
+QCLUSTER = [sys.executable, "manage.py", "worker"]
 
 
 class Command(BaseCommand):

@@ -1,0 +1,19 @@
+"""Queue workers' heartbeats: written by `manage.py worker`, read by /readyz
+(`selectors.workers_alive`)."""
+
+from django.utils import timezone
+
+from imagecache import leases
+from imagecache.models import WorkerHeartbeat
+
+
+def worker_beat() -> None:
+    """This process is a worker, and runs now."""
+    WorkerHeartbeat.objects.update_or_create(
+        name=leases.owner_id(), defaults={"seen_at": timezone.now()}
+    )
+
+
+def worker_gone() -> None:
+    """This process stops being a worker."""
+    WorkerHeartbeat.objects.filter(name=leases.owner_id()).delete()
