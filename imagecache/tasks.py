@@ -6,7 +6,7 @@ here. Only queue workers import this module, and with it the fetch pipeline
 and the Kentik client; web processes enqueue by name.
 """
 
-from imagecache.services import fetching, housekeeping
+from imagecache.services import fetching, housekeeping, workers
 
 
 def fetch_image(fetch_id: int) -> None:
@@ -14,9 +14,11 @@ def fetch_image(fetch_id: int) -> None:
 
 
 def maintain_cache() -> str:
-    """The periodic work: prune, evict past CACHE_MAX_BYTES, reap abandoned fetches."""
+    """The periodic work: prune, evict past CACHE_MAX_BYTES, reap abandoned
+    fetches, forget the heartbeats of workers long gone."""
     result = housekeeping.cache_prune() + housekeeping.cache_evict()
     reaped = housekeeping.fetch_reap()
+    workers.workers_forget()
     return (
         f"pruned {result.entries} entries, {result.fetches} fetches, {result.files} files, "
         f"{result.bytes_freed} bytes; re-enqueued {len(reaped)} fetches"

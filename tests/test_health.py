@@ -22,6 +22,7 @@ from django_q.status import Stat, Status
 
 from imagecache import leases
 from imagecache.models import WorkerHeartbeat
+from imagecache.services import workers
 from tests.harness.service import free_port
 
 pytestmark = pytest.mark.django_db
@@ -45,8 +46,8 @@ def cluster_reports() -> Iterator[Any]:
     broker = get_broker()
     keys = []
 
-    def report(status: str = Conf.IDLE, workers: int = 4) -> None:
-        stat = Status(pid=os.getpid(), cluster_id=uuid.uuid4())
+    def report(status: str = Conf.IDLE, workers: int = 4, pid: int | None = None) -> None:
+        stat = Status(pid=pid or os.getpid(), cluster_id=uuid.uuid4())
         stat.status = status
         stat.workers = list(range(1000, 1000 + workers))
         keys.append(Stat.get_key(stat.cluster_id))
@@ -239,6 +240,13 @@ def test_readyz_sees_a_live_cluster_listed_after_a_dead_one(client, cluster_repo
     assert readyz(client, 200)["checks"]["worker"]["clusters"] == 1
 
 
+def test_readyz_does_not_count_the_last_report_of_a_cluster_killed_here(client, cluster_reports):
+    killed = subprocess.Popen(["true"])
+    killed.wait()
+    cluster_reports(pid=killed.pid)
+    assert readyz(client, 503)["failed"] == ["worker"]
+
+
 def test_readyz_does_not_count_a_stopping_cluster(client, cluster_reports):
     cluster_reports(status=Conf.STOPPING)
     assert readyz(client, 503)["failed"] == ["worker"]
@@ -249,3 +257,10 @@ def test_readyz_does_not_count_a_stopping_cluster(client, cluster_reports):
 def test_health_endpoints_are_not_in_the_api_description(client):
     paths = client.get("/api/schema/?format=json").json()["paths"]
     assert not {"/healthz", "/readyz", "/metrics"} & set(paths)
+
+
+def test_heartbeats_of_workers_long_gone_are_forgotten():
+    heartbeat("worker-host-b:1", seconds_ago=7200)
+    heartbeat("worker-host-b:2", seconds_ago=10)
+    assert workers.workers_forget() == 1
+    assert list(WorkerHeartbeat.objects.values_list("name", flat=True)) == ["worker-host-b:2"]

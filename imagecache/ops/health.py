@@ -9,6 +9,7 @@ runs (none is configured), and the session and user are never touched, so
 import concurrent.futures
 import functools
 import os
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +36,7 @@ from rest_framework.views import APIView
 from imagecache import leases, selectors
 from imagecache.models import FetchState
 from imagecache.ops import log, metrics
+from imagecache.processes import process_alive
 
 # How long a cluster's report lives: django-q2 saves it every guard cycle
 # (0.5 s) with this expiry (django_q.status.Stat.save).
@@ -102,8 +104,13 @@ def check_worker(broker: Broker) -> dict[str, Any]:
         for name, seen_at in selectors.worker_heartbeats(seconds=ttl)
         if not leases.abandoned(name, seen_at + timedelta(seconds=ttl), now)
     ]
+    here = socket.gethostname()
     clusters = [
-        stat for stat in cluster_reports(broker) if stat.status not in (Conf.STOPPING, Conf.STOPPED)
+        stat
+        for stat in cluster_reports(broker)
+        if stat.status not in (Conf.STOPPING, Conf.STOPPED)
+        # A cluster killed with -9 leaves its last report for 3 s: not a worker.
+        and not (stat.host == here and not process_alive(stat.pid))
     ]
     if not beating and not clusters:
         raise NotReady(

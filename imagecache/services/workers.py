@@ -1,6 +1,8 @@
 """Queue workers' heartbeats: written by `manage.py worker`, read by /readyz
 (`selectors.workers_alive`)."""
 
+from datetime import timedelta
+
 from django.utils import timezone
 
 from imagecache import leases
@@ -17,3 +19,10 @@ def worker_beat() -> None:
 def worker_gone() -> None:
     """This process stops being a worker."""
     WorkerHeartbeat.objects.filter(name=leases.owner_id()).delete()
+
+
+def workers_forget(*, older_than: float = 3600) -> int:
+    """Remove the heartbeats of workers gone without a word (kill -9): how many."""
+    since = timezone.now() - timedelta(seconds=older_than)
+    deleted, _ = WorkerHeartbeat.objects.filter(seen_at__lt=since).delete()
+    return deleted
