@@ -10,7 +10,7 @@ from tests.harness.service import Service
 def service(
     simulator: KentikSimulator, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
-    service = Service(
+    with Service(
         tmp_path_factory.mktemp("service"),
         simulator.url,
         KENTIK_API_TIMEOUT=2,
@@ -18,9 +18,8 @@ def service(
         ENTRY_WAIT_TIMEOUT=20,
         REUSE_MAX_AGE=60,
         KENTIK_RETRY_AFTER_MAX=1,
-    ).start()
-    yield service
-    service.drop()
+    ) as service:
+        yield service
 
 
 @pytest.fixture(autouse=True)

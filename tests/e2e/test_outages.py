@@ -22,9 +22,8 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def pg_service(simulator: KentikSimulator, tmp_path: Path) -> Iterator[Service]:
     backends.require_production_profile()
-    service = Service(tmp_path, simulator.url, KENTIK_API_TIMEOUT=20).start()
-    yield service
-    service.drop()
+    with Service(tmp_path, simulator.url, KENTIK_API_TIMEOUT=20) as service:
+        yield service
 
 
 @contextmanager
@@ -63,8 +62,7 @@ def test_image_fetched_during_a_database_outage_is_recorded_after_it(pg_service,
 
 
 def test_readyz_stays_ready_through_ten_kill_9_and_restarts(simulator, tmp_path):
-    service = Service(tmp_path, simulator.url).start()
-    try:
+    with Service(tmp_path, simulator.url) as service:
         for _ in range(10):
             service.kill()
             service.start()
@@ -80,5 +78,3 @@ def test_readyz_stays_ready_through_ten_kill_9_and_restarts(simulator, tmp_path)
             while time.monotonic() < window:
                 statuses.add(requests.get(f"{service.url}/readyz", timeout=10).status_code)
             assert statuses == {200}
-    finally:
-        service.drop()

@@ -30,15 +30,10 @@ HEADER_TIMEOUT = 5
 def slow_service(
     simulator: KentikSimulator, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
-    service = Service(
-        tmp_path_factory.mktemp("slow"),
-        simulator.url,
-        WEB_CONCURRENCY=1,
-        WEB_THREADS=THREADS,
-        WEB_HEADER_TIMEOUT=HEADER_TIMEOUT,
-    ).start()
-    yield service
-    service.drop()
+    workdir = tmp_path_factory.mktemp("slow")
+    env = {"WEB_CONCURRENCY": 1, "WEB_THREADS": THREADS, "WEB_HEADER_TIMEOUT": HEADER_TIMEOUT}
+    with Service(workdir, simulator.url, **env) as service:
+        yield service
 
 
 def test_slow_clients_hold_no_thread_and_are_answered_408(slow_service):

@@ -113,6 +113,12 @@ class Service:
             self.signal_all(signal.SIGKILL)
             self.process.wait()
 
+    def __enter__(self) -> "Service":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.drop()
+
     def drop(self) -> None:
         """Stop, and drop the database made for this service, if any."""
         self.stop()
