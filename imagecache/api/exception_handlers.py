@@ -5,16 +5,22 @@ carries `Cache-Control: no-store`: it says nothing a cache should keep, and
 the next request may well be answered differently.
 """
 
+import logging
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError
 from django.http import HttpRequest, JsonResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 from imagecache.errors import ImageCacheError
+
+logger = logging.getLogger("imagecache.requests")
+# Seconds a client is told to wait when the database does not answer.
+DATABASE_RETRY_AFTER = 5
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -37,6 +43,17 @@ def _api_response(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, RequestDataTooBig):
         # DRF reads the body through Django, which refuses it past the limit.
         return Response({"error": _too_large(), "status": 413}, status=413)
+    if isinstance(exc, DatabaseError):
+        # An outage (or a failover) the client can wait out: nothing was
+        # stored, and the same POST later gets its id.
+        logger.error("The database did not answer: %s: %s", type(exc).__name__, exc)
+        unavailable = Response(
+            {"error": "The database does not answer; try again shortly.", "status": 503},
+            status=503,
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
+        )
+        unavailable._has_been_logged = True  # type: ignore[attr-defined] # Django's own flag
+        return unavailable
     response = exception_handler(exc, context)
     if response is None:
         return None

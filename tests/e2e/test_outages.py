@@ -61,6 +61,25 @@ def test_image_fetched_during_a_database_outage_is_recorded_after_it(pg_service,
     assert simulator.calls()["total"] == 1
 
 
+def test_post_during_a_database_outage_is_503_with_retry_after(pg_service):
+    with database_outage(pg_service):
+        # A web worker waits for its pool's connection up to 30 s, then gives up.
+        response = requests.post(
+            f"{pg_service.url}/requests",
+            json={"api_query": unique_query("posted during an outage")},
+            timeout=90,
+        )
+    assert response.status_code == 503, response.text
+    assert response.json() == {
+        "error": "The database does not answer; try again shortly.",
+        "status": 503,
+    }
+    assert response.headers["Retry-After"] == "5"
+    assert response.headers["Cache-Control"] == "no-store"
+    # Once it answers again, the same POST gets its id.
+    assert pg_service.post(unique_query("posted during an outage"))
+
+
 def test_readyz_stays_ready_through_ten_kill_9_and_restarts(simulator, tmp_path):
     with Service(tmp_path, simulator.url) as service:
         for _ in range(10):
