@@ -112,10 +112,9 @@ def fetch_run(*, fetch_id: int) -> None:
         stored = _stored_image(fetch) if fetch.attempts > 1 else None
         if stored is not None:
             logger.info("fetch %s: recording the image an earlier attempt stored", fetch.pk)
-            content_hash = hashlib.sha256(stored.data).hexdigest()
-            saved_name = _file_name(fetch, content_hash, stored.media_type)
+            chart, saved_name, content_hash = stored
             _fetch_record(
-                fetch=fetch, chart=stored, saved_name=saved_name, content_hash=content_hash
+                fetch=fetch, chart=chart, saved_name=saved_name, content_hash=content_hash
             )
             return
         try:
@@ -197,18 +196,22 @@ def _file_save(*, fetch: Fetch, chart: kentik.Chart) -> tuple[str, str]:
     CACHE_MAX_BYTES set evicts the least recently read images to make room."""
     content_hash = hashlib.sha256(chart.data).hexdigest()
     name = _file_name(fetch, content_hash, chart.media_type)
-    for _ in range(3):
+    for attempt in range(4):
         try:
             return default_storage.save(name, ContentFile(chart.data)), content_hash
         except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not settings.CACHE_MAX_BYTES:
+            if (
+                exc.errno not in (errno.ENOSPC, errno.EDQUOT)
+                or not settings.CACHE_MAX_BYTES
+                or attempt == 3
+            ):
                 raise
             # Blocks are rounded up: ask for a little more than the image.
             freed = housekeeping.cache_evict(room=len(chart.data) + 64 * 1024)
             if not freed.files:
                 raise
             logger.warning("fetch %s: the disk was full; evicted %d images", fetch.pk, freed.files)
-    return default_storage.save(name, ContentFile(chart.data)), content_hash
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _store_failure(exc: OSError) -> str:
@@ -276,9 +279,10 @@ def _fetch_mark_ready(
     return bool(stored)
 
 
-def _stored_image(fetch: Fetch) -> kentik.Chart | None:
+def _stored_image(fetch: Fetch) -> tuple[kentik.Chart, str, str] | None:
     """An image an earlier attempt of this fetch stored but did not record (the
-    database or the worker went away): recorded now, without asking Kentik again."""
+    database or the worker went away), with its storage name and content hash:
+    recorded now, without asking Kentik again."""
     prefix = _file_prefix(fetch)
     directory, _, start = prefix.rpartition("/")
     try:
@@ -286,14 +290,17 @@ def _stored_image(fetch: Fetch) -> kentik.Chart | None:
     except (FileNotFoundError, NotADirectoryError):
         return None
     for name in names:
+        if not name.startswith(start):
+            continue
         content_hash, _, extension = name.removeprefix(start).partition(".")
         media_type = BY_EXTENSION.get(extension)
-        if not name.startswith(start) or media_type is None:
+        if media_type is None:
             continue
-        with default_storage.open(f"{directory}/{name}", "rb") as image:
+        saved_name = f"{directory}/{name}"
+        with default_storage.open(saved_name, "rb") as image:
             data = image.read()
         if hashlib.sha256(data).hexdigest() == content_hash:
-            return kentik.Chart(media_type=media_type, data=data)
+            return kentik.Chart(media_type=media_type, data=data), saved_name, content_hash
     return None
 
 
