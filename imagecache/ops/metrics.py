@@ -81,6 +81,34 @@ ENQUEUE_FAILURES = Counter(
     "imagecache_enqueue_failures",
     "Fetch tasks the broker did not take (it was down); each is enqueued again once it answers.",
 )
+KENTIK_ATTEMPTS = Counter(
+    "imagecache_kentik_attempts",
+    "HTTP calls made to Kentik, each retry one, by Kentik's status (or timeout, "
+    "unreachable): what KENTIK_RATE_LIMIT counts.",
+    ["status"],
+)
+KENTIK_PAUSES = Counter(
+    "imagecache_kentik_pauses",
+    "Pauses of every fetch of the deployment that a 429 (or a 503 with Retry-After) began.",
+)
+STALE_ANSWERS = Counter(
+    "imagecache_stale_answers",
+    "GET /image/{id} answered with an older image of the same query because its fetch "
+    "failed for a transient cause (STALE_IF_ERROR).",
+)
+REFRESHES_STARTED = Counter(
+    "imagecache_refreshes_started",
+    "Refresh-ahead fetches started by a POST that reused an ageing image (REFRESH_AHEAD).",
+)
+REFRESHES_USED = Counter(
+    "imagecache_refreshes_used",
+    "POST /requests answered with an image that a refresh-ahead fetch brought.",
+)
+NEGATIVE_HITS = Counter(
+    "imagecache_negative_hits",
+    "POST /requests that shared a fetch Kentik refused as bad (400) within NEGATIVE_TTL: "
+    "no Kentik call.",
+)
 WAITERS = Gauge(
     "imagecache_waiters",
     "Requests waiting now for a pending image.",
