@@ -26,7 +26,9 @@ import json
 import logging
 import re
 import socket
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -44,6 +46,7 @@ from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from imagecache.media import MEDIA_TYPES, REQUESTED_MEDIA_TYPES
+from imagecache.ops import metrics
 from imagecache.ops.log import redact
 
 logger = logging.getLogger(__name__)
@@ -59,12 +62,45 @@ class Chart:
 
 
 class KentikError(Exception):
-    """A fetch that failed, with the HTTP status the cache answers it with."""
+    """A fetch that failed, with the HTTP status the cache answers it with.
 
-    def __init__(self, status: int, message: str) -> None:
+    `transient`: Kentik was overloaded or failing (its 5xx, a timeout, not
+    reachable), not refusing this query; asking again later may succeed.
+    """
+
+    def __init__(self, status: int, message: str, *, transient: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.transient = transient
+
+
+class RateLimited(KentikError):
+    """Kentik said "slow down": a 429, or a 503 with Retry-After. Not retried
+    here: the caller pauses every fetch of the deployment (`retry_after`
+    seconds, None when Kentik gave none or gave one unreadable)."""
+
+    def __init__(self, status: int, message: str, *, retry_after: float | None) -> None:
+        super().__init__(status, message, transient=True)
+        self.retry_after = retry_after
+
+
+class CallWithheld(Exception):
+    """The caller's gate refused a retry (the deployment paused meanwhile):
+    the fetch is not failed, it waits its turn again."""
+
+
+# Called before each attempt after a fetch's first (the first was admitted
+# with its claim); raises CallWithheld to stop, may block for the budget.
+RetryGate = Callable[[], None]
+
+
+class _Call(threading.local):
+    gate: RetryGate | None = None
+    attempts = 0
+
+
+_call = _Call()
 
 
 class _Retry(Retry):
@@ -77,6 +113,12 @@ class _Retry(Retry):
             # A garbled header must not fail the fetch.
             return max(self.backoff_factor, 0.0)
         return min(seconds, settings.KENTIK_RETRY_AFTER_MAX)
+
+    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
+        # Kentik's "slow down" is the deployment's to wait out, not this fetch's.
+        if _rate_limited(status_code, has_retry_after):
+            return False
+        return bool(super().is_retry(method, status_code, has_retry_after))
 
     def get_backoff_time(self) -> float:
         if not self.history:
@@ -129,9 +171,21 @@ def _attempt_under_deadline(make_request: Any) -> Any:
     @functools.wraps(make_request)
     def wrapper(self: HTTPConnectionPool, conn: Any, *args: Any, **kwargs: Any) -> Any:
         # One deadline per attempt: urllib3 calls _make_request once for each.
+        if _call.attempts and _call.gate is not None:
+            _call.gate()
+        _call.attempts += 1
         deadline = time.monotonic() + settings.KENTIK_API_TIMEOUT
         conn.response_class = functools.partial(_DeadlineResponse, deadline=deadline)
-        return make_request(self, conn, *args, **kwargs)
+        try:
+            response = make_request(self, conn, *args, **kwargs)
+        except (TimeoutError, urllib3_exceptions.TimeoutError):
+            metrics.KENTIK_ATTEMPTS.labels("timeout").inc()
+            raise
+        except Exception:
+            metrics.KENTIK_ATTEMPTS.labels("unreachable").inc()
+            raise
+        metrics.KENTIK_ATTEMPTS.labels(str(response.status)).inc()
+        return response
 
     return wrapper
 
@@ -195,6 +249,13 @@ class _Connector(APIConnector):
             raise TimedOutError(str(exc)) from exc
         except requests.RequestException as exc:
             raise KentikAPIError(str(exc)) from exc
+        retry_after = response.headers.get("Retry-After")
+        if _rate_limited(response.status_code, retry_after is not None):
+            raise RateLimited(
+                response.status_code,
+                _kentik_message(response.text, response.status_code),
+                retry_after=_retry_after_seconds(retry_after),
+            )
         self._raise_on_error(response)
         return bytes(response.content)
 
@@ -228,24 +289,47 @@ def _connector(
     )
 
 
-def fetch_chart(query_json: str) -> Chart:
+def _rate_limited(status: int, has_retry_after: bool) -> bool:
+    return status == 429 or (status == 503 and has_retry_after)
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After in seconds (a number or an HTTP date), None if absent or garbled."""
+    if value is None:
+        return None
+    try:
+        return float(Retry().parse_retry_after(value))
+    except (ValueError, OverflowError, urllib3_exceptions.InvalidHeader):
+        return None
+
+
+def fetch_chart(
+    query_json: str, *, gate: RetryGate | None = None, retries: int | None = None
+) -> Chart:
     """Ask Kentik to render the chart of a query given as JSON text.
 
-    Raises KentikError with the status to answer clients with: Kentik's own
-    for an error answer, 504 when it timed out, 502 when it could not be
-    reached, redirected, or answered something unreadable.
+    `gate` is called before each retry (KENTIK_API_RETRIES, or `retries`);
+    it may block, or raise CallWithheld to stop.
+
+    Raises RateLimited when Kentik says to slow down; KentikError with the
+    status to answer clients with: Kentik's own for an error answer, 504 when
+    it timed out, 502 when it could not be reached, redirected, or answered
+    something unreadable.
     """
     connector = _connector(
         settings.KENTIK_API_URL,
         settings.KT_AUTH_EMAIL,
         settings.KT_AUTH_TOKEN,
-        settings.KENTIK_API_RETRIES,
+        settings.KENTIK_API_RETRIES if retries is None else retries,
         settings.KENTIK_API_TIMEOUT,
         settings.KENTIK_API_BACKOFF,
     )
     payload = json.loads(query_json)
+    _call.gate, _call.attempts = gate, 0
     try:
         body = connector.answer(query_chart(), payload)
+    except RateLimited:
+        raise
     except AnswerTooLarge as exc:
         raise KentikError(
             502, f"{exc}: larger than KENTIK_MAX_BYTES ({settings.KENTIK_MAX_BYTES} bytes)"
@@ -254,6 +338,8 @@ def fetch_chart(query_json: str) -> Chart:
         raise _protocol_error(exc) from exc
     except KentikAPIError as exc:
         raise _transport_error(exc) from exc
+    finally:
+        _call.gate = None
     try:
         chart = QueryChartResponse.from_json(body)
         del body
@@ -292,13 +378,21 @@ def _protocol_error(exc: ProtocolError) -> KentikError:
             "Kentik refused the credentials (status %s): check KT_AUTH_EMAIL and KT_AUTH_TOKEN",
             exc.status_code,
         )
-    return KentikError(exc.status_code, _kentik_message(str(exc), exc.status_code))
+    return KentikError(
+        exc.status_code,
+        _kentik_message(str(exc), exc.status_code),
+        transient=exc.status_code >= 500,
+    )
 
 
 def _transport_error(exc: KentikAPIError) -> KentikError:
     if _timed_out(exc):
-        return KentikError(504, f"Kentik did not answer within {settings.KENTIK_API_TIMEOUT:g} s")
-    return KentikError(502, f"Kentik API could not be reached: {_shorten(_root_cause(exc))}")
+        return KentikError(
+            504, f"Kentik did not answer within {settings.KENTIK_API_TIMEOUT:g} s", transient=True
+        )
+    return KentikError(
+        502, f"Kentik API could not be reached: {_shorten(_root_cause(exc))}", transient=True
+    )
 
 
 def _timed_out(exc: BaseException) -> bool:

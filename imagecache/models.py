@@ -17,6 +17,15 @@ class FetchState(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
+class FetchPriority(models.IntegerChoices):
+    """The order in which pending fetches get Kentik calls: lowest first, and
+    within one class the oldest first."""
+
+    WAITED = 0, "A client waits"
+    NORMAL = 1, "Normal"
+    REFRESH = 2, "Refresh-ahead"
+
+
 IN_FLIGHT = (FetchState.PENDING, FetchState.FETCHING)
 # The Lock row that claims serialize on (created by migration 0002).
 KENTIK_LOCK = "kentik-calls"
@@ -35,6 +44,10 @@ class Fetch(models.Model):
     lease_until = models.DateTimeField(null=True, blank=True)
     lease_owner = models.CharField(max_length=255, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    # WAITED once a client waits on it; REFRESH while only refresh-ahead wants it.
+    priority = models.PositiveSmallIntegerField(
+        choices=FetchPriority.choices, default=FetchPriority.NORMAL
+    )
     # When the fetch task was last put on the queue (the reaper's clock for
     # tasks a broker lost).
     enqueued_at = models.DateTimeField(null=True, blank=True)
@@ -48,6 +61,9 @@ class Fetch(models.Model):
     # Set when FAILED: the status we answer with and Kentik's message.
     error_status = models.PositiveSmallIntegerField(null=True, blank=True)
     error_message = models.TextField(blank=True)
+    # Kentik was overloaded or failing (429, 5xx, timeout, unreachable), not
+    # refusing the query: the entry may be answered with an older image.
+    error_transient = models.BooleanField(default=False)
 
     class Meta:
         verbose_name_plural = "fetches"
@@ -67,6 +83,8 @@ class Fetch(models.Model):
             models.Index(fields=["state", "lease_until"], name="fetch_state_lease"),
             # services.housekeeping.cache_evict: the least recently read ready images.
             models.Index(fields=["state", "last_read_at"], name="fetch_state_read"),
+            # services.fetching.fetch_claim: the next pending fetch in line.
+            models.Index(fields=["state", "priority", "created_at"], name="fetch_state_line"),
         ]
 
     def __str__(self) -> str:
@@ -75,12 +93,36 @@ class Fetch(models.Model):
 
 class Lock(models.Model):
     """A row to lock (SELECT ... FOR UPDATE) around claims, so that the bound
-    on Kentik calls in flight holds across every worker of the deployment."""
+    on Kentik calls in flight holds across every worker of the deployment.
+
+    The Kentik lock row also holds the deployment's pause (see
+    imagecache/services/shield.py): read with the lock that every claim takes.
+    """
 
     name = models.CharField(primary_key=True, max_length=64)
+    # No Kentik call until then (a 429, or Kentik failing); null: not paused.
+    paused_until = models.DateTimeField(null=True, blank=True)
+    # Why, as the log and /info say it ("429", "503", "unreachable").
+    pause_reason = models.CharField(max_length=64, blank=True)
+    # The pause without a Retry-After after this one: doubled each time.
+    pause_backoff = models.FloatField(default=0)
+    # Once the pause is over, one fetch goes first: the others wait until
+    # `probe_until` for its answer.
+    probe_owner = models.CharField(max_length=255, blank=True)
+    probe_until = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.name
+
+
+class KentikCall(models.Model):
+    """One HTTP call to Kentik (each attempt), for KENTIK_RATE_LIMIT's sliding
+    window; rows older than the window are deleted as calls are made."""
+
+    at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"Kentik call at {self.at:%H:%M:%S}"
 
 
 class WorkerHeartbeat(models.Model):

@@ -192,11 +192,36 @@ KENTIK_RETRY_AFTER_MAX = env_number("KENTIK_RETRY_AFTER_MAX", 30.0)
 # (urllib3's exponential backoff; the first wait is never 0).
 KENTIK_API_BACKOFF = env_number("KENTIK_API_BACKOFF", 1.0)
 
+# Kentik calls (each attempt, retries included) per minute across every
+# worker of the deployment; 0: no limit. Never more in any 60 s window: a
+# sliding window stays under every kind of limiter, where a token bucket whose
+# burst is the limit could send twice the limit within one minute. Counted in
+# the database, in the transaction that already serializes claims (see
+# imagecache/services/shield.py).
+KENTIK_RATE_LIMIT = env_number("KENTIK_RATE_LIMIT", 0, integer=True)
+
 # --- Cache behaviour ---------------------------------------------------------
 
 DEFAULT_TTL = env_number("DEFAULT_TTL", 300, minimum=1, integer=True)
 MAX_TTL = env_number("MAX_TTL", 30 * 24 * 3600, minimum=1, integer=True)
 REUSE_MAX_AGE = env_number("REUSE_MAX_AGE", 60, integer=True)
+# A fetch that failed for a transient cause (429, 5xx, timeout, Kentik
+# unreachable, or still waiting for the budget when its client's wait ran out)
+# is answered with the newest ready image of the same query that finished
+# within this many seconds: 200, with Age and X-Image-Stale. An hour: rate
+# limits and Kentik outages last minutes, and an hour-old traffic chart still
+# shows the shape of the day, where an error shows nothing; the headers let a
+# dashboard say it is stale. 0: never.
+STALE_IF_ERROR = env_number("STALE_IF_ERROR", 3600, integer=True)
+# When a POST reuses a ready image older than this share of REUSE_MAX_AGE,
+# one refresh of the query starts in the background, last in line and within
+# the budget: the next POST past REUSE_MAX_AGE finds a fresh image. 0: never.
+REFRESH_AHEAD = env_number("REFRESH_AHEAD", 0.8)
+if REFRESH_AHEAD >= 1:
+    raise ImproperlyConfigured(f"REFRESH_AHEAD must be a share below 1, not {REFRESH_AHEAD}")
+# Identical POSTs of a query that Kentik refused as bad (400) within this
+# many seconds share the failed fetch: no new Kentik call. 0: never.
+NEGATIVE_TTL = env_number("NEGATIVE_TTL", 60, integer=True)
 ENTRY_WAIT_TIMEOUT = env_number(
     "ENTRY_WAIT_TIMEOUT", KENTIK_API_RETRIES * KENTIK_API_TIMEOUT + 5, minimum=0
 )

@@ -19,14 +19,15 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import DatabaseError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from imagecache import kentik, leases, notify
 from imagecache.files import links
 from imagecache.media import BY_EXTENSION, EXTENSIONS
-from imagecache.models import IN_FLIGHT, KENTIK_LOCK, Entry, Fetch, FetchState, Lock
+from imagecache.models import IN_FLIGHT, Entry, Fetch, FetchState
 from imagecache.ops import metrics
-from imagecache.services import housekeeping
+from imagecache.services import housekeeping, queue, shield
 
 # The name the service's log lines have always carried.
 logger = logging.getLogger("imagecache.services")
@@ -34,29 +35,86 @@ logger = logging.getLogger("imagecache.services")
 
 class ClaimOutcome(enum.Enum):
     CLAIMED = "claimed"
-    BUSY = "busy"  # KENTIK_MAX_CONCURRENCY calls are in flight: wait for a slot
-    SKIPPED = "skipped"  # done, gone, failed for good, or held by a live worker
+    WAIT = "wait"  # no call may go now (slots, pause, budget): ask again later
+    SKIPPED = "skipped"  # nothing left in line: done, gone, or held by live workers
 
 
 @dataclass(frozen=True)
 class Claim:
     outcome: ClaimOutcome
     fetch: Fetch | None = None
+    # This call goes first after a pause (see services.shield).
+    probe: bool = False
+    reason: str = ""
+    wait: float = 0.0
+
+
+# How many of the first in line a claim looks at (the first may have been
+# taken over meanwhile by a live worker on another host, and so on).
+LINE_LOOK = 8
 
 
 def fetch_claim(*, fetch_id: int) -> Claim:
-    """Take a fetch for this worker: a pending one, or one whose lease ran out.
+    """Take the first fetch in line for this worker, under the deployment's
+    bound on calls in flight, its pause and its budget.
 
-    Claims are serialized on a lock row, so that the count of live leases
+    A task is a right to make one call, not a call for its own fetch: every
+    pending fetch has a task of its own, and whichever runs first takes the
+    first in line (waited on by a client, then normal, then refresh-ahead;
+    the oldest first), so that a task stuck behind the budget serves the
+    line in its order. Its own fetch goes first among equals.
+
+    Claims are serialized on the lock row, so that the count of live leases
     bounds Kentik calls across the deployment; the conditional update makes a
     claim that lost a race a no-op.
     """
     now = timezone.now()
+    owner = leases.owner_id()
     with transaction.atomic():
-        Lock.objects.select_for_update().filter(name=KENTIK_LOCK).first()
-        fetch = Fetch.objects.filter(pk=fetch_id).first()
-        if fetch is None or not _claimable(fetch, now):
+        gate = shield.gate_lock()
+        fetch = _line_first(fetch_id=fetch_id, now=now)
+        if fetch is None:
             return Claim(ClaimOutcome.SKIPPED)
+        live = Fetch.objects.filter(state=FetchState.FETCHING, lease_until__gt=now)
+        if live.count() >= settings.KENTIK_MAX_CONCURRENCY:
+            return Claim(ClaimOutcome.WAIT, reason="busy", wait=SLOT_POLL)
+        admission = shield.admit(gate=gate, now=now, owner=owner)
+        if not admission.open:
+            return Claim(ClaimOutcome.WAIT, reason=admission.reason, wait=admission.wait)
+        lease = {
+            "state": FetchState.FETCHING,
+            "started_at": now,
+            "lease_until": now + timedelta(seconds=settings.FETCH_LEASE),
+            "lease_owner": owner,
+            "attempts": fetch.attempts + 1,
+        }
+        claimed = Fetch.objects.filter(
+            pk=fetch.pk, state=fetch.state, attempts=fetch.attempts
+        ).update(**lease)
+        if not claimed:
+            return Claim(ClaimOutcome.WAIT, reason="raced", wait=0)
+        if admission.probe:
+            shield.probe_begin(gate=gate, now=now, owner=owner)
+        shield.call_record(now=now)
+    for field, value in lease.items():
+        setattr(fetch, field, value)
+    return Claim(ClaimOutcome.CLAIMED, fetch, probe=admission.probe)
+
+
+def _line_first(*, fetch_id: int, now: datetime) -> Fetch | None:
+    """The first claimable fetch in line, failing on the way those that used
+    up FETCH_MAX_ATTEMPTS; None when there is none."""
+    own = Fetch.objects.filter(pk=fetch_id, state__in=IN_FLIGHT)
+    line = Fetch.objects.filter(
+        Q(state=FetchState.PENDING) | Q(state=FetchState.FETCHING, lease_until__lte=now)
+    ).order_by("priority", "created_at", "pk")
+    candidates = sorted(
+        {fetch.pk: fetch for fetch in [*own, *line[:LINE_LOOK]]}.values(),
+        key=lambda fetch: (fetch.priority, fetch.created_at, fetch.pk != fetch_id, fetch.pk),
+    )
+    for fetch in candidates:
+        if not _claimable(fetch, now):
+            continue
         if fetch.attempts >= settings.FETCH_MAX_ATTEMPTS:
             _fetch_fail(
                 fetch=fetch,
@@ -67,25 +125,9 @@ def fetch_claim(*, fetch_id: int) -> Claim:
             logger.warning(
                 "fetch %s: failed (502), given up after %s attempts", fetch.pk, fetch.attempts
             )
-            return Claim(ClaimOutcome.SKIPPED)
-        live = Fetch.objects.filter(state=FetchState.FETCHING, lease_until__gt=now)
-        if live.count() >= settings.KENTIK_MAX_CONCURRENCY:
-            return Claim(ClaimOutcome.BUSY)
-        lease = {
-            "state": FetchState.FETCHING,
-            "started_at": now,
-            "lease_until": now + timedelta(seconds=settings.FETCH_LEASE),
-            "lease_owner": leases.owner_id(),
-            "attempts": fetch.attempts + 1,
-        }
-        claimed = Fetch.objects.filter(
-            pk=fetch_id, state=fetch.state, attempts=fetch.attempts
-        ).update(**lease)
-    if not claimed:
-        return Claim(ClaimOutcome.SKIPPED)
-    for field, value in lease.items():
-        setattr(fetch, field, value)
-    return Claim(ClaimOutcome.CLAIMED, fetch)
+            continue
+        return fetch
+    return None
 
 
 def _claimable(fetch: Fetch, now: datetime) -> bool:
@@ -96,17 +138,47 @@ def _claimable(fetch: Fetch, now: datetime) -> bool:
     )
 
 
+# How often a task that waits for one of the KENTIK_MAX_CONCURRENCY slots looks again.
+SLOT_POLL = 0.2
+# The longest sleep between two looks, whatever the wait: a pause can end early.
+WAIT_STEP = 1.0
+
+
 def fetch_run(*, fetch_id: int) -> None:
-    """Fetch a chart from Kentik and store it; safe to run more than once."""
+    """Make one Kentik call for the first fetch in line, and store its image;
+    safe to run more than once.
+
+    Waits while no call may go (slots, pause, budget): up to KENTIK_SLOT_WAIT,
+    then puts its task back on the queue, so that every fetch in line keeps a
+    task. A fetch that Kentik asked to slow down goes back in line (its
+    attempt not counted) and this task waits for the pause with the others.
+    """
     deadline = time.monotonic() + settings.KENTIK_SLOT_WAIT
-    claim = fetch_claim(fetch_id=fetch_id)
-    while claim.outcome == ClaimOutcome.BUSY and time.monotonic() < deadline:
-        time.sleep(0.2)
+    while True:
         claim = fetch_claim(fetch_id=fetch_id)
-    if claim.fetch is None:
-        logger.info("fetch %s: %s", fetch_id, claim.outcome.value)
-        return
-    fetch = claim.fetch
+        if claim.outcome == ClaimOutcome.SKIPPED:
+            logger.info("fetch %s: nothing left in line", fetch_id)
+            return
+        if claim.outcome == ClaimOutcome.WAIT:
+            if time.monotonic() >= deadline:
+                logger.info(
+                    "fetch %s: still %s; its task goes back on the queue", fetch_id, claim.reason
+                )
+                # (A synchronous queue, the test profile's, would run it here
+                # and now: the reaper takes the fetch up there.)
+                if not settings.Q_CLUSTER.get("sync"):
+                    queue.task_enqueue(fetch_id=fetch_id)
+                return
+            time.sleep(min(claim.wait, WAIT_STEP, max(deadline - time.monotonic(), 0)))
+            continue
+        assert claim.fetch is not None
+        if _fetch_call(claim.fetch, probe=claim.probe):
+            return
+
+
+def _fetch_call(fetch: Fetch, *, probe: bool) -> bool:
+    """One claimed fetch's Kentik call, its image stored and recorded, or its
+    failure; False when it went back in line (Kentik asked to slow down)."""
     started = time.monotonic()
     with leases.kept(fetch_id=fetch.pk, attempt=fetch.attempts):
         stored = _stored_image(fetch) if fetch.attempts > 1 else None
@@ -116,13 +188,33 @@ def fetch_run(*, fetch_id: int) -> None:
             _fetch_record(
                 fetch=fetch, chart=chart, saved_name=saved_name, content_hash=content_hash
             )
-            return
+            return True
         try:
-            chart = kentik.fetch_chart(fetch.query_json)
+            # The probe makes one attempt: the others wait for its answer.
+            chart = kentik.fetch_chart(
+                fetch.query_json, gate=_retry_admit, retries=0 if probe else None
+            )
+        except kentik.RateLimited as exc:
+            shield.pause(reason=str(exc.status), retry_after=exc.retry_after)
+            _fetch_requeue(fetch, why=f"Kentik answered {exc.status}")
+            return False
+        except kentik.CallWithheld:
+            _fetch_requeue(fetch, why="the deployment paused")
+            return False
         except kentik.KentikError as exc:
-            _fetch_fail(fetch=fetch, status=exc.status, message=exc.message)
+            if exc.transient:
+                shield.pause(reason=str(exc.status), retry_after=None)
+                if probe:
+                    # Kentik still fails: the fetch waits for the next probe.
+                    _fetch_requeue(fetch, why=f"the probe failed ({exc.status})")
+                    return False
+            else:
+                shield.resume()
+            _fetch_fail(
+                fetch=fetch, status=exc.status, message=exc.message, transient=exc.transient
+            )
             _fetch_observe(fetch=fetch, status=exc.status, started=started, message=exc.message)
-            return
+            return True
         except Exception:
             # Whatever a query does to the client, the fetch ends recorded as
             # failed rather than retried forever by the task queue.
@@ -130,7 +222,8 @@ def fetch_run(*, fetch_id: int) -> None:
             message = "Kentik's answer could not be processed"
             _fetch_fail(fetch=fetch, status=502, message=message)
             _fetch_observe(fetch=fetch, status=502, started=started, message=message)
-            return
+            return True
+        shield.resume()
         # Room first, so that the directory never holds more than the bound.
         housekeeping.cache_evict(incoming=len(chart.data))
         try:
@@ -141,9 +234,41 @@ def fetch_run(*, fetch_id: int) -> None:
             message = _store_failure(exc)
             _fetch_fail(fetch=fetch, status=507, message=message)
             _fetch_observe(fetch=fetch, status=507, started=started, message=message)
-            return
+            return True
         _fetch_record(fetch=fetch, chart=chart, saved_name=saved_name, content_hash=content_hash)
     _fetch_observe(fetch=fetch, status=200, started=started, chart=chart)
+    return True
+
+
+def _retry_admit() -> None:
+    """Before a retry: CallWithheld if the deployment paused meanwhile; else
+    wait for room in the budget (up to KENTIK_SLOT_WAIT) and count the call."""
+    deadline = time.monotonic() + settings.KENTIK_SLOT_WAIT
+    while True:
+        with transaction.atomic():
+            gate = shield.gate_lock()
+            if gate.paused_until is not None:
+                raise kentik.CallWithheld("paused")
+            now = timezone.now()
+            wait = shield.budget_wait(now=now)
+            if not wait:
+                shield.call_record(now=now)
+                return
+        if time.monotonic() + wait > deadline:
+            raise kentik.CallWithheld("budget")
+        time.sleep(min(wait, WAIT_STEP))
+
+
+def _fetch_requeue(fetch: Fetch, *, why: str) -> None:
+    """Back in line, as if this attempt had not been claimed."""
+    Fetch.objects.filter(pk=fetch.pk, state=FetchState.FETCHING, attempts=fetch.attempts).update(
+        state=FetchState.PENDING,
+        attempts=fetch.attempts - 1,
+        started_at=None,
+        lease_until=None,
+        lease_owner="",
+    )
+    logger.info("fetch %s: back in line (%s)", fetch.pk, why)
 
 
 def _fetch_observe(
@@ -321,12 +446,14 @@ def _fetch_fail(
     status: int,
     message: str,
     states: tuple[str, ...] = (FetchState.FETCHING,),
+    transient: bool = False,
 ) -> None:
     with transaction.atomic():
         failed = Fetch.objects.filter(pk=fetch.pk, state__in=states).update(
             state=FetchState.FAILED,
             error_status=status,
             error_message=message,
+            error_transient=transient,
             finished_at=timezone.now(),
             lease_until=None,
             lease_owner="",

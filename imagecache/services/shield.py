@@ -1,0 +1,170 @@
+"""The Kentik shield: one budget of Kentik calls and one pause for the whole
+deployment, kept in the database, beside the lock that claims serialize on.
+
+- The budget: at most KENTIK_RATE_LIMIT calls (each attempt, retries
+  included) in any 60 s window. Every call is a `KentikCall` row, written in
+  the claim's transaction; a claim that finds the window full waits until
+  its oldest call leaves it.
+- The pause: a 429 (or a 503 with Retry-After) stops every fetch of the
+  deployment until its Retry-After (capped by KENTIK_RETRY_AFTER_MAX); so do
+  Kentik failing (5xx, timeouts, unreachable), for a backoff that doubles
+  each time. When a pause is over one call goes first (the probe), and the
+  others follow only once it succeeds.
+
+Why the database and not Redis: every claim already takes the lock row in a
+transaction of the database, so the budget costs one indexed count and one
+insert there, and no second store has to agree with the first (see
+bench/NOTES.md for the cost, measured).
+
+Callers hold the lock row (`gate_lock`) inside a transaction.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from imagecache.models import KENTIK_LOCK, KentikCall, Lock
+from imagecache.ops import metrics
+
+logger = logging.getLogger("imagecache.services")
+
+WINDOW = timedelta(seconds=60)
+# How often a fetch that waits behind the probe looks again.
+PROBE_POLL = 0.2
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Whether a Kentik call may go now; if not, why and for how long to wait."""
+
+    open: bool
+    # This call goes first after a pause: the others wait for its answer.
+    probe: bool = False
+    reason: str = ""
+    wait: float = 0.0
+
+
+def gate_lock() -> Lock:
+    """The Kentik lock row, locked until the transaction ends."""
+    gate = Lock.objects.select_for_update().filter(name=KENTIK_LOCK).first()
+    if gate is None:  # a database whose migration 0002 row was deleted by hand
+        gate, _ = Lock.objects.get_or_create(name=KENTIK_LOCK)
+    return gate
+
+
+def admit(*, gate: Lock, now: datetime, owner: str) -> Admission:
+    """Whether a call may go now, under the pause and the budget."""
+    if gate.paused_until is not None:
+        if gate.paused_until > now:
+            return Admission(False, reason="paused", wait=_seconds(gate.paused_until - now))
+        if gate.probe_owner and gate.probe_owner != owner and _later(gate.probe_until, now):
+            return Admission(False, reason="probing", wait=PROBE_POLL)
+        return Admission(True, probe=True)
+    wait = budget_wait(now=now)
+    if wait:
+        return Admission(False, reason="budget", wait=wait)
+    return Admission(True)
+
+
+def budget_wait(*, now: datetime) -> float:
+    """0 when the window has room for a call, else the seconds until it has."""
+    limit = settings.KENTIK_RATE_LIMIT
+    if not limit:
+        return 0.0
+    window = KentikCall.objects.filter(at__gt=now - WINDOW).order_by("-at")
+    calls = list(window.values_list("at", flat=True)[:limit])
+    if len(calls) < limit:
+        return 0.0
+    # The limit-th newest call leaves the window first among those that fill it.
+    return max(_seconds(calls[-1] + WINDOW - now), 0.001)
+
+
+def call_record(*, now: datetime) -> None:
+    """Count one call in the window (and forget those that left it)."""
+    KentikCall.objects.create(at=now)
+    KentikCall.objects.filter(at__lte=now - WINDOW).delete()
+
+
+def probe_begin(*, gate: Lock, now: datetime, owner: str) -> None:
+    gate.probe_owner = owner
+    # Past this, the probe's worker is taken for dead and another goes first.
+    gate.probe_until = now + timedelta(seconds=settings.KENTIK_API_TIMEOUT + 10)
+    gate.save(update_fields=["probe_owner", "probe_until"])
+    logger.info("Kentik: the pause is over; one call goes first")
+
+
+def pause(*, reason: str, retry_after: float | None) -> datetime:
+    """Stop every Kentik call of the deployment: for `retry_after` seconds
+    (Kentik's Retry-After) or, without one, for a backoff that doubles with
+    each pause until a call succeeds. When the pause ends."""
+    cap = settings.KENTIK_RETRY_AFTER_MAX
+    with transaction.atomic():
+        gate = gate_lock()
+        now = timezone.now()
+        backoff = min(max(gate.pause_backoff * 2, settings.KENTIK_API_BACKOFF, 0.5), cap)
+        seconds = min(max(retry_after, 0.0), cap) if retry_after is not None else backoff
+        until = now + timedelta(seconds=seconds)
+        began = gate.paused_until is None or bool(gate.probe_owner)
+        if gate.paused_until is None or until > gate.paused_until or gate.probe_owner:
+            gate.paused_until = until
+        gate.pause_reason = reason
+        gate.pause_backoff = backoff
+        gate.probe_owner = ""
+        gate.probe_until = None
+        gate.save()
+    if began:
+        metrics.KENTIK_PAUSES.inc()
+    logger.warning(
+        "Kentik: every fetch paused for %.1f s (%s)",
+        seconds,
+        reason,
+        extra={"pause_seconds": seconds, "pause_reason": reason},
+    )
+    return gate.paused_until
+
+
+def resume() -> None:
+    """Kentik answered (a chart, or a refusal that is not about load): no
+    pause, and the next backoff starts from the first again."""
+    resumed = (
+        Lock.objects.filter(name=KENTIK_LOCK)
+        .exclude(paused_until=None, pause_backoff=0, probe_owner="")
+        .update(
+            paused_until=None, pause_reason="", pause_backoff=0, probe_owner="", probe_until=None
+        )
+    )
+    if resumed:
+        logger.info("Kentik: answering again; fetches resume")
+
+
+def troubled() -> bool:
+    """Whether the deployment is paused (or waiting on its probe's answer)."""
+    return Lock.objects.filter(name=KENTIK_LOCK, paused_until__isnull=False).exists()
+
+
+def status(*, now: datetime | None = None) -> dict[str, Any]:
+    """The budget and the pause, for /info, /metrics and the admin."""
+    now = now or timezone.now()
+    gate = Lock.objects.filter(name=KENTIK_LOCK).first()
+    paused_until = gate.paused_until if gate is not None else None
+    return {
+        "calls_last_minute": KentikCall.objects.filter(at__gt=now - WINDOW).count(),
+        "rate_limit": settings.KENTIK_RATE_LIMIT,
+        "paused": paused_until is not None,
+        "paused_until": paused_until,
+        "pause_reason": gate.pause_reason if gate is not None and paused_until else "",
+        "probing": bool(gate is not None and paused_until and gate.probe_owner),
+    }
+
+
+def _seconds(delta: timedelta) -> float:
+    return delta.total_seconds()
+
+
+def _later(moment: datetime | None, now: datetime) -> bool:
+    return moment is not None and moment > now
