@@ -7,14 +7,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
-from django.db.models import Count, Min, Q, Sum
+from django.db.models import Count, Exists, Min, OuterRef, Q, Sum
 from django.utils import timezone
 
 from imagecache.errors import EntryNotFound
 from imagecache.ids import ENTRY_ID_RE
 from imagecache.models import IN_FLIGHT, Entry, Fetch, FetchState, WorkerHeartbeat
+from imagecache.services import shield
 
 
 def entry_get(*, entry_id: str) -> Entry:
@@ -27,6 +29,35 @@ def entry_get(*, entry_id: str) -> Entry:
     return entry
 
 
+def fetch_stale(*, fetch: Fetch) -> Fetch | None:
+    """The newest ready image of the fetch's query, other than its own, that
+    finished within STALE_IF_ERROR: what may answer for it when Kentik fails."""
+    if not settings.STALE_IF_ERROR:
+        return None
+    since = timezone.now() - timedelta(seconds=settings.STALE_IF_ERROR)
+    return (
+        Fetch.objects.filter(
+            query_hash=fetch.query_hash, state=FetchState.READY, finished_at__gte=since
+        )
+        .exclude(pk=fetch.pk)
+        .order_by("-finished_at")
+        .first()
+    )
+
+
+def fetch_last_failed_transient(*, fetch: Fetch) -> bool:
+    """Whether the query's last finished fetch before this one failed for a
+    transient cause (Kentik overloaded or failing)."""
+    last = (
+        Fetch.objects.filter(query_hash=fetch.query_hash, finished_at__isnull=False)
+        .exclude(pk=fetch.pk)
+        .order_by("-finished_at")
+        .values_list("state", "error_transient")
+        .first()
+    )
+    return last is not None and last == (FetchState.FAILED, True)
+
+
 def cache_info(*, limit: int) -> dict[str, Any]:
     """Counts by state and the newest live entries, from the database only."""
     now = timezone.now()
@@ -37,15 +68,34 @@ def cache_info(*, limit: int) -> dict[str, Any]:
     ready_bytes = (
         Fetch.objects.filter(state=FetchState.READY).aggregate(total=Sum("size"))["total"] or 0
     )
+    kentik = shield.status(now=now)
+    paused_until = kentik["paused_until"]
     return {
         "active_count": counts.get(FetchState.READY, 0),
         "pending_count": sum(counts.get(state, 0) for state in IN_FLIGHT),
         "failed_count": counts.get(FetchState.FAILED, 0),
+        "stale_count": _stale_entries(live, now).count(),
         "stored_bytes": ready_bytes,
+        "kentik": {**kentik, "paused_until": paused_until and paused_until.timestamp()},
         "active_entries": _entries(live.filter(fetch__state=FetchState.READY), limit),
         "pending_entries": _entries(live.filter(fetch__state__in=IN_FLIGHT), limit),
         "failed_entries": _entries(live.filter(fetch__state=FetchState.FAILED), limit),
     }
+
+
+def _stale_entries(live: Any, now: Any) -> Any:
+    """The live entries whose fetch failed for a transient cause and that an
+    older image of their query answers (STALE_IF_ERROR)."""
+    if not settings.STALE_IF_ERROR:
+        return live.none()
+    older = Fetch.objects.filter(
+        query_hash=OuterRef("fetch__query_hash"),
+        state=FetchState.READY,
+        finished_at__gte=now - timedelta(seconds=settings.STALE_IF_ERROR),
+    )
+    return live.filter(fetch__state=FetchState.FAILED, fetch__error_transient=True).filter(
+        Exists(older)
+    )
 
 
 def _entries(entries: Any, limit: int) -> list[dict[str, Any]]:

@@ -155,7 +155,7 @@ image_get = extend_schema(
         404: _error("Unknown, malformed or expired id."),
         # A long `wait=...&wait=...` list is refused by gunicorn before the service sees it.
         414: _error("The request line is longer than gunicorn accepts (4094 bytes)."),
-        429: _error("Kentik's rate limit, after the service's retries."),
+        429: _error("Kentik's rate limit, after the service's retries (no older image to answer)."),
         500: _error("Still being fetched after ENTRY_WAIT_TIMEOUT (or `wait`); see `Retry-After`."),
         502: _error("Kentik could not be reached, redirected, or answered something unreadable."),
         503: _error("Kentik was unavailable, after the service's retries."),
@@ -172,11 +172,27 @@ class InfoEntrySerializer(serializers.Serializer):
     status = serializers.IntegerField(required=False, help_text="Failed entries: the status.")
 
 
+class InfoKentikSerializer(serializers.Serializer):
+    calls_last_minute = serializers.IntegerField(
+        help_text="Kentik calls (each attempt) of the whole deployment in the last 60 s."
+    )
+    rate_limit = serializers.IntegerField(help_text="KENTIK_RATE_LIMIT; 0: no limit.")
+    paused_until = serializers.FloatField(
+        allow_null=True, help_text="Unix epoch: no Kentik call until then (a 429, Kentik failing)."
+    )
+    pause_reason = serializers.CharField(help_text="What began the pause: a status, or empty.")
+    probing = serializers.BooleanField(help_text="The pause is over and one call went first.")
+
+
 class InfoSerializer(serializers.Serializer):
     active_count = serializers.IntegerField()
     pending_count = serializers.IntegerField()
     failed_count = serializers.IntegerField()
+    stale_count = serializers.IntegerField(
+        help_text="Failed entries answered with an older image of their query (STALE_IF_ERROR)."
+    )
     stored_bytes = serializers.IntegerField()
+    kentik = InfoKentikSerializer(help_text="The deployment's Kentik budget and pause.")
     active_entries = InfoEntrySerializer(many=True)
     pending_entries = InfoEntrySerializer(many=True)
     failed_entries = InfoEntrySerializer(many=True)

@@ -77,26 +77,37 @@ class ImageGetApi(APIView):
         # A plain dict, so that an empty `wait=` is refused rather than ignored.
         filters = self.FilterSerializer(data=request.query_params.dict())
         filters.is_valid(raise_exception=True)
-        entry = ready.entry_get_ready(entry_id=entry_id, **filters.validated_data)
-        headers = _caching_headers(entry)
+        answer = ready.entry_get_ready(entry_id=entry_id, **filters.validated_data)
+        headers = _caching_headers(answer)
         response: HttpResponseBase
         if _not_modified(request, headers):
-            response = _not_modified_response(entry.fetch, headers)
+            response = _not_modified_response(answer.fetch, headers)
         else:
-            response = _image_response(request, entry, headers)
-        entries.fetch_mark_read(fetch=entry.fetch)
+            response = _image_response(request, answer.entry, answer.fetch, headers)
+        entries.fetch_mark_read(fetch=answer.fetch)
         metrics.CACHE_HITS.inc()
         return response
 
 
-def _caching_headers(entry: Entry) -> dict[str, str]:
-    """A ready image never changes: cacheable by anyone until its entry expires."""
-    fetch = entry.fetch
-    fresh_for = max(0, int((entry.expires_at - timezone.now()).total_seconds()))
-    headers = {
-        "Cache-Control": f"public, max-age={fresh_for}, immutable",
-        "Expires": http_date(entry.expires_at.timestamp()),
-    }
+# Says that an older image of the query answers, and why (see ready.Answer).
+STALE_HEADER = "X-Image-Stale"
+
+
+def _caching_headers(answer: ready.Answer) -> dict[str, str]:
+    """A ready image never changes: cacheable by anyone until its entry expires.
+    A stale one stands in for the entry's own: a cache must ask again each time."""
+    entry, fetch = answer.entry, answer.fetch
+    now = timezone.now()
+    if answer.stale:
+        headers = {"Cache-Control": "no-cache", STALE_HEADER: answer.stale}
+        if fetch.finished_at is not None:
+            headers["Age"] = str(max(0, int((now - fetch.finished_at).total_seconds())))
+    else:
+        fresh_for = max(0, int((entry.expires_at - now).total_seconds()))
+        headers = {
+            "Cache-Control": f"public, max-age={fresh_for}, immutable",
+            "Expires": http_date(entry.expires_at.timestamp()),
+        }
     if fetch.content_hash:
         headers["ETag"] = quote_etag(fetch.content_hash)
     if fetch.finished_at is not None:
@@ -125,7 +136,7 @@ def _weak(etag: str) -> str:
 
 def _not_modified_response(fetch: Fetch, headers: dict[str, str]) -> HttpResponseNotModified:
     response = HttpResponseNotModified()
-    for name in ("ETag", "Cache-Control", "Expires"):
+    for name in ("ETag", "Cache-Control", "Expires", "Age", STALE_HEADER):
         if name in headers:
             response[name] = headers[name]
     # Else CommonMiddleware would say 0, which a cache could take for the image's.
@@ -133,9 +144,10 @@ def _not_modified_response(fetch: Fetch, headers: dict[str, str]) -> HttpRespons
     return response
 
 
-def _image_response(request: Request, entry: Entry, headers: dict[str, str]) -> HttpResponseBase:
+def _image_response(
+    request: Request, entry: Entry, fetch: Fetch, headers: dict[str, str]
+) -> HttpResponseBase:
     """The image; or only its headers, for HEAD and for nginx to send the bytes."""
-    fetch = entry.fetch
     # No script runs in an image, whatever it holds (nginx keeps this header
     # when it sends the file for X-Accel-Redirect).
     headers["Content-Security-Policy"] = IMAGE_CSP

@@ -37,6 +37,7 @@ from imagecache import leases, selectors
 from imagecache.models import FetchState
 from imagecache.ops import log, metrics
 from imagecache.processes import process_alive
+from imagecache.services import shield
 
 # How long a cluster's report lives: django-q2 saves it every guard cycle
 # (0.5 s) with this expiry (django_q.status.Stat.save).
@@ -218,6 +219,23 @@ class CacheContentCollector:
         yield _gauge("imagecache_entries", "Entries by the state of their fetch.", entries)
         yield _gauge("imagecache_fetches", "Fetches by state.", stats.fetches_by_state)
         yield _gauge("imagecache_stored_bytes", "Bytes of images by fetch state.", stored)
+        kentik = shield.status()
+        yield GaugeMetricFamily(
+            "imagecache_kentik_budget_calls",
+            "Kentik calls (each attempt) of the whole deployment in the last 60 s.",
+            value=kentik["calls_last_minute"],
+        )
+        yield GaugeMetricFamily(
+            "imagecache_kentik_budget_limit",
+            "KENTIK_RATE_LIMIT: Kentik calls allowed in any 60 s; 0: no limit.",
+            value=kentik["rate_limit"],
+        )
+        paused_until = kentik["paused_until"]
+        yield GaugeMetricFamily(
+            "imagecache_kentik_paused_until_seconds",
+            "Unix time until which every Kentik call waits (a 429, Kentik failing); 0: no pause.",
+            value=paused_until.timestamp() if paused_until else 0,
+        )
 
 
 def _gauge(name: str, documentation: str, values: dict[str, int]) -> GaugeMetricFamily:

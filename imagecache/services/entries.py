@@ -15,7 +15,7 @@ from django.utils import timezone
 from imagecache.files import links
 from imagecache.hashing import query_hash
 from imagecache.ids import entry_id_make
-from imagecache.models import IN_FLIGHT, Entry, Fetch, FetchState
+from imagecache.models import IN_FLIGHT, Entry, Fetch, FetchPriority, FetchState
 from imagecache.ops import metrics
 from imagecache.services import queue
 
@@ -29,9 +29,11 @@ def entry_create(*, api_query: dict[str, Any], ttl: int | None = None) -> Entry:
     The expiry is rounded up to the second, so identical requests (same
     query, same ttl) within one second get the same id and share one entry:
     a dashboard polled by many viewers costs one read each, not one write.
-    Otherwise reuses a fetch of the same query that is in flight, or that
-    succeeded less than REUSE_MAX_AGE seconds ago; or creates one and
-    enqueues it once the transaction commits.
+    Otherwise reuses a fetch of the same query that is in flight, that
+    succeeded less than REUSE_MAX_AGE seconds ago, or that Kentik refused as
+    bad less than NEGATIVE_TTL seconds ago; or creates one and enqueues it
+    once the transaction commits. A reused image older than REFRESH_AHEAD of
+    REUSE_MAX_AGE starts a refresh of the query (`_refresh_ahead`).
     """
     now = timezone.now()
     key = query_hash(api_query)
@@ -66,13 +68,22 @@ def entry_create(*, api_query: dict[str, Any], ttl: int | None = None) -> Entry:
             transaction.on_commit(
                 lambda: links.entries_link(entry_ids=[entry.pk], file_name=fetch.file_name)
             )
+            _refresh_ahead(fetch=fetch, now=now)
+        if not created and fetch.priority == FetchPriority.REFRESH:
+            _refresh_used(fetch=fetch)
     (metrics.CACHE_MISSES if created else metrics.SHARED_FETCHES).inc()
+    if fetch.state == FetchState.FAILED:
+        metrics.NEGATIVE_HITS.inc()
     logger.info("entry %s: %s fetch %s", entry.id, "new" if created else "shares", fetch.pk)
     return entry
 
 
 def _reusable(now: datetime, prefix: str = "", ready_too: bool = True) -> Q:
-    """Fetches a new request may share: in flight, or ready within REUSE_MAX_AGE."""
+    """Fetches a new request may share: in flight, ready within REUSE_MAX_AGE,
+    or refused by Kentik as bad (400) within NEGATIVE_TTL. Other failures are
+    never shared: a transient one is worth asking again once its pause is over
+    (and the pause keeps the new fetch waiting until then), and 401, 403 or
+    404 may be mended (credentials, a device) at any time."""
     reusable = Q(**{f"{prefix}state__in": IN_FLIGHT})
     if ready_too and settings.REUSE_MAX_AGE > 0:
         reusable |= Q(
@@ -81,7 +92,51 @@ def _reusable(now: datetime, prefix: str = "", ready_too: bool = True) -> Q:
                 f"{prefix}finished_at__gte": now - timedelta(seconds=settings.REUSE_MAX_AGE),
             }
         )
+    if ready_too and settings.NEGATIVE_TTL > 0:
+        reusable |= Q(
+            **{
+                f"{prefix}state": FetchState.FAILED,
+                f"{prefix}error_status": 400,
+                f"{prefix}finished_at__gte": now - timedelta(seconds=settings.NEGATIVE_TTL),
+            }
+        )
     return reusable
+
+
+def _refresh_ahead(*, fetch: Fetch, now: datetime) -> None:
+    """A reused image older than REFRESH_AHEAD of REUSE_MAX_AGE: one refresh of
+    its query, last in line, unless one is in flight already. A query nobody
+    asks for again is never refreshed."""
+    if not settings.REFRESH_AHEAD or fetch.finished_at is None:
+        return
+    age = (now - fetch.finished_at).total_seconds()
+    if age < settings.REFRESH_AHEAD * settings.REUSE_MAX_AGE:
+        return
+    if Fetch.objects.filter(query_hash=fetch.query_hash, state__in=IN_FLIGHT).exists():
+        return
+    try:
+        with transaction.atomic():
+            refresh = Fetch.objects.create(
+                query_hash=fetch.query_hash,
+                query_json=fetch.query_json,
+                created_at=now,
+                enqueued_at=now,
+                priority=FetchPriority.REFRESH,
+            )
+    except IntegrityError:
+        return  # another request started it first
+    transaction.on_commit(lambda: queue.task_enqueue(fetch_id=refresh.pk))
+    metrics.REFRESHES_STARTED.inc()
+    logger.info("fetch %s: refresh ahead of fetch %s, %.0f s old", refresh.pk, fetch.pk, age)
+
+
+def _refresh_used(*, fetch: Fetch) -> None:
+    """A request took up a refresh-ahead fetch: it is a client's now (its place
+    in line too), and counted once as a refresh that paid."""
+    if Fetch.objects.filter(pk=fetch.pk, priority=FetchPriority.REFRESH).update(
+        priority=FetchPriority.NORMAL
+    ):
+        metrics.REFRESHES_USED.inc()
 
 
 def fetch_share(

@@ -2,32 +2,57 @@
 wired to the database, built on first use."""
 
 import functools
+import logging
 import math
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import DatabaseError, connection
 
 from imagecache import notify, selectors
 from imagecache.errors import FetchFailed, FetchPending, FetchStillPending
-from imagecache.models import IN_FLIGHT, Entry, Fetch, FetchState
-from imagecache.services import housekeeping
+from imagecache.models import IN_FLIGHT, Entry, Fetch, FetchPriority, FetchState
+from imagecache.ops import metrics
+from imagecache.services import housekeeping, shield
 from imagecache.waiting.waiter import FetchWaiter
 
 # The Retry-After of a 202 to a client that asked not to wait: it polls, and
 # most charts take Kentik a few seconds.
 POLL_RETRY_AFTER = 1
 
+logger = logging.getLogger("imagecache.services")
 
-def entry_get_ready(*, entry_id: str, wait: float | None = None) -> Entry:
-    """The entry once its image is ready.
+
+@dataclass(frozen=True)
+class Answer:
+    """What answers `GET /image/{id}`: the entry's own image, or (stale-if-error)
+    the newest older image of its query, with why."""
+
+    entry: Entry
+    fetch: Fetch
+    # "" for the entry's own image; else why an older one answers: "error=503",
+    # "paused" (Kentik asked every fetch to wait), "pending" (the wait ran out).
+    stale: str = ""
+
+
+def entry_get_ready(*, entry_id: str, wait: float | None = None) -> Answer:
+    """The entry's image once it is ready, or an older one of its query when
+    Kentik cannot give it one (STALE_IF_ERROR).
 
     `wait` caps how long a pending image is waited for: ENTRY_WAIT_TIMEOUT when
     None, never more. `wait=0` never blocks: a pending image raises
     FetchStillPending (202) at once. Otherwise raises FetchPending when the
     wait ran out, FetchFailed with Kentik's status, EntryNotFound when the
-    entry is gone or expired meanwhile.
+    entry is gone or expired meanwhile; unless an older image may answer:
+    at once when the deployment is paused or the query's last fetch failed
+    for a transient cause, else after a transient failure or a wait that ran
+    out.
     """
     entry = selectors.entry_get(entry_id=entry_id)
+    if entry.fetch.state in IN_FLIGHT:
+        stale = _stale_at_once(entry.fetch)
+        if stale is not None:
+            return stale_answer(entry, stale, reason="paused")
     if wait == 0 and entry.fetch.state in IN_FLIGHT:
         raise FetchStillPending(
             entry_id=entry.pk, state=str(entry.fetch.state), retry_after=POLL_RETRY_AFTER
@@ -36,16 +61,52 @@ def entry_get_ready(*, entry_id: str, wait: float | None = None) -> Entry:
         settings.ENTRY_WAIT_TIMEOUT if wait is None else min(wait, settings.ENTRY_WAIT_TIMEOUT)
     )
     if entry.fetch.state in IN_FLIGHT and timeout > 0:
+        if entry.fetch.priority != FetchPriority.WAITED:
+            # A client waits on it: first in line for Kentik.
+            Fetch.objects.filter(pk=entry.fetch_id, state__in=IN_FLIGHT).update(
+                priority=FetchPriority.WAITED
+            )
         # A long wait must not hold a database connection.
         connection.close()
         waiter().wait(entry.fetch_id, timeout)
         entry = selectors.entry_get(entry_id=entry_id)
     fetch = entry.fetch
     if fetch.state == FetchState.READY:
-        return entry
+        return Answer(entry, fetch)
     if fetch.state == FetchState.FAILED:
+        stale = selectors.fetch_stale(fetch=fetch) if fetch.error_transient else None
+        if stale is not None:
+            return stale_answer(entry, stale, reason=f"error={fetch.error_status}")
         raise FetchFailed(fetch.error_status or 502, fetch.error_message)
+    stale = selectors.fetch_stale(fetch=fetch)
+    if stale is not None:
+        return stale_answer(entry, stale, reason="pending")
     raise FetchPending(retry_after=max(1, math.ceil(settings.KENTIK_API_TIMEOUT / 4)))
+
+
+def _stale_at_once(fetch: Fetch) -> Fetch | None:
+    """An older image to answer with now, rather than wait for a Kentik that
+    is paused, or that failed the query's last fetch for a transient cause."""
+    if not settings.STALE_IF_ERROR:
+        return None
+    stale = selectors.fetch_stale(fetch=fetch)
+    if stale is None:
+        return None
+    if shield.troubled() or selectors.fetch_last_failed_transient(fetch=fetch):
+        return stale
+    return None
+
+
+def stale_answer(entry: Entry, stale: Fetch, *, reason: str) -> Answer:
+    metrics.STALE_ANSWERS.inc()
+    logger.info(
+        "entry %s: answered with fetch %s's image (stale: %s)",
+        entry.pk,
+        stale.pk,
+        reason,
+        extra={"entry_id": entry.pk, "stale_fetch_id": stale.pk, "stale": reason},
+    )
+    return Answer(entry, stale, stale=reason)
 
 
 def _fetches_in_flight(fetch_ids: list[int]) -> list[int]:
