@@ -44,6 +44,10 @@ class Fetch(models.Model):
     lease_until = models.DateTimeField(null=True, blank=True)
     lease_owner = models.CharField(max_length=255, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    # Calls of this fetch that Kentik answered "slow down" (429): past
+    # KENTIK_API_RETRIES of them it fails with 429. Waiting out a pause or the
+    # budget counts for nothing.
+    rate_limited = models.PositiveSmallIntegerField(default=0)
     # WAITED once a client waits on it; REFRESH while only refresh-ahead wants it.
     priority = models.PositiveSmallIntegerField(
         choices=FetchPriority.choices, default=FetchPriority.NORMAL

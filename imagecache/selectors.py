@@ -4,7 +4,7 @@ Nothing here blocks or writes: the wait for a pending image is
 `imagecache.waiting.ready`."""
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -15,8 +15,16 @@ from django.utils import timezone
 
 from imagecache.errors import EntryNotFound
 from imagecache.ids import ENTRY_ID_RE
-from imagecache.models import IN_FLIGHT, Entry, Fetch, FetchState, WorkerHeartbeat
-from imagecache.services import shield
+from imagecache.models import (
+    IN_FLIGHT,
+    KENTIK_LOCK,
+    Entry,
+    Fetch,
+    FetchState,
+    KentikCall,
+    Lock,
+    WorkerHeartbeat,
+)
 
 
 def entry_get(*, entry_id: str) -> Entry:
@@ -27,6 +35,31 @@ def entry_get(*, entry_id: str) -> Entry:
     if entry is None or entry.expires_at <= timezone.now():
         raise EntryNotFound()
     return entry
+
+
+# The window of KENTIK_RATE_LIMIT (services.shield counts calls in it).
+KENTIK_WINDOW = timedelta(seconds=60)
+
+
+def kentik_paused() -> bool:
+    """Whether the deployment's Kentik calls are paused (or waiting on the
+    answer of the one that went first)."""
+    return Lock.objects.filter(name=KENTIK_LOCK, paused_until__isnull=False).exists()
+
+
+def kentik_status(*, now: datetime | None = None) -> dict[str, Any]:
+    """The deployment's Kentik budget and pause, for /info, /metrics and the admin."""
+    now = now or timezone.now()
+    gate = Lock.objects.filter(name=KENTIK_LOCK).first()
+    paused_until = gate.paused_until if gate is not None else None
+    return {
+        "calls_last_minute": KentikCall.objects.filter(at__gt=now - KENTIK_WINDOW).count(),
+        "rate_limit": settings.KENTIK_RATE_LIMIT,
+        "paused": paused_until is not None,
+        "paused_until": paused_until,
+        "pause_reason": gate.pause_reason if gate is not None and paused_until else "",
+        "probing": bool(gate is not None and paused_until and gate.probe_owner),
+    }
 
 
 def fetch_stale(*, fetch: Fetch) -> Fetch | None:
@@ -68,7 +101,7 @@ def cache_info(*, limit: int) -> dict[str, Any]:
     ready_bytes = (
         Fetch.objects.filter(state=FetchState.READY).aggregate(total=Sum("size"))["total"] or 0
     )
-    kentik = shield.status(now=now)
+    kentik = kentik_status(now=now)
     paused_until = kentik["paused_until"]
     return {
         "active_count": counts.get(FetchState.READY, 0),

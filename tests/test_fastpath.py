@@ -153,6 +153,7 @@ def test_entry_taking_a_new_fetch_within_its_second_leaves_the_fast_path(
 ):
     settings.REUSE_MAX_AGE = 0
     settings.ENTRY_WAIT_TIMEOUT = 0
+    settings.STALE_IF_ERROR = 0  # else the first image would answer, stale
     with time_machine.travel(NOW, tick=False):
         entry_id = ready()
         assert call(fast, f"/image/{entry_id}")[0] == 200

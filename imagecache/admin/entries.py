@@ -29,7 +29,7 @@ from imagecache.admin.display import (
 )
 from imagecache.ids import entry_id_parts
 from imagecache.models import Entry, FetchState
-from imagecache.services import operators, shield
+from imagecache.services import operators
 
 
 @admin.register(Entry)
@@ -104,7 +104,7 @@ class EntryAdmin(ImageRowAdmin):
         if self.admin_site.is_registered(OrmQ):  # the ORM broker only
             queue_models += (("queued", OrmQ),)
         return {
-            "kentik": shield.status(),
+            "kentik": selectors.kentik_status(),
             "cache_stats": stats,
             "cache_states": states,
             "cache_expired_url": f"{changelist}?expired=yes",

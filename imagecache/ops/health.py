@@ -37,7 +37,6 @@ from imagecache import leases, selectors
 from imagecache.models import FetchState
 from imagecache.ops import log, metrics
 from imagecache.processes import process_alive
-from imagecache.services import shield
 
 # How long a cluster's report lives: django-q2 saves it every guard cycle
 # (0.5 s) with this expiry (django_q.status.Stat.save).
@@ -219,7 +218,7 @@ class CacheContentCollector:
         yield _gauge("imagecache_entries", "Entries by the state of their fetch.", entries)
         yield _gauge("imagecache_fetches", "Fetches by state.", stats.fetches_by_state)
         yield _gauge("imagecache_stored_bytes", "Bytes of images by fetch state.", stored)
-        kentik = shield.status()
+        kentik = selectors.kentik_status()
         yield GaugeMetricFamily(
             "imagecache_kentik_budget_calls",
             "Kentik calls (each attempt) of the whole deployment in the last 60 s.",

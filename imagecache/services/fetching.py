@@ -54,15 +54,16 @@ class Claim:
 LINE_LOOK = 8
 
 
-def fetch_claim(*, fetch_id: int) -> Claim:
+def fetch_claim(*, fetch_id: int, waited: bool = False) -> Claim:
     """Take the first fetch in line for this worker, under the deployment's
     bound on calls in flight, its pause and its budget.
 
     A task is a right to make one call, not a call for its own fetch: every
     pending fetch has a task of its own, and whichever runs first takes the
     first in line (waited on by a client, then normal, then refresh-ahead;
-    the oldest first), so that a task stuck behind the budget serves the
-    line in its order. Its own fetch goes first among equals.
+    the oldest first), so that tasks stuck behind the budget serve the line
+    in its order. A task that has not `waited` yet (no call was held back)
+    takes its own fetch before the others of its class.
 
     Claims are serialized on the lock row, so that the count of live leases
     bounds Kentik calls across the deployment; the conditional update makes a
@@ -72,13 +73,13 @@ def fetch_claim(*, fetch_id: int) -> Claim:
     owner = leases.owner_id()
     with transaction.atomic():
         gate = shield.gate_lock()
-        fetch = _line_first(fetch_id=fetch_id, now=now)
+        fetch = _line_first(fetch_id=fetch_id, now=now, waited=waited)
         if fetch is None:
             return Claim(ClaimOutcome.SKIPPED)
         live = Fetch.objects.filter(state=FetchState.FETCHING, lease_until__gt=now)
         if live.count() >= settings.KENTIK_MAX_CONCURRENCY:
             return Claim(ClaimOutcome.WAIT, reason="busy", wait=SLOT_POLL)
-        admission = shield.admit(gate=gate, now=now, owner=owner)
+        admission = shield.admit(gate=gate, now=now)
         if not admission.open:
             return Claim(ClaimOutcome.WAIT, reason=admission.reason, wait=admission.wait)
         lease = {
@@ -101,7 +102,7 @@ def fetch_claim(*, fetch_id: int) -> Claim:
     return Claim(ClaimOutcome.CLAIMED, fetch, probe=admission.probe)
 
 
-def _line_first(*, fetch_id: int, now: datetime) -> Fetch | None:
+def _line_first(*, fetch_id: int, now: datetime, waited: bool) -> Fetch | None:
     """The first claimable fetch in line, failing on the way those that used
     up FETCH_MAX_ATTEMPTS; None when there is none."""
     own = Fetch.objects.filter(pk=fetch_id, state__in=IN_FLIGHT)
@@ -110,7 +111,13 @@ def _line_first(*, fetch_id: int, now: datetime) -> Fetch | None:
     ).order_by("priority", "created_at", "pk")
     candidates = sorted(
         {fetch.pk: fetch for fetch in [*own, *line[:LINE_LOOK]]}.values(),
-        key=lambda fetch: (fetch.priority, fetch.created_at, fetch.pk != fetch_id, fetch.pk),
+        key=lambda fetch: (
+            fetch.priority,
+            waited and fetch.created_at,
+            fetch.pk != fetch_id,
+            fetch.created_at,
+            fetch.pk,
+        ),
     )
     for fetch in candidates:
         if not _claimable(fetch, now):
@@ -154,8 +161,9 @@ def fetch_run(*, fetch_id: int) -> None:
     attempt not counted) and this task waits for the pause with the others.
     """
     deadline = time.monotonic() + settings.KENTIK_SLOT_WAIT
+    waited = False
     while True:
-        claim = fetch_claim(fetch_id=fetch_id)
+        claim = fetch_claim(fetch_id=fetch_id, waited=waited)
         if claim.outcome == ClaimOutcome.SKIPPED:
             logger.info("fetch %s: nothing left in line", fetch_id)
             return
@@ -170,10 +178,12 @@ def fetch_run(*, fetch_id: int) -> None:
                     queue.task_enqueue(fetch_id=fetch_id)
                 return
             time.sleep(min(claim.wait, WAIT_STEP, max(deadline - time.monotonic(), 0)))
+            waited = True
             continue
         assert claim.fetch is not None
         if _fetch_call(claim.fetch, probe=claim.probe):
             return
+        waited = True
 
 
 def _fetch_call(fetch: Fetch, *, probe: bool) -> bool:
@@ -196,8 +206,12 @@ def _fetch_call(fetch: Fetch, *, probe: bool) -> bool:
             )
         except kentik.RateLimited as exc:
             shield.pause(reason=str(exc.status), retry_after=exc.retry_after)
-            _fetch_requeue(fetch, why=f"Kentik answered {exc.status}")
-            return False
+            if fetch.rate_limited < settings.KENTIK_API_RETRIES:
+                _fetch_requeue(fetch, why=f"Kentik answered {exc.status}", rate_limited=True)
+                return False
+            _fetch_fail(fetch=fetch, status=exc.status, message=exc.message, transient=True)
+            _fetch_observe(fetch=fetch, status=exc.status, started=started, message=exc.message)
+            return True
         except kentik.CallWithheld:
             _fetch_requeue(fetch, why="the deployment paused")
             return False
@@ -259,11 +273,13 @@ def _retry_admit() -> None:
         time.sleep(min(wait, WAIT_STEP))
 
 
-def _fetch_requeue(fetch: Fetch, *, why: str) -> None:
-    """Back in line, as if this attempt had not been claimed."""
+def _fetch_requeue(fetch: Fetch, *, why: str, rate_limited: bool = False) -> None:
+    """Back in line, as if this attempt had not been claimed (but for a "slow
+    down" answer, counted)."""
     Fetch.objects.filter(pk=fetch.pk, state=FetchState.FETCHING, attempts=fetch.attempts).update(
         state=FetchState.PENDING,
         attempts=fetch.attempts - 1,
+        rate_limited=fetch.rate_limited + int(rate_limited),
         started_at=None,
         lease_until=None,
         lease_owner="",

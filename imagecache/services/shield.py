@@ -22,7 +22,6 @@ Callers hold the lock row (`gate_lock`) inside a transaction.
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -30,10 +29,10 @@ from django.utils import timezone
 
 from imagecache.models import KENTIK_LOCK, KentikCall, Lock
 from imagecache.ops import metrics
+from imagecache.selectors import KENTIK_WINDOW as WINDOW
 
 logger = logging.getLogger("imagecache.services")
 
-WINDOW = timedelta(seconds=60)
 # How often a fetch that waits behind the probe looks again.
 PROBE_POLL = 0.2
 
@@ -57,12 +56,12 @@ def gate_lock() -> Lock:
     return gate
 
 
-def admit(*, gate: Lock, now: datetime, owner: str) -> Admission:
+def admit(*, gate: Lock, now: datetime) -> Admission:
     """Whether a call may go now, under the pause and the budget."""
     if gate.paused_until is not None:
         if gate.paused_until > now:
             return Admission(False, reason="paused", wait=_seconds(gate.paused_until - now))
-        if gate.probe_owner and gate.probe_owner != owner and _later(gate.probe_until, now):
+        if gate.probe_owner and _later(gate.probe_until, now):
             return Admission(False, reason="probing", wait=PROBE_POLL)
         return Admission(True, probe=True)
     wait = budget_wait(now=now)
@@ -140,26 +139,6 @@ def resume() -> None:
     )
     if resumed:
         logger.info("Kentik: answering again; fetches resume")
-
-
-def troubled() -> bool:
-    """Whether the deployment is paused (or waiting on its probe's answer)."""
-    return Lock.objects.filter(name=KENTIK_LOCK, paused_until__isnull=False).exists()
-
-
-def status(*, now: datetime | None = None) -> dict[str, Any]:
-    """The budget and the pause, for /info, /metrics and the admin."""
-    now = now or timezone.now()
-    gate = Lock.objects.filter(name=KENTIK_LOCK).first()
-    paused_until = gate.paused_until if gate is not None else None
-    return {
-        "calls_last_minute": KentikCall.objects.filter(at__gt=now - WINDOW).count(),
-        "rate_limit": settings.KENTIK_RATE_LIMIT,
-        "paused": paused_until is not None,
-        "paused_until": paused_until,
-        "pause_reason": gate.pause_reason if gate is not None and paused_until else "",
-        "probing": bool(gate is not None and paused_until and gate.probe_owner),
-    }
 
 
 def _seconds(delta: timedelta) -> float:

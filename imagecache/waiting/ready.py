@@ -13,7 +13,7 @@ from imagecache import notify, selectors
 from imagecache.errors import FetchFailed, FetchPending, FetchStillPending
 from imagecache.models import IN_FLIGHT, Entry, Fetch, FetchPriority, FetchState
 from imagecache.ops import metrics
-from imagecache.services import housekeeping, shield
+from imagecache.services import housekeeping
 from imagecache.waiting.waiter import FetchWaiter
 
 # The Retry-After of a 202 to a client that asked not to wait: it polls, and
@@ -31,7 +31,8 @@ class Answer:
     entry: Entry
     fetch: Fetch
     # "" for the entry's own image; else why an older one answers: "error=503",
-    # "paused" (Kentik asked every fetch to wait), "pending" (the wait ran out).
+    # "paused" (Kentik asked every fetch to wait, or failed the query's last
+    # fetch), "pending" (the wait ran out before the budget let the call go).
     stale: str = ""
 
 
@@ -78,7 +79,8 @@ def entry_get_ready(*, entry_id: str, wait: float | None = None) -> Answer:
         if stale is not None:
             return stale_answer(entry, stale, reason=f"error={fetch.error_status}")
         raise FetchFailed(fetch.error_status or 502, fetch.error_message)
-    stale = selectors.fetch_stale(fetch=fetch)
+    # Still in line for a Kentik call (the budget, the pause) when the wait ran out.
+    stale = selectors.fetch_stale(fetch=fetch) if fetch.state == FetchState.PENDING else None
     if stale is not None:
         return stale_answer(entry, stale, reason="pending")
     raise FetchPending(retry_after=max(1, math.ceil(settings.KENTIK_API_TIMEOUT / 4)))
@@ -92,7 +94,7 @@ def _stale_at_once(fetch: Fetch) -> Fetch | None:
     stale = selectors.fetch_stale(fetch=fetch)
     if stale is None:
         return None
-    if shield.troubled() or selectors.fetch_last_failed_transient(fetch=fetch):
+    if selectors.kentik_paused() or selectors.fetch_last_failed_transient(fetch=fetch):
         return stale
     return None
 
