@@ -323,7 +323,7 @@ def test_lease_is_renewed_while_kentik_renders(settings, fetch_chart):
         entry = entry_create(api_query=QUERY)
     leases_seen = []
 
-    def slow(query_json: str, **_: Any) -> kentik.Chart:
+    def slow(query_json: str, **kwargs: Any) -> kentik.Chart:
         for _ in range(4):
             time.sleep(0.15)
             leases_seen.append(Fetch.objects.get(pk=entry.fetch_id).lease_until)
