@@ -221,3 +221,44 @@ def test_a_database_url_file_with_a_wrong_url_names_the_variable_not_the_url(tmp
     line = start_with({"DATABASE_URL_FILE": str(secret)})
     assert "DATABASE_URL_FILE" in line
     assert "hunter2" not in line
+
+
+# --- Sign-in through the proxy (REMOTE_USER_HEADER) --------------------------------
+
+SIGN_IN = (
+    "from django.conf import settings;"
+    " print(settings.MIDDLEWARE.index('imagecache.admin.signin.ProxyUserMiddleware')"
+    " - settings.MIDDLEWARE.index('django.contrib.auth.middleware.AuthenticationMiddleware'));"
+    " print(' '.join(settings.AUTHENTICATION_BACKENDS))"
+)
+
+
+def test_proxy_sign_in_is_off_by_default():
+    code = (
+        "from django.conf import settings;"
+        " print([m for m in settings.MIDDLEWARE if 'RemoteUser' in m or 'signin' in m],"
+        " settings.AUTHENTICATION_BACKENDS)"
+    )
+    result = setup_and_run(
+        "config.settings.local", code, {}, dropped=frozenset({"REMOTE_USER_HEADER"})
+    )
+    assert result.stdout.strip() == "[] ['django.contrib.auth.backends.ModelBackend']", (
+        result.stderr
+    )
+
+
+def test_remote_user_header_turns_proxy_sign_in_on_after_django_s_authentication():
+    result = setup_and_run(
+        "config.settings.local", SIGN_IN, {"REMOTE_USER_HEADER": "X-Forwarded-User"}
+    )
+    assert result.stdout.split("\n")[:2] == [
+        "1",
+        "imagecache.admin.signin.ProxyUserBackend django.contrib.auth.backends.ModelBackend",
+    ], result.stderr
+
+
+@pytest.mark.parametrize("header", ["X_Forwarded_User", "X-Forwarded-User: x", "-", "Ä"])
+def test_a_remote_user_header_that_is_no_header_name_stops_start_up(header):
+    result = start("config.settings.local", REMOTE_USER_HEADER=header)
+    assert result.returncode != 0
+    assert "REMOTE_USER_HEADER must be a header name" in result.stderr.splitlines()[-1]

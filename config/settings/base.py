@@ -10,6 +10,7 @@ file, in the order they are derived.
 """
 
 import hashlib
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -126,6 +127,35 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# Sign-in through the proxy in front: the name of the request header in which
+# it passes the signed-in user (e.g. X-Forwarded-User). Off (empty) by
+# default; set it only when the proxy strips that header from what clients
+# send (see imagecache/admin/signin.py).
+REMOTE_USER_HEADER = env_str("REMOTE_USER_HEADER", "")
+AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+
+
+def with_proxy_sign_in(middleware: list[str], backends: list[str]) -> tuple[list[str], list[str]]:
+    """`middleware` with the proxy's sign-in after Django's authentication, and
+    `backends` with Django's RemoteUserBackend (a subclass) first. Passwords still work (a
+    superuser made with createsuperuser, for when the proxy is down)."""
+    at = middleware.index("django.contrib.auth.middleware.AuthenticationMiddleware") + 1
+    return (
+        [*middleware[:at], "imagecache.admin.signin.ProxyUserMiddleware", *middleware[at:]],
+        ["imagecache.admin.signin.ProxyUserBackend", *backends],
+    )
+
+
+if REMOTE_USER_HEADER:
+    # A token of letters, digits and dashes: WSGI turns both `-` and `_` into
+    # `_`, so a name with an underscore would be ambiguous.
+    if not re.fullmatch(r"[A-Za-z0-9]+(-[A-Za-z0-9]+)*", REMOTE_USER_HEADER):
+        raise ImproperlyConfigured(
+            "REMOTE_USER_HEADER must be a header name of letters, digits and dashes, "
+            f"e.g. X-Forwarded-User, not {REMOTE_USER_HEADER!r}"
+        )
+    MIDDLEWARE, AUTHENTICATION_BACKENDS = with_proxy_sign_in(MIDDLEWARE, AUTHENTICATION_BACKENDS)
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
