@@ -2,8 +2,6 @@
 each rule's unit tests (monitoring/alerts.test.yml) pass. Without promtool
 (Debian's `prometheus` package) the tests are skipped; under CI they fail."""
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -11,22 +9,13 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.harness.service import ROOT
-
-MONITORING = ROOT / "monitoring"
-RULES = MONITORING / "alerts.yml"
-RULE_TESTS = MONITORING / "alerts.test.yml"
+from tests.harness import monitoring
+from tests.harness.monitoring import MONITORING, RULE_TESTS, RULES
 
 
 @pytest.fixture(scope="module")
 def promtool() -> Path:
-    found = shutil.which("promtool")
-    if found is None:
-        message = "promtool is missing (apt-get install prometheus)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}; CI must test the alerting rules")
-        pytest.skip(message)
-    return Path(found)
+    return monitoring.promtool()
 
 
 def run(promtool: Path, *args: str) -> subprocess.CompletedProcess[str]:
