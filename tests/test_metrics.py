@@ -9,7 +9,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,8 @@ from imagecache.models import Entry, Fetch, WorkerHeartbeat
 from imagecache.ops.metrics_dir import METRICS_DIR, METRICS_DIR_PREPARED, metrics_dir_prepare
 from imagecache.simulator.server import KentikSimulator
 from imagecache.waiting.waiter import FetchWaiter
+from tests.harness.data import NOW
 from tests.harness.prometheus import Samples, parse, value
-
-NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
 
 
 def scrape(client: Client) -> Samples:
