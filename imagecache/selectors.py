@@ -10,7 +10,20 @@ from typing import Any
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
-from django.db.models import Count, Exists, Min, OuterRef, Q, Sum
+from django.db.models import (
+    Avg,
+    Count,
+    DurationField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    Max,
+    Min,
+    OuterRef,
+    Q,
+    Sum,
+)
+from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from imagecache.errors import EntryNotFound
@@ -192,6 +205,53 @@ def cache_stats() -> CacheStats:
         kentik_failures_last_hour=totals["failures"],
         oldest_pending_age=now - totals["oldest"] if totals["oldest"] else None,
     )
+
+
+@dataclass(frozen=True)
+class HourActivity:
+    """Kentik calls (fetches that finished) in one hour, for the admin's chart."""
+
+    start: datetime
+    calls: int
+    failures: int
+    mean_duration: timedelta | None  # from the claim to the image stored or the failure
+    max_duration: timedelta | None
+
+
+def fetch_activity(*, hours: int = 24) -> list[HourActivity]:
+    """The fetches that finished in each of the last `hours` hours, oldest
+    first, the current hour last (so far), in one aggregate query; an hour
+    without any has zeros."""
+    now = timezone.now()
+    current = now.replace(minute=0, second=0, microsecond=0)
+    since = current - timedelta(hours=hours - 1)
+    took = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
+    rows = (
+        Fetch.objects.filter(finished_at__gte=since, finished_at__lte=now)
+        .annotate(hour=TruncHour("finished_at"))
+        .values("hour")
+        .annotate(
+            calls=Count("pk"),
+            failures=Count("pk", filter=Q(state=FetchState.FAILED)),
+            mean=Avg(took, filter=Q(started_at__isnull=False)),
+            longest=Max(took, filter=Q(started_at__isnull=False)),
+        )
+    )
+    by_hour: dict[datetime, dict[str, Any]] = {row["hour"]: dict(row) for row in rows}
+    activity = []
+    for n in range(hours):
+        start = since + timedelta(hours=n)
+        row: dict[str, Any] = by_hour.get(start, {})
+        activity.append(
+            HourActivity(
+                start=start,
+                calls=row.get("calls", 0),
+                failures=row.get("failures", 0),
+                mean_duration=row.get("mean"),
+                max_duration=row.get("longest"),
+            )
+        )
+    return activity
 
 
 def fetch_image_open(*, fetch_id: int) -> tuple[File, str]:

@@ -19,11 +19,13 @@ from django.test import Client
 from django.utils import timezone
 from prometheus_client import REGISTRY
 
+from imagecache import leases
 from imagecache.api import examples
-from imagecache.models import Entry, Fetch
+from imagecache.models import Entry, Fetch, WorkerHeartbeat
 from imagecache.ops.metrics_dir import METRICS_DIR, METRICS_DIR_PREPARED, metrics_dir_prepare
 from imagecache.simulator.server import KentikSimulator
 from imagecache.waiting.waiter import FetchWaiter
+from tests.harness.data import NOW
 from tests.harness.prometheus import Samples, parse, value
 
 
@@ -204,3 +206,40 @@ def test_metrics_dir_prepared_for_this_process_is_left_alone(tmp_path: Path):
     env = {METRICS_DIR: str(tmp_path), METRICS_DIR_PREPARED: str(tmp_path)}
     assert metrics_dir_prepare(env) is None
     assert (tmp_path / "counter_123.db").exists()
+
+
+@pytest.mark.django_db
+def test_oldest_pending_fetch_age_is_read_at_scrape_time(client, post):
+    with time_machine.travel(NOW, tick=False):
+        assert value(scrape(client), "imagecache_oldest_pending_fetch_age_seconds") == 0
+        post(examples.chart_query("pending-old"), run=False)
+    with time_machine.travel(NOW + timedelta(seconds=90), tick=False):
+        post(examples.chart_query("pending-new"), run=False)
+    with time_machine.travel(NOW + timedelta(seconds=125), tick=False):
+        assert value(scrape(client), "imagecache_oldest_pending_fetch_age_seconds") == 125
+
+
+@pytest.mark.django_db
+def test_cache_max_bytes_is_exported_for_the_alert_on_stored_bytes(client, settings):
+    assert value(scrape(client), "imagecache_cache_max_bytes") == 0
+    settings.CACHE_MAX_BYTES = 5_000_000
+    assert value(scrape(client), "imagecache_cache_max_bytes") == 5_000_000
+
+
+@pytest.mark.django_db
+def test_worker_heartbeats_gauge_counts_the_fresh_heartbeats_of_live_workers(client, settings):
+    with time_machine.travel(NOW, tick=False):
+        assert value(scrape(client), "imagecache_worker_heartbeats") == 0
+        interval = timedelta(seconds=settings.WORKER_HEARTBEAT_INTERVAL)
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        WorkerHeartbeat.objects.bulk_create(
+            [
+                WorkerHeartbeat(name="worker-host-b:1", seen_at=NOW - interval),
+                WorkerHeartbeat(name="worker-host-b:2", seen_at=NOW - 6 * interval),
+                WorkerHeartbeat(name=f"{leases.HOST}:{os.getpid()}", seen_at=NOW),
+                WorkerHeartbeat(name=f"{leases.HOST}:{dead.pid}", seen_at=NOW),
+            ]
+        )
+        # Another host's fresh one and this process's: not the stale one, nor the dead one's.
+        assert value(scrape(client), "imagecache_worker_heartbeats") == 2

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from config.settings import base
 from tests.harness.profiles import setup_and_run, start
 from tests.harness.service import ROOT
 
@@ -127,3 +128,137 @@ def test_a_queue_worker_imports_the_kentik_client_through_the_tasks():
         " print('kentik_api' in sys.modules)"
     )
     assert printed == "True"
+
+
+# --- Secrets from files (NAME_FILE) ----------------------------------------------
+
+SECRET_FILES = frozenset(
+    f"{name}{suffix}" for name in base.SECRET_FILE_VARIABLES for suffix in ("", "_FILE")
+)
+
+
+def with_secret_file(tmp_path, name: str, content: str, code: str) -> str:
+    """What `code` prints on the local profile with `name`_FILE naming a file
+    that holds `content`, and no other secret from the test run's environment."""
+    secret = tmp_path / name.lower()
+    secret.write_text(content)
+    result = setup_and_run(
+        "config.settings.local", code, {f"{name}_FILE": str(secret)}, dropped=SECRET_FILES
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_secret_key_comes_from_its_file_without_the_trailing_newline(tmp_path):
+    code = "from django.conf import settings; print(repr(settings.SECRET_KEY))"
+    printed = with_secret_file(tmp_path, "SECRET_KEY", "a key from a file \n", code)
+    assert printed == repr("a key from a file ")
+
+
+def test_kentik_token_comes_from_its_file(tmp_path):
+    code = "from django.conf import settings; print(repr(settings.KT_AUTH_TOKEN))"
+    assert with_secret_file(tmp_path, "KT_AUTH_TOKEN", "t0ken\r\n", code) == repr("t0ken")
+
+
+def test_database_url_comes_from_its_file(tmp_path):
+    code = (
+        "from django.conf import settings; d = settings.DATABASES['default'];"
+        " print(d['ENGINE'], d['NAME'])"
+    )
+    url = f"sqlite:///{tmp_path / 'from-file.sqlite3'}\n"
+    printed = with_secret_file(tmp_path, "DATABASE_URL", url, code)
+    assert printed == f"django.db.backends.sqlite3 {tmp_path / 'from-file.sqlite3'}"
+
+
+def test_production_starts_with_its_secret_key_from_a_file(tmp_path):
+    secret = tmp_path / "secret_key"
+    secret.write_text("s\n")
+    env = {k: v for k, v in PRODUCTION.items() if k != "SECRET_KEY"}
+    result = setup_and_run(
+        "config.settings.production",
+        "print('started')",
+        {**env, "SECRET_KEY_FILE": str(secret)},
+        dropped=SECRET_FILES,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "started"
+
+
+def start_with(env: dict[str, str]) -> str:
+    """The last line of the local profile's failed start-up with `env`."""
+    result = setup_and_run("config.settings.local", "print('started')", env, dropped=SECRET_FILES)
+    assert result.returncode != 0, result.stdout
+    assert "ImproperlyConfigured" in result.stderr
+    return result.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize("name", base.SECRET_FILE_VARIABLES)
+def test_a_secret_and_its_file_both_set_stop_start_up_naming_both(tmp_path, name):
+    secret = tmp_path / "secret"
+    secret.write_text("sqlite:///x.sqlite3" if name == "DATABASE_URL" else "x")
+    value = f"sqlite:///{tmp_path / 'db.sqlite3'}" if name == "DATABASE_URL" else "y"
+    line = start_with({name: value, f"{name}_FILE": str(secret)})
+    assert f"{name} and {name}_FILE are both set" in line
+
+
+@pytest.mark.parametrize("name", base.SECRET_FILE_VARIABLES)
+def test_an_unreadable_secret_file_stops_start_up_naming_it(tmp_path, name):
+    missing = tmp_path / "no-such-secret"
+    line = start_with({f"{name}_FILE": str(missing)})
+    assert f"{name}_FILE: {missing} cannot be read (No such file or directory)" in line
+
+
+@pytest.mark.parametrize("name", base.SECRET_FILE_VARIABLES)
+def test_an_empty_secret_file_stops_start_up_naming_it(tmp_path, name):
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    assert f"{name}_FILE: {empty} is empty" in start_with({f"{name}_FILE": str(empty)})
+
+
+def test_a_database_url_file_with_a_wrong_url_names_the_variable_not_the_url(tmp_path):
+    secret = tmp_path / "database_url"
+    secret.write_text("postgres://user:hunter2@db:notaport/x\n")
+    line = start_with({"DATABASE_URL_FILE": str(secret)})
+    assert "DATABASE_URL_FILE" in line
+    assert "hunter2" not in line
+
+
+# --- Sign-in through the proxy (REMOTE_USER_HEADER) --------------------------------
+
+SIGN_IN = (
+    "from django.conf import settings;"
+    " print(settings.MIDDLEWARE.index('imagecache.admin.signin.ProxyUserMiddleware')"
+    " - settings.MIDDLEWARE.index('django.contrib.auth.middleware.AuthenticationMiddleware'));"
+    " print(' '.join(settings.AUTHENTICATION_BACKENDS))"
+)
+
+
+def test_proxy_sign_in_is_off_by_default():
+    code = (
+        "from django.conf import settings;"
+        " print([m for m in settings.MIDDLEWARE if 'RemoteUser' in m or 'signin' in m],"
+        " settings.AUTHENTICATION_BACKENDS)"
+    )
+    result = setup_and_run(
+        "config.settings.local", code, {}, dropped=frozenset({"REMOTE_USER_HEADER"})
+    )
+    assert result.stdout.strip() == "[] ['django.contrib.auth.backends.ModelBackend']", (
+        result.stderr
+    )
+
+
+def test_remote_user_header_turns_proxy_sign_in_on_after_django_s_authentication():
+    result = setup_and_run(
+        "config.settings.local", SIGN_IN, {"REMOTE_USER_HEADER": "X-Forwarded-User"}
+    )
+    assert result.stdout.split("\n")[:2] == [
+        "1",
+        "imagecache.admin.signin.ProxyUserBackend django.contrib.auth.backends.ModelBackend",
+    ], result.stderr
+
+
+@pytest.mark.parametrize("header", ["X_Forwarded_User", "X-Forwarded-User: x", "-", "Ä"])
+def test_a_remote_user_header_that_is_no_header_name_stops_start_up(header):
+    result = start("config.settings.local", REMOTE_USER_HEADER=header)
+    assert result.returncode != 0
+    assert "REMOTE_USER_HEADER must be a header name" in result.stderr.splitlines()[-1]

@@ -95,3 +95,18 @@ def _wait_for_file(path: Path) -> None:
     while not path.exists():
         assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.01)
+
+
+def test_the_simulator_replaces_a_token_from_a_file_in_the_childrens_environment(handlers):
+    # A token from a file without an email is no credentials: the children
+    # get the simulator's, and must not see both KT_AUTH_TOKEN and its _FILE.
+    runner = Supervisor(lambda line: None)
+    env = {"KT_AUTH_TOKEN_FILE": "/run/secrets/kentik_token"}
+    runner.start_simulator(env)
+    try:
+        assert runner.simulator is not None
+        assert env["KENTIK_API_URL"] == runner.simulator.url
+        assert "KT_AUTH_TOKEN_FILE" not in env
+        assert env["KT_AUTH_TOKEN"]
+    finally:
+        runner.stop()

@@ -10,6 +10,7 @@ file, in the order they are derived.
 """
 
 import hashlib
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -53,8 +54,38 @@ def env_str(name: str, default: str | None = None) -> str:
     return str(value)
 
 
+# Secrets may come from files instead (Docker's and Kubernetes' secrets):
+# NAME_FILE names a file whose content, less its trailing newline, is NAME.
+SECRET_FILE_VARIABLES = ("KT_AUTH_TOKEN", "SECRET_KEY", "DATABASE_URL")
+
+
+def env_secret_file(name: str) -> str | None:
+    """The content of the file that `name`_FILE names, if it is set; setting
+    both `name` and `name`_FILE is an error, and so is a file that cannot be
+    read or is empty. Read here, not put into the environment: the processes
+    `manage.py serve` starts read the file themselves."""
+    file_variable = f"{name}_FILE"
+    path = env_str(file_variable, "")
+    if not path:
+        return None
+    if name in env:
+        raise ImproperlyConfigured(f"{name} and {file_variable} are both set: set one of them")
+    try:
+        value = Path(path).read_text().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+        raise ImproperlyConfigured(f"{file_variable}: {path} cannot be read ({reason})") from None
+    if not value:
+        raise ImproperlyConfigured(f"{file_variable}: {path} is empty")
+    return value
+
+
+SECRETS_FROM_FILES = {
+    name: value for name in SECRET_FILE_VARIABLES if (value := env_secret_file(name)) is not None
+}
+
 DEBUG = _read(env.bool, "DEBUG", default=False)
-SECRET_KEY = env_str("SECRET_KEY", "")
+SECRET_KEY = SECRETS_FROM_FILES.get("SECRET_KEY") or env_str("SECRET_KEY", "")
 ALLOWED_HOSTS: list[str] = _read(env.list, "ALLOWED_HOSTS", default=[])
 
 # Behind a TLS proxy: trust its headers only when told to.
@@ -97,6 +128,35 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+# Sign-in through the proxy in front: the name of the request header in which
+# it passes the signed-in user (e.g. X-Forwarded-User). Off (empty) by
+# default; set it only when the proxy strips that header from what clients
+# send (see imagecache/admin/signin.py).
+REMOTE_USER_HEADER = env_str("REMOTE_USER_HEADER", "")
+AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+
+
+def with_proxy_sign_in(middleware: list[str], backends: list[str]) -> tuple[list[str], list[str]]:
+    """`middleware` with the proxy's sign-in after Django's authentication, and
+    `backends` with Django's RemoteUserBackend (a subclass) first. Passwords still work (a
+    superuser made with createsuperuser, for when the proxy is down)."""
+    at = middleware.index("django.contrib.auth.middleware.AuthenticationMiddleware") + 1
+    return (
+        [*middleware[:at], "imagecache.admin.signin.ProxyUserMiddleware", *middleware[at:]],
+        ["imagecache.admin.signin.ProxyUserBackend", *backends],
+    )
+
+
+if REMOTE_USER_HEADER:
+    # A token of letters, digits and dashes: WSGI turns both `-` and `_` into
+    # `_`, so a name with an underscore would be ambiguous.
+    if not re.fullmatch(r"[A-Za-z0-9]+(-[A-Za-z0-9]+)*", REMOTE_USER_HEADER):
+        raise ImproperlyConfigured(
+            "REMOTE_USER_HEADER must be a header name of letters, digits and dashes, "
+            f"e.g. X-Forwarded-User, not {REMOTE_USER_HEADER!r}"
+        )
+    MIDDLEWARE, AUTHENTICATION_BACKENDS = with_proxy_sign_in(MIDDLEWARE, AUTHENTICATION_BACKENDS)
+
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
 APPEND_SLASH = False
@@ -127,13 +187,19 @@ CACHE_PATH = Path(
 # Without DATABASE_URL, the embedded database: in var/ of the checkout, or
 # beside the images when the profile says so (production: one volume).
 EMBEDDED_DATABASE_DIR = CACHE_PATH if INPUTS.get("DATABASE_BESIDE_IMAGES") else BASE_DIR / "var"
-if "DATABASE_URL" not in env:
-    EMBEDDED_DATABASE_DIR.mkdir(parents=True, exist_ok=True)
-DATABASES = {
-    "default": _read(
+if "DATABASE_URL" in SECRETS_FROM_FILES:
+    # The URL is a secret: an error names the variable, never the URL.
+    try:
+        _database = environ.Env.db_url_config(SECRETS_FROM_FILES["DATABASE_URL"])
+    except (ValueError, TypeError, KeyError):
+        raise ImproperlyConfigured("DATABASE_URL_FILE: the file holds no valid URL") from None
+else:
+    if "DATABASE_URL" not in env:
+        EMBEDDED_DATABASE_DIR.mkdir(parents=True, exist_ok=True)
+    _database = _read(
         env.db_url, "DATABASE_URL", default=f"sqlite:///{EMBEDDED_DATABASE_DIR / 'db.sqlite3'}"
     )
-}
+DATABASES = {"default": _database}
 SUPPORTED_DATABASES = ("django.db.backends.sqlite3", "django.db.backends.postgresql")
 if DATABASES["default"].get("ENGINE") not in SUPPORTED_DATABASES:
     raise ImproperlyConfigured("DATABASE_URL must be a sqlite:// or postgres:// URL")
@@ -175,7 +241,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Kentik ------------------------------------------------------------------
 
 KT_AUTH_EMAIL = env_str("KT_AUTH_EMAIL", "")
-KT_AUTH_TOKEN = env_str("KT_AUTH_TOKEN", "")
+KT_AUTH_TOKEN = SECRETS_FROM_FILES.get("KT_AUTH_TOKEN") or env_str("KT_AUTH_TOKEN", "")
 KENTIK_API_URL = env_str("KENTIK_API_URL", "https://api.kentik.com/api/v5").rstrip("/")
 if not KENTIK_API_URL.startswith(("http://", "https://")):
     raise ImproperlyConfigured(f"KENTIK_API_URL must be an http(s) URL, not {KENTIK_API_URL!r}")

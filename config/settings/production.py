@@ -14,7 +14,7 @@ from .base import *  # noqa: E402, F403
 from .base import ALLOWED_HOSTS, DEBUG, SECRET_KEY  # noqa: E402
 
 if not SECRET_KEY:
-    raise ImproperlyConfigured("SECRET_KEY must be set in production")
+    raise ImproperlyConfigured("SECRET_KEY (or SECRET_KEY_FILE) must be set in production")
 if DEBUG:
     raise ImproperlyConfigured("DEBUG must be off in production")
 if not ALLOWED_HOSTS:

@@ -15,6 +15,7 @@ from django_q.models import Failure, OrmQ, Schedule, Success
 
 from imagecache import selectors
 from imagecache.admin.base import EntryMediaTypeFilter, ExpiredFilter, ImageRowAdmin
+from imagecache.admin.charts import activity_svg
 from imagecache.admin.display import (
     DAY,
     HOUR,
@@ -108,6 +109,7 @@ class EntryAdmin(ImageRowAdmin):
             "cache_stats": stats,
             "cache_states": states,
             "cache_expired_url": f"{changelist}?expired=yes",
+            "cache_activity": activity_svg(selectors.fetch_activity(hours=24)),
             "cache_oldest_pending": (
                 duration(stats.oldest_pending_age) if stats.oldest_pending_age is not None else None
             ),

@@ -98,12 +98,7 @@ def check_worker(broker: Broker) -> dict[str, Any]:
     settings): they count for a bare `manage.py qcluster`.
     """
     ttl = 5 * settings.WORKER_HEARTBEAT_INTERVAL
-    now = timezone.now()
-    beating = [
-        name
-        for name, seen_at in selectors.worker_heartbeats(seconds=ttl)
-        if not leases.abandoned(name, seen_at + timedelta(seconds=ttl), now)
-    ]
+    beating = live_heartbeats()
     here = socket.gethostname()
     clusters = [
         stat
@@ -122,6 +117,18 @@ def check_worker(broker: Broker) -> dict[str, Any]:
         "clusters": len(clusters),
         "workers": sum(len(stat.workers) for stat in clusters),
     }
+
+
+def live_heartbeats() -> list[str]:
+    """The queue workers whose heartbeat is younger than 5 x
+    WORKER_HEARTBEAT_INTERVAL and whose process, if on this host, is alive."""
+    ttl = 5 * settings.WORKER_HEARTBEAT_INTERVAL
+    now = timezone.now()
+    return [
+        name
+        for name, seen_at in selectors.worker_heartbeats(seconds=ttl)
+        if not leases.abandoned(name, seen_at + timedelta(seconds=ttl), now)
+    ]
 
 
 def cluster_reports(broker: Broker) -> list[Any]:
@@ -209,7 +216,9 @@ class CacheContentCollector:
     """What the cache holds, from `selectors.cache_stats` at scrape time:
     entries by the state of their fetch (`expired` for rows past their expiry
     that pruning has not removed yet), fetches by state, and the bytes of
-    their images by state (only ready fetches hold an image)."""
+    their images by state (only ready fetches hold an image); the age of the
+    oldest fetch in flight, the bound on the bytes, and the queue workers
+    whose heartbeat /readyz would count (what the alerting rules read)."""
 
     def collect(self) -> Iterator[Metric]:
         stats = selectors.cache_stats()
@@ -234,6 +243,22 @@ class CacheContentCollector:
             "imagecache_kentik_paused_until_seconds",
             "Unix time until which every Kentik call waits (a 429, Kentik failing); 0: no pause.",
             value=paused_until.timestamp() if paused_until else 0,
+        )
+        oldest = stats.oldest_pending_age
+        yield GaugeMetricFamily(
+            "imagecache_oldest_pending_fetch_age_seconds",
+            "Age of the oldest fetch pending or fetching (0: none).",
+            value=max(0.0, oldest.total_seconds()) if oldest is not None else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "imagecache_cache_max_bytes",
+            "CACHE_MAX_BYTES: the bytes of images kept at most (0: no bound).",
+            value=settings.CACHE_MAX_BYTES,
+        )
+        yield GaugeMetricFamily(
+            "imagecache_worker_heartbeats",
+            "Queue workers whose heartbeat is fresh, on any host (as /readyz counts them).",
+            value=len(live_heartbeats()),
         )
 
 

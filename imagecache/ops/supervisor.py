@@ -70,6 +70,8 @@ class Supervisor:
         env.update(
             KENTIK_API_URL=simulator.url, KT_AUTH_EMAIL=LOCAL_EMAIL, KT_AUTH_TOKEN=LOCAL_TOKEN
         )
+        # A token from a file, without an email: the children would see both forms.
+        env.pop("KT_AUTH_TOKEN_FILE", None)
         self.write(
             "No Kentik credentials (KT_AUTH_EMAIL and KT_AUTH_TOKEN are not set): "
             f"charts come from the bundled Kentik simulator at {simulator.url}"

@@ -1,5 +1,6 @@
-"""An operator in a real browser: log in to the admin, see the entries with
-a thumbnail that loaded, take a screenshot, and purge one entry.
+"""An operator in a real browser: log in to the admin, see the picture of the
+last 24 hours and the entries with a thumbnail that loaded, take a
+screenshot, and purge one entry.
 
 Run by tests/browser/test_admin_browser.py with `.venv-tools/bin/python`:
 Playwright needs a newer typing-extensions than kentik-api allows in the
@@ -40,6 +41,7 @@ def log_in(page: Page, base_url: str, user: str, password: str) -> None:
 def see_the_entry(page: Page, base_url: str, entry_id: str, screenshot: Path) -> None:
     page.goto(f"{base_url}/admin/imagecache/entry/")
     expect(page.locator("#cache-glance")).to_contain_text("Task queue: tasks, failures")
+    see_the_last_day(page)
     thumbnail = page.locator(f'tr:has(input[value="{entry_id}"]) img')
     thumbnail.scroll_into_view_if_needed()
     # decode() settles once the image has loaded and decoded, and fails if it cannot.
@@ -51,6 +53,21 @@ def see_the_entry(page: Page, base_url: str, entry_id: str, screenshot: Path) ->
     page.locator("#changelist .results").evaluate("el => { el.scrollLeft = 0; }")
     screenshot.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(screenshot), full_page=True)
+
+
+def see_the_last_day(page: Page) -> None:
+    """The picture of the last 24 hours: drawn, an hour a column, with bars;
+    its summary printed for the test to check against the calls it made."""
+    chart = page.locator("#cache-activity svg")
+    expect(chart).to_be_visible()
+    expect(chart.locator("g.activity-hour")).to_have_count(24)
+    bars = chart.locator("rect.activity-calls")
+    if not bars.count() or not max(
+        float(h or 0)
+        for h in bars.evaluate_all("rects => rects.map(r => r.getBoundingClientRect().height)")
+    ):
+        raise SystemExit("the chart of the last 24 hours has no bar")
+    print(f"chart: {chart.get_attribute('aria-label')}")
 
 
 def purge(page: Page, entry_id: str) -> None:

@@ -1,7 +1,8 @@
 """The admin in a real browser: headless Chromium (Debian's), driven by
 Playwright (from the same venv), against the real service (gunicorn + qcluster)
-and the Kentik simulator. An operator logs in, sees a ready image's thumbnail,
-and purges the entry; the API then answers 404 for it."""
+and the Kentik simulator. An operator logs in, sees the picture of the last
+24 hours and a ready image's thumbnail, and purges the entry; the API then
+answers 404 for it."""
 
 import os
 import subprocess
@@ -90,6 +91,8 @@ def test_operator_purges_an_entry_in_a_real_browser(service: Service) -> None:
         timeout=180,
     )
     assert result.returncode == 0, result.stdout + result.stderr + service.log()
+    # The chart counts the four fetches, the rejected one failed.
+    assert "chart: 4 Kentik calls, 1 failed, in the last 24 hours" in result.stdout.splitlines()
 
     assert SCREENSHOT.read_bytes().startswith(b"\x89PNG")
     assert service.get_image(entry_id).status_code == 404
