@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 
 from imagecache import kentik, selectors
 from imagecache.models import KENTIK_LOCK, Entry, Fetch, FetchPriority, FetchState, Lock
-from imagecache.services import fetching, shield
+from imagecache.services import fetching, housekeeping, shield
 from imagecache.services.entries import entry_create
 from tests.harness.data import PNG, QUERY
 from tests.harness.prometheus import parse, value
@@ -464,3 +464,17 @@ def test_a_wait_that_runs_out_in_line_for_the_budget_is_answered_stale(settings,
     # Once Kentik holds it (the call went), a wait that runs out is no error of Kentik's.
     Fetch.objects.filter(pk=entry.fetch_id).update(state=FetchState.FETCHING)
     assert Client().get(f"/image/{entry.pk}").status_code == 500
+
+
+def test_prune_keeps_the_last_image_of_a_query_within_stale_if_error(settings, clock):
+    first = ready(QUERY, at=NOW, data=PNG + b"1")
+    second = ready(QUERY, at=NOW + timedelta(seconds=100), data=PNG + b"2")
+    Entry.objects.update(expires_at=NOW)
+    clock.shift(3600)
+    housekeeping.cache_prune()
+    # The newest image stays (finished 3500 s ago); the older goes.
+    assert list(Fetch.objects.values_list("pk", flat=True)) == [second.fetch_id]
+    assert first.fetch_id != second.fetch_id
+    clock.shift(101)
+    housekeeping.cache_prune()
+    assert not Fetch.objects.exists()

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.db.models import F, Q, Sum
+from django.db.models import Exists, F, OuterRef, Q, Sum
 from django.utils import timezone
 
 from imagecache import leases
@@ -125,14 +125,15 @@ def fetch_recover() -> list[int]:
 
 
 def cache_prune(*, dry_run: bool = False) -> RemovalResult:
-    """Remove expired entries, the fetches no live entry uses, their files,
-    and files no row needs (temp files and images left by a crash)."""
+    """Remove expired entries, the fetches no live entry uses (but for the
+    last image of each query within STALE_IF_ERROR), their files, and files
+    no row needs (temp files and images left by a crash)."""
     now = timezone.now()
     with transaction.atomic():
         expired = Entry.objects.filter(expires_at__lte=now)
         # The condition is applied again by the delete itself, so a fetch that
         # a new entry took up meanwhile is kept.
-        orphans = Fetch.objects.exclude(entries__expires_at__gt=now)
+        orphans = Fetch.objects.exclude(entries__expires_at__gt=now).exclude(stale_kept(now=now))
         entry_count = expired.count()
         doomed = list(orphans.values_list("pk", "file_name", "size"))
         if not dry_run:
@@ -148,6 +149,23 @@ def cache_prune(*, dry_run: bool = False) -> RemovalResult:
         _stray_links_remove()
     files += strays
     return RemovalResult.of(entries=entry_count, fetches=len(doomed), files=files)
+
+
+def stale_kept(*, now: datetime) -> Q:
+    """The fetches a prune keeps without a live entry: the newest ready image
+    of each query within STALE_IF_ERROR, which answers for the query's next
+    fetch if Kentik fails it."""
+    if not settings.STALE_IF_ERROR:
+        return Q(pk__in=[])
+    newer = Fetch.objects.filter(
+        query_hash=OuterRef("query_hash"),
+        state=FetchState.READY,
+        finished_at__gt=OuterRef("finished_at"),
+    )
+    return Q(
+        state=FetchState.READY,
+        finished_at__gte=now - timedelta(seconds=settings.STALE_IF_ERROR),
+    ) & ~Q(Exists(newer))
 
 
 def _stray_files(*, now: datetime) -> Files:
