@@ -117,7 +117,11 @@ image_get = extend_schema(
         "`*`) or, without it, `If-Modified-Since` answer 304. `HEAD` answers the same headers "
         "without the body. Every other answer carries `Cache-Control: no-store`. With "
         "X_ACCEL_REDIRECT_PREFIX set, a ready image comes with an empty body and an "
-        "`X-Accel-Redirect` header for the nginx in front to send the file."
+        "`X-Accel-Redirect` header for the nginx in front to send the file.\n\n"
+        "Stale-if-error: when Kentik fails the fetch for a transient cause (429, 5xx, a "
+        "timeout, unreachable, or the budget not reached within the wait) and an image of "
+        "the same query finished within STALE_IF_ERROR, that image answers: 200, its `ETag`, "
+        "`Age`, `Cache-Control: no-cache` and `X-Image-Stale`."
     ),
     parameters=[
         OpenApiParameter(
@@ -132,11 +136,19 @@ image_get = extend_schema(
         _header(
             "Cache-Control",
             "`public, max-age=<whole seconds to the expiry>, immutable` for the image; "
-            "`no-store` for every other answer.",
+            "`no-cache` for a stale one; `no-store` for every other answer.",
             [200, 202, 304, 400, 401, 403, 404, 429, 500, 502, 503, 504],
         ),
         _header("Expires", "The id's expiry, an HTTP date.", [200, 304]),
         _header("Retry-After", "Seconds before asking again.", [202, 500]),
+        _header(
+            "X-Image-Stale",
+            "Only on a stale answer, why an older image of the query answers: "
+            "`error=<status>`, `paused` (Kentik is paused for the deployment, or failed the "
+            "query's last fetch) or `pending` (the wait ran out in line for Kentik).",
+            [200],
+        ),
+        _header("Age", "Only on a stale answer: seconds since Kentik rendered it.", [200]),
     ],
     responses={
         (200, media_type): OpenApiResponse(OpenApiTypes.BINARY, description="The chart.")

@@ -75,12 +75,13 @@ def budget_wait(*, now: datetime) -> float:
     limit = settings.KENTIK_RATE_LIMIT
     if not limit:
         return 0.0
+    # The limit-th newest call in the window: while it is in, the window is
+    # full, and it leaves first among those that fill it (one indexed row).
     window = KentikCall.objects.filter(at__gt=now - WINDOW).order_by("-at")
-    calls = list(window.values_list("at", flat=True)[:limit])
-    if len(calls) < limit:
+    full = window.values_list("at", flat=True)[limit - 1 : limit].first()
+    if full is None:
         return 0.0
-    # The limit-th newest call leaves the window first among those that fill it.
-    return max(_seconds(calls[-1] + WINDOW - now), 0.001)
+    return max(_seconds(full + WINDOW - now), 0.001)
 
 
 def call_record(*, now: datetime) -> None:
