@@ -261,7 +261,7 @@ def fetch_taking(
     """One fetch through the pipeline, Kentik taking `seconds` (of the frozen
     clock) to answer, with an error `status` if given."""
 
-    def kentik_answers(query_json: str) -> kentik.Chart:
+    def kentik_answers(query_json: str, **kwargs: Any) -> kentik.Chart:
         traveller.shift(seconds)
         if status is not None:
             raise kentik.KentikError(status, "refused")
