@@ -48,7 +48,7 @@ class RateLimit:
 
     A call it refuses is not accepted, so it does not count: a client that keeps
     calling while refused still gets through once its older calls leave the
-    window. Each set starts with an empty window.
+    window. Its window starts empty when it is set where none was.
     """
 
     calls_per_minute: int

@@ -112,7 +112,11 @@ class State:
     # ------------------------------------------------------------------ modes
 
     def set_rate_limit(self, rate_limit: RateLimit | None) -> None:
+        """Set the rate limit, or clear it (None). A limit set in place of another
+        keeps its window: the calls already accepted still count."""
         with self.lock:
+            if rate_limit is not None and self.rate_limit is not None:
+                rate_limit.accepted = self.rate_limit.accepted
             self.rate_limit = rate_limit
 
     def rate_limit_dict(self) -> dict[str, Any] | None:
