@@ -297,6 +297,7 @@ def _without_query(body: dict[str, Any]) -> dict[str, Any]:
         ([chart_body()], "object"),
         ("this is not json", "JSON"),
         ('{"queries": NaN, "imageType": "png"}', "JSON"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
         (b"\xff\xfe\x00", "UTF-8"),
     ],
     ids=[
@@ -310,6 +311,7 @@ def _without_query(body: dict[str, Any]) -> dict[str, Any]:
         "body-not-an-object",
         "not-json",
         "nan",
+        "nested-too-deeply",
         "not-utf8",
     ],
 )
@@ -807,16 +809,23 @@ def test_outage_sends_its_message_and_no_retry_after_unless_given(
     assert "Retry-After" not in response.headers
 
 
-def test_outage_comes_before_the_rate_limit_and_does_not_use_it_up(
+def test_outage_answers_every_call_and_its_calls_use_up_the_rate_limit(
     clocked: KentikSimulator, clock: FakeClock
 ) -> None:
-    clocked.set_rate_limit(1)
+    clocked.set_rate_limit(2)
     clocked.set_outage(10)
+    # Past the limit too: the outage's status, not a 429.
     during = statuses_of(clocked, 3)
     clock.advance(10)
+    after = post_chart(clocked, chart_body())
+    clock.advance(50)
 
     assert during == [503, 503, 503]
-    assert statuses_of(clocked, 2) == [200, 429]
+    # The first two outage calls, 10 s ago, fill the window; the third did not fit.
+    assert after.status_code == 429
+    assert after.headers["Retry-After"] == "50"
+    assert statuses_of(clocked, 3) == [200, 200, 429]
+    assert (clocked.calls()["rate_limited"], clocked.calls()["outage_failures"]) == (2, 3)
 
 
 def test_outage_answers_at_once_before_any_rule(clocked: KentikSimulator) -> None:
@@ -941,6 +950,7 @@ def test_invalid_outages_are_refused(sim: KentikSimulator, outage: dict[str, Any
         b'{"seconds": 1e999, "calls_per_minute": 1e999}',
         b'{"seconds": ' + b"9" * 5000 + b"}",
         b'{"calls_per_minute": 1' + b"0" * 5000 + b"}",
+        b"[" * 100_000 + b"]" * 100_000,
     ],
 )
 def test_hostile_mode_bodies_get_400_and_leave_the_simulator_serving(

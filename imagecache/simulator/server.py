@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any, Final, NoReturn, Self
 
 from imagecache.hashing import query_hash
-from imagecache.simulator.modes import Clock, RateLimit
+from imagecache.simulator.modes import Clock
 from imagecache.simulator.render import render_chart, validate_request
 from imagecache.simulator.rules import Rule, RuleError
 from imagecache.simulator.state import State
@@ -260,28 +260,25 @@ class _Handler(BaseHTTPRequestHandler):
         """GET, POST (set) or DELETE (clear) one of the modes."""
         state = self.server.state
         name = path.rsplit("/", 1)[1]
+        set_mode, read_mode = {
+            RATE_LIMIT_PATH: (state.set_rate_limit, state.rate_limit_dict),
+            OUTAGE_PATH: (state.set_outage, state.outage_dict),
+        }[path]
         if method == "POST":
             parsed, problem = _parse_json(raw)
             if problem is None and not isinstance(parsed, dict):
                 problem = f"The {name.replace('_', ' ')} must be a JSON object"
             if problem is None:
                 try:
-                    if path == RATE_LIMIT_PATH:
-                        state.set_rate_limit(RateLimit.from_mapping(parsed))
-                    else:
-                        state.set_outage(parsed)
+                    set_mode(parsed)
                 except RuleError as exc:
                     problem = str(exc)
             if problem is not None:
                 self._send_json(HTTPStatus.BAD_REQUEST, {"error": problem})
                 return
         elif method == "DELETE":
-            if path == RATE_LIMIT_PATH:
-                state.set_rate_limit(None)
-            else:
-                state.set_outage(None)
-        current = state.rate_limit_dict() if path == RATE_LIMIT_PATH else state.outage_dict()
-        self._send_json(HTTPStatus.OK, {name: current})
+            set_mode(None)
+        self._send_json(HTTPStatus.OK, {name: read_mode()})
 
     def _send_json(
         self,
@@ -323,6 +320,8 @@ def _parse_json(raw: bytes) -> tuple[Any, str | None]:
         return json.loads(raw.decode("utf-8"), parse_constant=reject_constant), None
     except UnicodeDecodeError:
         return None, "Request body is not valid UTF-8"
+    except RecursionError:
+        return None, "Request body is not valid JSON: nested too deeply"
     except ValueError as exc:
         return None, f"Request body is not valid JSON: {exc}"
 
@@ -474,7 +473,7 @@ class KentikSimulator:
     def set_rate_limit(self, calls_per_minute: int) -> dict[str, Any]:
         """Allow that many topXchart calls per credentials in any 60 s, 429 past
         them (as ``POST /_sim/rate_limit``); what ``GET /_sim/rate_limit`` answers."""
-        self._state.set_rate_limit(RateLimit.from_mapping({"calls_per_minute": calls_per_minute}))
+        self._state.set_rate_limit({"calls_per_minute": calls_per_minute})
         return {"rate_limit": self._state.rate_limit_dict()}
 
     def clear_rate_limit(self) -> None:
@@ -485,7 +484,7 @@ class KentikSimulator:
         self,
         seconds: float,
         status: int = 503,
-        retry_after: str | int | None = None,
+        retry_after: str | float | None = None,
         message: str | None = None,
     ) -> dict[str, Any]:
         """Fail every topXchart call with `status` for `seconds` from now (as

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from typing import Any, Final
 
 from imagecache.simulator.modes import Clock, Outage, RateLimit, Refusal
@@ -111,9 +112,11 @@ class State:
 
     # ------------------------------------------------------------------ modes
 
-    def set_rate_limit(self, rate_limit: RateLimit | None) -> None:
-        """Set the rate limit, or clear it (None). A limit set in place of another
-        keeps its window: the calls already accepted still count."""
+    def set_rate_limit(self, data: Mapping[str, Any] | None) -> None:
+        """Set the rate limit (a mapping of `RateLimit` fields; RuleError if bad),
+        or clear it (None). A limit set in place of another keeps its window:
+        the calls already accepted still count."""
+        rate_limit = None if data is None else RateLimit.from_mapping(data)
         with self.lock:
             if rate_limit is not None and self.rate_limit is not None:
                 rate_limit.accepted = self.rate_limit.accepted
@@ -123,8 +126,9 @@ class State:
         with self.lock:
             return None if self.rate_limit is None else self.rate_limit.to_dict()
 
-    def set_outage(self, data: dict[str, Any] | None) -> None:
-        """Start an outage now (a mapping of `Outage` fields), or end it (None)."""
+    def set_outage(self, data: Mapping[str, Any] | None) -> None:
+        """Start an outage now (a mapping of `Outage` fields; RuleError if bad),
+        or end it (None)."""
         with self.lock:
             self.outage = None if data is None else Outage.from_mapping(data, self.clock())
 
@@ -139,14 +143,18 @@ class State:
     def admit(self, credentials: tuple[str, str]) -> Refusal | None:
         """What the modes answer to a call instead of Kentik, if anything.
 
-        An outage comes first: while Kentik is down, nothing reaches its rate
-        limiter, so the failed calls do not count against the limit either.
+        An outage answers every call. Its calls still count against the rate
+        limit while it has room, as Kentik's limiter, at its edge, lets them
+        through to a backend that fails: a client that retries through an
+        outage finds its budget spent when Kentik is back.
         """
         with self.lock:
             now = self.clock()
             if self.outage is not None and now >= self.outage.ends_at:
                 self.outage = None
             if self.outage is not None:
+                if self.rate_limit is not None:
+                    self.rate_limit.admit(credentials, now)
                 self.outage_failures += 1
                 return self.outage.refusal()
             if self.rate_limit is not None:
