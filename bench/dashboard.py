@@ -185,12 +185,14 @@ class Viewer:
                 Sample("POST", type(exc).__name__, time.monotonic() - started, started - began)
             )
             return
-        record.add(
-            Sample("POST", str(posted.status_code), time.monotonic() - started, started - began)
-        )
-        if posted.status_code != 200:
+        outcome = str(posted.status_code)
+        try:
+            entry_id = str(posted.json()["id"]) if posted.status_code == 200 else None
+        except (ValueError, KeyError, TypeError):
+            entry_id, outcome = None, "200 without an id"
+        record.add(Sample("POST", outcome, time.monotonic() - started, started - began))
+        if entry_id is None:
             return
-        entry_id = posted.json()["id"]
         started = time.monotonic()
         try:
             got = self.session.get(f"{self.url}/image/{entry_id}", timeout=self.timeout)
