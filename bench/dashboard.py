@@ -384,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", choices=("both", "on", "off"), default="both")
     parser.add_argument("--seed", type=int, default=13, help="of the viewers' start times")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--keep", type=Path, help="keep each run's service directory (its log) under this one"
+    )
     args = parser.parse_args(argv)
     profile = "production" if backends.profile_is_production() else "embedded"
     command = " ".join(["bench/dashboard.py", *(sys.argv[1:] if argv is None else argv)])
@@ -400,6 +403,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in ["on", "off"] if args.config == "both" else [args.config]:
         settings = " ".join(f"{k}={v}" for k, v in CONFIGURATIONS[name].items())
         print(f"features {name}: {settings}", file=sys.stderr, flush=True)
+        if args.keep is not None:
+            results[name] = run_configuration(name, args, args.keep / name)
+            print(f"  [{name}] the service's log: {args.keep / name / 'service.log'}")
+            continue
         with tempfile.TemporaryDirectory() as tmp:
             results[name] = run_configuration(name, args, Path(tmp))
     print()
