@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"features {name}: {settings}", file=sys.stderr, flush=True)
         if args.keep is not None:
             results[name] = run_configuration(name, args, args.keep / name)
-            print(f"  [{name}] the service's log: {args.keep / name / 'service.log'}")
+            print(f"  [{name}] its log: {args.keep / name / 'service.log'}", file=sys.stderr)
             continue
         with tempfile.TemporaryDirectory() as tmp:
             results[name] = run_configuration(name, args, Path(tmp))
