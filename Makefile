@@ -5,7 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-embedded test-production test-unit pins bench docker-smoke lint typecheck install install-dev constraints clean
+.PHONY: run test test-embedded test-production test-unit pins bench bench-dashboard docker-smoke lint typecheck install install-dev constraints clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -81,6 +81,14 @@ bench: install-dev
 	@command -v wrk >/dev/null && command -v nginx >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light)
 	$(BIN)/python bench/run.py --write-readme
+
+## bench-dashboard: issue 13's dashboards (50 viewers, 20 charts, every 30 s for
+## 5 minutes) against a rate-limited simulator with a 60 s outage, with the
+## Kentik shield on and off (bench/dashboard.py); about 11 minutes.
+## DASHBOARD_ARGS='--minutes 1 --viewers 5 --outage 20 --reuse-max-age 15' for a quick run.
+DASHBOARD_ARGS ?=
+bench-dashboard: install-dev
+	$(BIN)/python bench/dashboard.py $(DASHBOARD_ARGS)
 
 ## docker-smoke: build the image and run it, alone and in its split roles
 ## (needs a Docker engine; PYTHON_IMAGE=... for another base, see the README).

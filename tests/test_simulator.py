@@ -297,6 +297,7 @@ def _without_query(body: dict[str, Any]) -> dict[str, Any]:
         ([chart_body()], "object"),
         ("this is not json", "JSON"),
         ('{"queries": NaN, "imageType": "png"}', "JSON"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
         (b"\xff\xfe\x00", "UTF-8"),
     ],
     ids=[
@@ -310,6 +311,7 @@ def _without_query(body: dict[str, Any]) -> dict[str, Any]:
         "body-not-an-object",
         "not-json",
         "nan",
+        "nested-too-deeply",
         "not-utf8",
     ],
 )
@@ -551,6 +553,9 @@ def test_reset_clears_rules_and_counters(sim: KentikSimulator) -> None:
     assert sim.calls() == {
         "total": 0,
         "by_query": {},
+        "by_status": {},
+        "rate_limited": 0,
+        "outage_failures": 0,
         "in_flight": 0,
         "max_in_flight": 0,
         "last_bodies": [],
@@ -578,10 +583,14 @@ def test_http_control_endpoints_add_rules_report_calls_and_reset(sim: KentikSimu
     calls = requests.get(control_url(sim, "/_sim/calls"), timeout=5).json()
     assert calls["total"] == 2
     assert calls["by_query"] == {query_hash(body): 2}
+    assert calls["by_status"] == {"503": 1, "200": 1}
     assert calls["last_headers"][-1]["X-CH-Auth-API-Token"] == "***"
     assert set(calls) == {
         "total",
         "by_query",
+        "by_status",
+        "rate_limited",
+        "outage_failures",
         "in_flight",
         "max_in_flight",
         "last_bodies",
@@ -602,6 +611,8 @@ def test_http_control_endpoints_add_rules_report_calls_and_reset(sim: KentikSimu
         ("POST", "/api/v5/query/topXdata"),
         ("GET", "/_sim/rules"),
         ("DELETE", "/_sim/calls"),
+        ("PUT", "/_sim/rate_limit"),
+        ("PATCH", "/_sim/outage"),
         ("GET", "/"),
     ],
 )
@@ -610,6 +621,351 @@ def test_anything_else_is_a_json_404(sim: KentikSimulator, method: str, path: st
 
     assert response.status_code == 404
     assert "error" in response.json()
+
+
+# -------------------------------------------------------------------------- modes
+
+
+class FakeClock:
+    """The simulator's clock, moved by the test: the modes' time without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def clocked(clock: FakeClock) -> Iterator[KentikSimulator]:
+    """A simulator whose modes run on `clock`."""
+    with KentikSimulator(email=EMAIL, token=TOKEN, clock=clock) as simulator:
+        yield simulator
+
+
+def statuses_of(sim: KentikSimulator, count: int, **kwargs: Any) -> list[int]:
+    return [post_chart(sim, chart_body(), **kwargs).status_code for _ in range(count)]
+
+
+def test_rate_limit_answers_429_with_retry_after_past_n_calls(
+    clocked: KentikSimulator, clock: FakeClock
+) -> None:
+    clocked.set_rate_limit(3)
+    accepted = []
+    for _ in range(3):
+        accepted.append(post_chart(clocked, chart_body()).status_code)
+        clock.advance(10)
+
+    refused = post_chart(clocked, chart_body())
+
+    assert accepted == [200, 200, 200]
+    assert refused.status_code == 429
+    # The first call, 30 s ago, leaves the window in 30 s.
+    assert refused.headers["Retry-After"] == "30"
+    assert refused.headers["Content-Type"] == "application/json"
+    assert "rate limit of 3 calls per minute" in refused.json()["error"]
+
+
+def test_rate_limit_window_slides_and_refused_calls_do_not_count(
+    clocked: KentikSimulator, clock: FakeClock
+) -> None:
+    clocked.set_rate_limit(2)
+    assert statuses_of(clocked, 2) == [200, 200]
+    clock.advance(59.5)
+    # Refused again and again: none of these take a place in the window.
+    assert statuses_of(clocked, 5) == [429] * 5
+
+    clock.advance(0.5)
+
+    # Both calls of 60 s ago have left; the refused ones never entered.
+    assert statuses_of(clocked, 3) == [200, 200, 429]
+
+
+def test_retry_after_is_whole_seconds_rounded_up_and_at_least_1(
+    clocked: KentikSimulator, clock: FakeClock
+) -> None:
+    clocked.set_rate_limit(1)
+    post_chart(clocked, chart_body())
+
+    clock.advance(58.5)
+    in_a_second_and_a_half = post_chart(clocked, chart_body()).headers["Retry-After"]
+    clock.advance(1.4)
+    in_a_tenth = post_chart(clocked, chart_body()).headers["Retry-After"]
+
+    assert (in_a_second_and_a_half, in_a_tenth) == ("2", "1")
+
+
+def test_rate_limit_counts_per_credentials(open_sim: KentikSimulator) -> None:
+    open_sim.set_rate_limit(1)
+    alice = {"X-CH-Auth-Email": "alice@example.com", "X-CH-Auth-API-Token": "a"}
+    alice_other_token = {"X-CH-Auth-Email": "alice@example.com", "X-CH-Auth-API-Token": "b"}
+    bob = {"X-CH-Auth-Email": "bob@example.com", "X-CH-Auth-API-Token": "a"}
+
+    assert statuses_of(open_sim, 2, headers=alice) == [200, 429]
+    assert statuses_of(open_sim, 2, headers=alice_other_token) == [200, 429]
+    assert statuses_of(open_sim, 2, headers=bob) == [200, 429]
+
+
+def test_a_limit_set_over_another_keeps_its_window(
+    clocked: KentikSimulator, clock: FakeClock
+) -> None:
+    clocked.set_rate_limit(3)
+    for _ in range(3):
+        post_chart(clocked, chart_body())
+        clock.advance(10)
+
+    clocked.set_rate_limit(4)
+    raised = statuses_of(clocked, 2)
+    clocked.set_rate_limit(2)
+    lowered = post_chart(clocked, chart_body())
+
+    assert raised == [200, 429]
+    # 4 calls in the window, made 30, 20, 10 and 0 s ago; 3 must leave for one
+    # more to fit: the third, made 10 s ago, leaves in 50 s.
+    assert lowered.status_code == 429
+    assert lowered.headers["Retry-After"] == "50"
+
+
+def test_cleared_rate_limit_lets_every_call_through_and_forgets_its_window(
+    clocked: KentikSimulator,
+) -> None:
+    clocked.set_rate_limit(1)
+    assert statuses_of(clocked, 2) == [200, 429]
+
+    clocked.clear_rate_limit()
+    unlimited = statuses_of(clocked, 3)
+    clocked.set_rate_limit(1)
+
+    assert unlimited == [200, 200, 200]
+    assert statuses_of(clocked, 2) == [200, 429]
+
+
+def test_calls_count_answers_by_status_and_by_mode(
+    clocked: KentikSimulator, clock: FakeClock
+) -> None:
+    clocked.set_rate_limit(2)
+    statuses_of(clocked, 3)
+    post_chart(clocked, chart_body("gif"))
+    clocked.set_outage(30, status=503)
+    statuses_of(clocked, 2)
+
+    calls = clocked.calls()
+
+    assert calls["total"] == 6
+    assert calls["by_status"] == {"200": 2, "429": 2, "503": 2}
+    assert (calls["rate_limited"], calls["outage_failures"]) == (2, 2)
+
+
+def test_rate_limit_is_set_read_and_cleared_over_http(clocked: KentikSimulator) -> None:
+    url = control_url(clocked, "/_sim/rate_limit")
+    before = requests.get(url, timeout=5).json()
+
+    set_ = requests.post(url, json={"calls_per_minute": 1}, timeout=5)
+    limited = statuses_of(clocked, 2)
+    read = requests.get(url, timeout=5).json()
+    cleared = requests.delete(url, timeout=5)
+
+    assert before == {"rate_limit": None}
+    assert (set_.status_code, set_.json()) == (200, {"rate_limit": {"calls_per_minute": 1}})
+    assert limited == [200, 429]
+    assert read == {"rate_limit": {"calls_per_minute": 1}}
+    assert (cleared.status_code, cleared.json()) == (200, {"rate_limit": None})
+    assert statuses_of(clocked, 2) == [200, 200]
+
+
+def test_outage_fails_every_call_then_ends_by_itself(
+    clocked: KentikSimulator, clock: FakeClock
+) -> None:
+    clocked.set_outage(60, status=503, retry_after=10)
+    clock.advance(59.9)
+    during = post_chart(clocked, chart_body())
+    clock.advance(0.1)
+    after = post_chart(clocked, chart_body())
+
+    assert during.status_code == 503
+    assert during.headers["Retry-After"] == "10"
+    assert during.headers["Content-Type"] == "application/json"
+    assert "outage" in during.json()["error"]
+    assert image_of(after)[0] == "image/png"
+    assert clocked.calls()["outage_failures"] == 1
+
+
+def test_outage_sends_its_message_and_no_retry_after_unless_given(
+    clocked: KentikSimulator,
+) -> None:
+    clocked.set_outage(5, status=502, message="Bad gateway")
+
+    response = post_chart(clocked, chart_body())
+
+    assert (response.status_code, response.json()) == (502, {"error": "Bad gateway"})
+    assert "Retry-After" not in response.headers
+
+
+def test_outage_answers_every_call_and_its_calls_use_up_the_rate_limit(
+    clocked: KentikSimulator, clock: FakeClock
+) -> None:
+    clocked.set_rate_limit(2)
+    clocked.set_outage(10)
+    # Past the limit too: the outage's status, not a 429.
+    during = statuses_of(clocked, 3)
+    clock.advance(10)
+    after = post_chart(clocked, chart_body())
+    clock.advance(50)
+
+    assert during == [503, 503, 503]
+    # The first two outage calls, 10 s ago, fill the window; the third did not fit.
+    assert after.status_code == 429
+    assert after.headers["Retry-After"] == "50"
+    assert statuses_of(clocked, 3) == [200, 200, 429]
+    assert (clocked.calls()["rate_limited"], clocked.calls()["outage_failures"]) == (2, 3)
+
+
+def test_outage_answers_at_once_before_any_rule(clocked: KentikSimulator) -> None:
+    clocked.add_rule(hang=True)
+    clocked.add_rule(status=500)
+    clocked.set_outage(10, status=504)
+
+    # A hang rule would hold this call until the timeout.
+    response = post_chart(clocked, chart_body(), timeout=30)
+
+    assert response.status_code == 504
+
+
+def test_outage_is_set_read_and_cleared_over_http(
+    clocked: KentikSimulator, clock: FakeClock
+) -> None:
+    url = control_url(clocked, "/_sim/outage")
+    outage = {"seconds": 60, "status": 503, "retry_after": "5", "message": "Down"}
+
+    set_ = requests.post(url, json=outage, timeout=5)
+    clock.advance(15)
+    read = requests.get(url, timeout=5).json()
+    during = post_chart(clocked, chart_body()).status_code
+    cleared = requests.delete(url, timeout=5).json()
+
+    expected = {**outage, "seconds": 60.0, "seconds_left": 60.0}
+    assert (set_.status_code, set_.json()) == (200, {"outage": expected})
+    assert read == {"outage": {**expected, "seconds_left": 45.0}}
+    assert during == 503
+    assert cleared == {"outage": None}
+    assert post_chart(clocked, chart_body()).status_code == 200
+
+
+def test_an_ended_outage_reads_as_none(clocked: KentikSimulator, clock: FakeClock) -> None:
+    clocked.set_outage(1)
+    clock.advance(1)
+
+    assert requests.get(control_url(clocked, "/_sim/outage"), timeout=5).json() == {"outage": None}
+
+
+def test_reset_clears_the_modes(clocked: KentikSimulator) -> None:
+    clocked.set_rate_limit(1)
+    clocked.set_outage(60)
+
+    clocked.reset()
+
+    assert statuses_of(clocked, 3) == [200, 200, 200]
+    assert clocked.calls()["by_status"] == {"200": 3}
+
+
+@pytest.mark.parametrize(
+    "rate_limit",
+    [
+        {},
+        {"calls_per_minute": 0},
+        {"calls_per_minute": -1},
+        {"calls_per_minute": 1.5},
+        {"calls_per_minute": "30"},
+        {"calls_per_minute": True},
+        {"calls_per_minute": None},
+        {"calls_per_minute": 10**7},
+        {"calls_per_minute": 30, "window": 10},
+    ],
+)
+def test_invalid_rate_limits_are_refused(sim: KentikSimulator, rate_limit: dict[str, Any]) -> None:
+    # A missing or unknown field is Python's own TypeError here.
+    with pytest.raises((RuleError, TypeError)):
+        sim.set_rate_limit(**rate_limit)
+
+    response = requests.post(control_url(sim, "/_sim/rate_limit"), json=rate_limit, timeout=5)
+
+    assert response.status_code == 400
+    assert response.json()["error"]
+    assert sim.calls()["rate_limited"] == 0
+    assert requests.get(control_url(sim, "/_sim/rate_limit"), timeout=5).json() == {
+        "rate_limit": None
+    }
+
+
+@pytest.mark.parametrize(
+    "outage",
+    [
+        {},
+        {"seconds": 0},
+        {"seconds": -5},
+        {"seconds": 86401},
+        {"seconds": "60"},
+        {"seconds": True},
+        {"seconds": 60, "status": 200},
+        {"seconds": 60, "status": 600},
+        {"seconds": 60, "status": "503"},
+        {"seconds": 60, "retry_after": "1\r\nX-Evil: 1"},
+        {"seconds": 60, "retry_after": "\u00e9t\u00e9 \u2603"},
+        {"seconds": 60, "retry_after": [1]},
+        {"seconds": 60, "message": 7},
+        {"seconds": 60, "until": 5},
+    ],
+)
+def test_invalid_outages_are_refused(sim: KentikSimulator, outage: dict[str, Any]) -> None:
+    # A missing or unknown field is Python's own TypeError here.
+    with pytest.raises((RuleError, TypeError)):
+        sim.set_outage(**outage)
+
+    response = requests.post(control_url(sim, "/_sim/outage"), json=outage, timeout=5)
+
+    assert response.status_code == 400
+    assert response.json()["error"]
+    assert post_chart(sim, chart_body()).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/_sim/rate_limit", "/_sim/outage"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"[]",
+        b"30",
+        b"null",
+        b"{not json",
+        b"\xff\xfe",
+        b'{"seconds": NaN, "calls_per_minute": Infinity}',
+        b'{"seconds": 1e999, "calls_per_minute": 1e999}',
+        b'{"seconds": ' + b"9" * 5000 + b"}",
+        b'{"calls_per_minute": 1' + b"0" * 5000 + b"}",
+        b"[" * 100_000 + b"]" * 100_000,
+    ],
+)
+def test_hostile_mode_bodies_get_400_and_leave_the_simulator_serving(
+    sim: KentikSimulator, path: str, body: bytes
+) -> None:
+    response = requests.post(
+        control_url(sim, path),
+        data=body,
+        headers={"Content-Type": "application/json"},
+        timeout=5,
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"]
+    assert post_chart(sim, chart_body()).status_code == 200
 
 
 # ---------------------------------------------------------------------------- CLI
@@ -671,3 +1027,35 @@ def test_same_query_gives_same_chart_in_every_process(sim: KentikSimulator) -> N
     )
 
     assert other.stdout == image_of(post_chart(sim, body))[1]
+
+
+def test_cli_sets_the_rate_limit_and_refuses_a_bad_one() -> None:
+    command = [sys.executable, "-m", "imagecache.simulator", "--port", "0", "--rate-limit", "1"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], 15)
+        assert ready, "the simulator printed nothing within 15 s"
+        url = process.stdout.readline().rsplit(" ", 1)[1].strip()
+
+        statuses = [
+            requests.post(
+                f"{url}/query/topXchart", json=chart_body(), headers=HEADERS, timeout=5
+            ).status_code
+            for _ in range(2)
+        ]
+
+        assert statuses == [200, 429]
+    finally:
+        process.terminate()
+        process.wait(timeout=5)
+
+    refused = subprocess.run(
+        [sys.executable, "-m", "imagecache.simulator", "--rate-limit", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert refused.returncode == 2
+    assert "--rate-limit: 'calls_per_minute' must be an integer" in refused.stderr

@@ -4,7 +4,8 @@ It answers ``POST {base}/query/topXchart`` the way Kentik does -- a JSON object
 ``{"dataUri": "data:<mime>;base64,<payload>"}`` -- with a real, deterministic chart
 drawn from the query, so the image cache can be exercised without a Kentik
 account. Tests steer it through rules (errors, Retry-After, delays, hangs, broken
-bodies) and read back what it received, either in-process through
+bodies) and modes (a rate limit per credentials, an outage), and read back what
+it received and answered, either in-process through
 :class:`~imagecache.simulator.server.KentikSimulator` or over HTTP through the
 ``/_sim/...`` endpoints.
 
@@ -13,9 +14,10 @@ It deliberately imports nothing from Django so that it runs on its own::
     python -m imagecache.simulator --port 8001 --email me@example.com --token secret
 
 Its parts: `server` (the HTTP server and `KentikSimulator`), `rules` (how
-tests steer it, and what it received), `render` (the checks of a body and the
-image answered), `chart` (the chart a query describes) and `drawing` (the
-chart drawn). This module imports none of them, so that what needs only the
+tests steer single answers), `modes` (the rate limit and the outage), `state`
+(what a running simulator holds and has received), `render` (the checks of a
+body and the image answered), `chart` (the chart a query describes) and
+`drawing` (the chart drawn). This module imports none of them, so that what needs only the
 credentials below does not load Pillow.
 """
 

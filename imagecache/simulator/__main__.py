@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
+from imagecache.simulator.rules import RuleError
 from imagecache.simulator.server import KentikSimulator
 
 
@@ -22,6 +23,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--email", help="the only X-CH-Auth-Email accepted")
     parser.add_argument("--token", help="the only X-CH-Auth-API-Token accepted")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument(
+        "--rate-limit",
+        type=int,
+        metavar="N",
+        help="allow N calls per minute per credentials, then 429 with Retry-After",
+    )
+    parser.add_argument(
+        "--outage",
+        type=float,
+        metavar="SECONDS",
+        help="fail every call for this long from the start (see --outage-status)",
+    )
+    parser.add_argument("--outage-status", type=int, default=503, help="default 503")
+    parser.add_argument("--outage-retry-after", help="the outage's Retry-After, if any")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = parser.parse_args(argv)
 
@@ -38,6 +53,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     simulator = KentikSimulator(
         args.host, args.port, args.email, args.token, args.delay, verbose=args.verbose
     )
+    try:
+        if args.rate_limit is not None:
+            simulator.set_rate_limit(args.rate_limit)
+    except RuleError as exc:
+        parser.error(f"--rate-limit: {exc}")
+    try:
+        if args.outage is not None:
+            simulator.set_outage(args.outage, args.outage_status, args.outage_retry_after)
+    except RuleError as exc:
+        parser.error(f"--outage: {exc}")
     try:
         simulator.start()
     except OSError as exc:

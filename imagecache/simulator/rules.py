@@ -1,18 +1,12 @@
 """Rules that steer the simulator's answers (errors, Retry-After, delays,
-hangs, broken bodies), and the state of a running simulator: its rules and
-what it has received."""
+hangs, broken bodies)."""
 
 from __future__ import annotations
 
 import math
-import threading
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
-
-HISTORY_LENGTH: Final = 20
-
 
 _RULE_FIELDS: Final = frozenset(
     {"match", "delay", "status", "message", "retry_after", "hang", "body", "content_type", "times"}
@@ -20,7 +14,7 @@ _RULE_FIELDS: Final = frozenset(
 
 
 class RuleError(ValueError):
-    """A rule that cannot be applied; the message says which field is wrong."""
+    """A rule or a mode that cannot be applied; the message says which field is wrong."""
 
 
 @dataclass
@@ -71,7 +65,7 @@ class Rule:
         if retry_after is not None:
             if isinstance(retry_after, bool) or not isinstance(retry_after, str | int | float):
                 raise RuleError("'retry_after' must be a string, a number or null")
-            rule.retry_after = _header_value("retry_after", str(retry_after))
+            rule.retry_after = header_value("retry_after", str(retry_after))
         hang = data.get("hang", False)
         if not isinstance(hang, bool):
             raise RuleError("'hang' must be true or false")
@@ -84,7 +78,7 @@ class Rule:
         if content_type is not None:
             if not isinstance(content_type, str) or not content_type:
                 raise RuleError("'content_type' must be a non-empty string")
-            rule.content_type = _header_value("content_type", content_type)
+            rule.content_type = header_value("content_type", content_type)
         times = data.get("times")
         if times is not None:
             if isinstance(times, bool) or not isinstance(times, int) or times < 0:
@@ -97,7 +91,8 @@ class Rule:
         return {name: getattr(self, name) for name in sorted(_RULE_FIELDS)}
 
 
-def _header_value(name: str, value: str) -> str:
+def header_value(name: str, value: str) -> str:
+    """`value`, checked to be safe to send as a header; RuleError naming `name` if not."""
     # A header value with a line break would let a rule forge extra headers, and
     # http.server can only send Latin-1.
     if "\r" in value or "\n" in value:
@@ -107,71 +102,3 @@ def _header_value(name: str, value: str) -> str:
     except UnicodeEncodeError:
         raise RuleError(f"'{name}' must be Latin-1 text") from None
     return value
-
-
-class State:
-    """Everything the handler threads share; every access goes through ``lock``."""
-
-    def __init__(self, email: str | None, token: str | None, delay: float, verbose: bool):
-        self.email = email
-        self.token = token
-        self.delay = delay
-        self.verbose = verbose
-        self.stopping = threading.Event()
-        self.lock = threading.Lock()
-        self.rules: list[Rule] = []
-        self.total = 0
-        self.by_query: dict[str, int] = {}
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.last_bodies: deque[str] = deque(maxlen=HISTORY_LENGTH)
-        self.last_headers: deque[dict[str, str]] = deque(maxlen=HISTORY_LENGTH)
-
-    def add_rule(self, rule: Rule) -> int:
-        with self.lock:
-            self.rules.append(rule)
-            return len(self.rules)
-
-    def reset(self) -> None:
-        with self.lock:
-            self.rules.clear()
-            self.total = 0
-            self.by_query.clear()
-            # Calls still running will leave later, so in_flight must stay truthful.
-            self.max_in_flight = self.in_flight
-            self.last_bodies.clear()
-            self.last_headers.clear()
-
-    def calls(self) -> dict[str, Any]:
-        with self.lock:
-            return {
-                "total": self.total,
-                "by_query": dict(self.by_query),
-                "in_flight": self.in_flight,
-                "max_in_flight": self.max_in_flight,
-                "last_bodies": list(self.last_bodies),
-                "last_headers": [dict(headers) for headers in self.last_headers],
-            }
-
-    def arrive(self, key: str, body: str, headers: dict[str, str]) -> None:
-        with self.lock:
-            self.total += 1
-            self.by_query[key] = self.by_query.get(key, 0) + 1
-            self.in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
-            self.last_bodies.append(body)
-            self.last_headers.append(headers)
-
-    def leave(self) -> None:
-        with self.lock:
-            self.in_flight -= 1
-
-    def take_rule(self, body: str) -> Rule | None:
-        with self.lock:
-            for rule in self.rules:
-                if rule.times == 0 or (rule.match is not None and rule.match not in body):
-                    continue
-                if rule.times is not None:
-                    rule.times -= 1
-                return rule
-        return None

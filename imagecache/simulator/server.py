@@ -1,9 +1,9 @@
 """The simulator's HTTP server, and `KentikSimulator`, which runs it on a
 local port in a thread.
 
-About 400 lines: the handler answers Kentik's endpoint and the `/_sim/...`
-ones, with the auth, body limits, hangs and connection bookkeeping that tests
-rely on; splitting the handler from the server that tracks its connections
+About 500 lines: the handler answers Kentik's endpoint and the `/_sim/...`
+ones, with the auth, body limits, modes, hangs and connection bookkeeping that
+tests rely on; splitting the handler from the server that tracks its connections
 would only spread one protocol over two files.
 """
 
@@ -23,14 +23,18 @@ from types import TracebackType
 from typing import Any, Final, NoReturn, Self
 
 from imagecache.hashing import query_hash
+from imagecache.simulator.modes import Clock
 from imagecache.simulator.render import render_chart, validate_request
-from imagecache.simulator.rules import Rule, State
+from imagecache.simulator.rules import Rule, RuleError
+from imagecache.simulator.state import State
 
 API_PREFIX: Final = "/api/v5"
 TOPX_PATH: Final = API_PREFIX + "/query/topXchart"
 RULES_PATH: Final = "/_sim/rules"
 RESET_PATH: Final = "/_sim/reset"
 CALLS_PATH: Final = "/_sim/calls"
+RATE_LIMIT_PATH: Final = "/_sim/rate_limit"
+OUTAGE_PATH: Final = "/_sim/outage"
 HANG_SECONDS: Final = 600.0
 MAX_BODY_BYTES: Final = 10 * 1024 * 1024
 TOKEN_HEADER: Final = "X-CH-Auth-API-Token"
@@ -75,6 +79,7 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "POST" and path == TOPX_PATH:
                 self._count(b"")
                 self.server.state.leave()
+                self.server.state.answered(exc.status)
             self._send_json(exc.status, {"error": exc.message}, close=True)
             return
         if method == "POST" and path == TOPX_PATH:
@@ -86,6 +91,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(HTTPStatus.OK, {"reset": True})
         elif method == "GET" and path == CALLS_PATH:
             self._send_json(HTTPStatus.OK, self.server.state.calls())
+        elif path in (RATE_LIMIT_PATH, OUTAGE_PATH) and method in ("GET", "POST", "DELETE"):
+            self._mode(path, method, raw)
         else:
             self._send_json(HTTPStatus.NOT_FOUND, {"error": f"Not found: {method} {path}"})
 
@@ -162,6 +169,7 @@ class _Handler(BaseHTTPRequestHandler):
         if answer is None:
             self.close_connection = True
             return
+        state.answered(answer[0])
         self._send(*answer)
 
     def _topx_answer(
@@ -169,6 +177,15 @@ class _Handler(BaseHTTPRequestHandler):
     ) -> tuple[int, bytes, str, list[tuple[str, str]]] | None:
         """Status, body, content type and extra headers; None to close without answer."""
         state = self.server.state
+        # The modes stand in front of Kentik's renderer: they answer at once,
+        # before any rule or delay.
+        refusal = state.admit(
+            (self.headers.get(EMAIL_HEADER, ""), self.headers.get(TOKEN_HEADER, ""))
+        )
+        if refusal is not None:
+            payload = json.dumps({"error": refusal.message}).encode("utf-8")
+            headers = [] if refusal.retry_after is None else [("Retry-After", refusal.retry_after)]
+            return refusal.status, payload, "application/json", headers
         rule = state.take_rule(raw.decode("utf-8", errors="replace"))
         delay = rule.delay if rule is not None and rule.delay is not None else state.delay
         if delay > 0 and state.stopping.wait(delay):
@@ -239,6 +256,30 @@ class _Handler(BaseHTTPRequestHandler):
                 return
         self._send_json(HTTPStatus.BAD_REQUEST, {"error": problem})
 
+    def _mode(self, path: str, method: str, raw: bytes) -> None:
+        """GET, POST (set) or DELETE (clear) one of the modes."""
+        state = self.server.state
+        name = path.rsplit("/", 1)[1]
+        set_mode, read_mode = {
+            RATE_LIMIT_PATH: (state.set_rate_limit, state.rate_limit_dict),
+            OUTAGE_PATH: (state.set_outage, state.outage_dict),
+        }[path]
+        if method == "POST":
+            parsed, problem = _parse_json(raw)
+            if problem is None and not isinstance(parsed, dict):
+                problem = f"The {name.replace('_', ' ')} must be a JSON object"
+            if problem is None:
+                try:
+                    set_mode(parsed)
+                except RuleError as exc:
+                    problem = str(exc)
+            if problem is not None:
+                self._send_json(HTTPStatus.BAD_REQUEST, {"error": problem})
+                return
+        elif method == "DELETE":
+            set_mode(None)
+        self._send_json(HTTPStatus.OK, {name: read_mode()})
+
     def _send_json(
         self,
         status: int,
@@ -279,6 +320,8 @@ def _parse_json(raw: bytes) -> tuple[Any, str | None]:
         return json.loads(raw.decode("utf-8"), parse_constant=reject_constant), None
     except UnicodeDecodeError:
         return None, "Request body is not valid UTF-8"
+    except RecursionError:
+        return None, "Request body is not valid JSON: nested too deeply"
     except ValueError as exc:
         return None, f"Request body is not valid JSON: {exc}"
 
@@ -355,10 +398,13 @@ class KentikSimulator:
         token: str | None = None,
         delay: float = 0.0,
         verbose: bool = False,
+        clock: Clock = time.monotonic,
     ):
         self.host = host
         self._requested_port = port
-        self._state = State(email, token, float(delay), verbose)
+        # `clock` times the modes alone (a test moves it instead of sleeping);
+        # delays and hangs are real waits.
+        self._state = State(email, token, float(delay), verbose, clock)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._stopped = False
@@ -421,8 +467,35 @@ class KentikSimulator:
         return self._state.add_rule(Rule.from_mapping(rule))
 
     def reset(self) -> None:
-        """Forget all rules and counters."""
+        """Forget all rules, modes and counters."""
         self._state.reset()
+
+    def set_rate_limit(self, calls_per_minute: int) -> dict[str, Any]:
+        """Allow that many topXchart calls per credentials in any 60 s, 429 past
+        them (as ``POST /_sim/rate_limit``); what ``GET /_sim/rate_limit`` answers."""
+        self._state.set_rate_limit({"calls_per_minute": calls_per_minute})
+        return {"rate_limit": self._state.rate_limit_dict()}
+
+    def clear_rate_limit(self) -> None:
+        """No rate limit (as ``DELETE /_sim/rate_limit``)."""
+        self._state.set_rate_limit(None)
+
+    def set_outage(
+        self,
+        seconds: float,
+        status: int = 503,
+        retry_after: str | float | None = None,
+        message: str | None = None,
+    ) -> dict[str, Any]:
+        """Fail every topXchart call with `status` for `seconds` from now (as
+        ``POST /_sim/outage``); what ``GET /_sim/outage`` answers."""
+        fields = {"seconds": seconds, "status": status, "retry_after": retry_after}
+        self._state.set_outage({**fields, "message": message})
+        return {"outage": self._state.outage_dict()}
+
+    def clear_outage(self) -> None:
+        """End the outage now (as ``DELETE /_sim/outage``)."""
+        self._state.set_outage(None)
 
     def calls(self) -> dict[str, Any]:
         """What ``GET /_sim/calls`` answers."""
