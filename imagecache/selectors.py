@@ -55,9 +55,14 @@ KENTIK_WINDOW = timedelta(seconds=60)
 
 
 def kentik_paused() -> bool:
-    """Whether the deployment's Kentik calls are paused (or waiting on the
-    answer of the one that went first)."""
-    return Lock.objects.filter(name=KENTIK_LOCK, paused_until__isnull=False).exists()
+    """Whether the deployment's Kentik calls are paused: until the pause's
+    end, then while the one call that went first has not answered."""
+    now = timezone.now()
+    return (
+        Lock.objects.filter(name=KENTIK_LOCK, paused_until__isnull=False)
+        .filter(Q(paused_until__gt=now) | Q(probe_until__gt=now))
+        .exists()
+    )
 
 
 def kentik_status(*, now: datetime | None = None) -> dict[str, Any]:

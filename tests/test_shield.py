@@ -478,3 +478,14 @@ def test_prune_keeps_the_last_image_of_a_query_within_stale_if_error(settings, c
     clock.shift(101)
     housekeeping.cache_prune()
     assert not Fetch.objects.exists()
+
+
+def test_the_deployment_counts_as_paused_until_the_pause_ends_and_while_its_probe_runs(clock):
+    fetch = pending(1)
+    shield.pause(reason="429", retry_after=5)
+    assert selectors.kentik_paused()
+    clock.shift(5)
+    # Over, and no call gone first yet: a client may wait for its own image.
+    assert not selectors.kentik_paused()
+    assert claim(fetch).probe
+    assert selectors.kentik_paused()
