@@ -121,25 +121,20 @@ def test_refresh_ahead_has_a_fresh_image_ready_before_the_old_one_ages_out(simul
     api_query = unique_query("refresh-ahead")
     first = service.post(api_query, ttl=600)
     assert service.get_image(first).status_code == 200
-    # Past 1 s of the image's 3, a request that reuses it starts a refresh.
     ttl = iter(range(601, 10_000))
-    wait_for(
-        lambda: (
-            service.post(api_query, ttl=next(ttl))
-            and metric(service, "imagecache_refreshes_started_total") == 1
-        ),
-        timeout=30,
-        interval=0.2,
-    )
+
+    def post_until(name: str) -> None:
+        """POST the query (each time a new entry) until the counter is 1."""
+        wait_for(
+            lambda: service.post(api_query, ttl=next(ttl)) and metric(service, name) == 1,
+            timeout=30,
+            interval=0.2,
+        )
+
+    # Past 1 s of the image's 3, a request that reuses it starts a refresh.
+    post_until("imagecache_refreshes_started_total")
     wait_for(lambda: calls(simulator, api_query) == 2, timeout=30, interval=0.1)
-    # Once the first image is past REUSE_MAX_AGE, requests get the refreshed one at once.
-    wait_for(
-        lambda: (
-            service.post(api_query, ttl=next(ttl))
-            and metric(service, "imagecache_refreshes_used_total") == 1
-        ),
-        timeout=30,
-        interval=0.2,
-    )
+    # Requests take the refreshed image up as soon as it is ready.
+    post_until("imagecache_refreshes_used_total")
     latest = service.post(api_query, ttl=next(ttl))
     assert requests.get(f"{service.url}/image/{latest}?wait=0", timeout=10).status_code == 200
