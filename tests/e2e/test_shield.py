@@ -56,6 +56,8 @@ def calls(simulator: KentikSimulator, api_query: dict[str, Any]) -> int:
 
 
 def test_the_budget_holds_across_every_worker(simulator, fresh):
+    # Kentik allows 3 calls a minute, and the service knows it.
+    simulator.set_rate_limit(3)
     service = fresh(KENTIK_RATE_LIMIT=3, Q_WORKERS=3, KENTIK_MAX_CONCURRENCY=4)
     queries = [unique_query(f"budget-{n}") for n in range(5)]
     ids = [service.post(api_query, ttl=600) for api_query in queries]
@@ -68,6 +70,7 @@ def test_the_budget_holds_across_every_worker(simulator, fresh):
     assert metric(service, "imagecache_kentik_budget_calls") == 3
     waiting = [i for i in ids if requests.get(f"{service.url}/image/{i}?wait=0").status_code == 202]
     assert len(waiting) == 2
+    assert simulator.calls()["rate_limited"] == 0
 
 
 def test_a_429_pauses_every_fetch_and_a_waiting_client_gets_its_image_after_it(simulator, fresh):
@@ -93,16 +96,31 @@ def test_a_kentik_failure_is_answered_with_the_last_good_image(simulator, fresh)
     api_query = unique_query("stale-if-error")
     good = service.get_image(service.post(api_query, ttl=600))
     assert good.status_code == 200
-    simulator.add_rule(match="stale-if-error", status=502, message="Bad gateway")
+    simulator.set_outage(600, status=503)
     again = service.post(api_query, ttl=601)
     response = service.get_image(again)
     assert response.status_code == 200, response.text
     assert response.content == good.content
     assert response.headers["ETag"] == good.headers["ETag"]
-    assert response.headers["X-Image-Stale"] == "error=502"
+    assert response.headers["X-Image-Stale"] == "error=503"
     assert int(response.headers["Age"]) >= 0
     assert metric(service, "imagecache_stale_answers_total") == 1
     assert info(service)["stale_count"] == 1
+    # The deployment is paused now: a new fetch of the query waits in line,
+    # and its client gets the last good image at once.
+    paused = service.get_image(service.post(api_query, ttl=602))
+    assert (paused.status_code, paused.content) == (200, good.content)
+    assert paused.headers["X-Image-Stale"] in ("paused", "pending")
+    # Kentik is back: the next probe succeeds, and the fetch in line brings a new image.
+    simulator.clear_outage()
+    ttl = iter(range(603, 10_000))
+    wait_for(
+        lambda: (
+            "X-Image-Stale" not in service.get_image(service.post(api_query, ttl=next(ttl))).headers
+        ),
+        timeout=60,
+        interval=0.2,
+    )
 
 
 def test_a_query_kentik_refused_is_not_asked_again_within_negative_ttl(simulator, fresh):
