@@ -114,6 +114,9 @@ class Lock(models.Model):
     # `probe_until` for its answer.
     probe_owner = models.CharField(max_length=255, blank=True)
     probe_until = models.DateTimeField(null=True, blank=True)
+    # When the last pause ended (a call succeeded): the fetches in line since
+    # before then wait behind each other, and their clients get an older image.
+    resumed_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.name

@@ -54,14 +54,24 @@ def entry_get(*, entry_id: str) -> Entry:
 KENTIK_WINDOW = timedelta(seconds=60)
 
 
-def kentik_paused() -> bool:
-    """Whether the deployment's Kentik calls are paused: until the pause's
-    end, then while the one call that went first has not answered."""
+def kentik_holds(*, fetch: Fetch) -> bool:
+    """Whether the deployment's Kentik pause holds this fetch back: until the
+    pause's end, while the one call that went first has not answered, and,
+    once Kentik answers again, for a fetch still in line since before then
+    (behind the others that waited)."""
     now = timezone.now()
+    gate = Lock.objects.filter(name=KENTIK_LOCK).only("paused_until", "probe_until", "resumed_at")
+    row = gate.first()
+    if row is None:
+        return False
+    if row.paused_until is not None and (
+        row.paused_until > now or (row.probe_until is not None and row.probe_until > now)
+    ):
+        return True
     return (
-        Lock.objects.filter(name=KENTIK_LOCK, paused_until__isnull=False)
-        .filter(Q(paused_until__gt=now) | Q(probe_until__gt=now))
-        .exists()
+        fetch.state == FetchState.PENDING
+        and row.resumed_at is not None
+        and fetch.created_at <= row.resumed_at
     )
 
 

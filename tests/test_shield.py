@@ -4,12 +4,14 @@ one call that goes first after it, the order of the line, stale-if-error,
 refresh-ahead and negative caching. The clock is frozen for each whole test.
 """
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import time_machine
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 from prometheus_client import REGISTRY
@@ -20,6 +22,7 @@ from imagecache.services import fetching, housekeeping, shield
 from imagecache.services.entries import entry_create
 from tests.harness.data import PNG, QUERY
 from tests.harness.prometheus import parse, value
+from tests.harness.service import wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -67,10 +70,13 @@ def claim(fetch: Fetch) -> fetching.Claim:
 
 def ready(api_query: dict[str, Any], *, at: datetime, data: bytes = PNG) -> Entry:
     """An entry whose fetch Kentik answered at `at`."""
-    with time_machine.travel(at, tick=False):
+    with (
+        time_machine.travel(at, tick=False),
+        mock_chart(kentik.Chart(media_type="image/png", data=data)),
+    ):
+        # (A test whose commits are real runs the fetch at once, on commit.)
         entry = entry_create(api_query=api_query, ttl=3600)
-        with mock_chart(kentik.Chart(media_type="image/png", data=data)):
-            fetching.fetch_run(fetch_id=entry.fetch_id)
+        fetching.fetch_run(fetch_id=entry.fetch_id)
     entry.refresh_from_db()
     assert entry.fetch.state == FetchState.READY
     return entry
@@ -315,6 +321,7 @@ def test_a_transient_failure_is_answered_with_the_last_good_image(clock, status)
     response = Client().get(f"/image/{entry.pk}")
     assert response.status_code == 200
     assert response.getvalue() == PNG + b"old"
+    response.close()
     assert response["ETag"] == f'"{old.fetch.content_hash}"'
     assert response["Age"] == "120"
     assert response["X-Image-Stale"] == f"error={status}"
@@ -480,12 +487,54 @@ def test_prune_keeps_the_last_image_of_a_query_within_stale_if_error(settings, c
     assert not Fetch.objects.exists()
 
 
-def test_the_deployment_counts_as_paused_until_the_pause_ends_and_while_its_probe_runs(clock):
+def test_the_pause_holds_a_fetch_until_it_ends_while_its_probe_runs_and_after_it(clock):
     fetch = pending(1)
     shield.pause(reason="429", retry_after=5)
-    assert selectors.kentik_paused()
+    assert selectors.kentik_holds(fetch=fetch)
     clock.shift(5)
     # Over, and no call gone first yet: a client may wait for its own image.
-    assert not selectors.kentik_paused()
-    assert claim(fetch).probe
-    assert selectors.kentik_paused()
+    assert not selectors.kentik_holds(fetch=fetch)
+    probe = claim(fetch)
+    assert probe.probe
+    assert selectors.kentik_holds(fetch=pending(2))
+    shield.resume()
+    # Kentik answers again: a fetch in line since before then waits behind
+    # the others that did; one asked for since does not.
+    clock.shift(1)
+    assert selectors.kentik_holds(fetch=Fetch.objects.get(query_json__contains='"n": 2'))
+    assert not selectors.kentik_holds(fetch=pending(3))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pause_that_begins_while_a_client_waits_answers_it_stale(settings, clock):
+    settings.ENTRY_WAIT_TIMEOUT = 60  # far longer than the test takes
+    settings.KENTIK_MAX_CONCURRENCY = 1
+    ready(QUERY, at=NOW)
+    clock.shift(120)
+    # Kentik's one slot is taken (by a live worker elsewhere): the new fetch
+    # stays in line, and its client waits. (A test whose commits are real runs
+    # a new fetch at once, on commit.)
+    with mock_chart(kentik.Chart(media_type="image/png", data=PNG)):
+        pending(
+            0,
+            state=FetchState.FETCHING,
+            lease_owner="elsewhere:1",
+            lease_until=NOW + timedelta(hours=1),
+        )
+        entry = entry_create(api_query=QUERY)
+    assert Fetch.objects.get(pk=entry.fetch_id).state == FetchState.PENDING
+
+    def pause_once_it_waits() -> None:
+        try:
+            wait_for(
+                lambda: (REGISTRY.get_sample_value("imagecache_waiters") or 0) >= 1, timeout=30
+            )
+            shield.pause(reason="429", retry_after=30)
+        finally:
+            connection.close()
+
+    pauser = threading.Thread(target=pause_once_it_waits)
+    pauser.start()
+    response = Client().get(f"/image/{entry.pk}")
+    pauser.join()
+    assert (response.status_code, response["X-Image-Stale"]) == (200, "paused")

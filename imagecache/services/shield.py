@@ -135,7 +135,12 @@ def resume() -> None:
         Lock.objects.filter(name=KENTIK_LOCK)
         .exclude(paused_until=None, pause_backoff=0, probe_owner="")
         .update(
-            paused_until=None, pause_reason="", pause_backoff=0, probe_owner="", probe_until=None
+            paused_until=None,
+            pause_reason="",
+            pause_backoff=0,
+            probe_owner="",
+            probe_until=None,
+            resumed_at=timezone.now(),
         )
     )
     if resumed:

@@ -4,6 +4,7 @@ wired to the database, built on first use."""
 import functools
 import logging
 import math
+import time
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -19,6 +20,8 @@ from imagecache.waiting.waiter import FetchWaiter
 # The Retry-After of a 202 to a client that asked not to wait: it polls, and
 # most charts take Kentik a few seconds.
 POLL_RETRY_AFTER = 1
+# How often a wait with an older image to fall back on looks at the pause.
+STALE_LOOK = 1.0
 
 logger = logging.getLogger("imagecache.services")
 
@@ -67,10 +70,20 @@ def entry_get_ready(*, entry_id: str, wait: float | None = None) -> Answer:
             Fetch.objects.filter(pk=entry.fetch_id, state__in=IN_FLIGHT).update(
                 priority=FetchPriority.WAITED
             )
-        # A long wait must not hold a database connection.
-        connection.close()
-        waiter().wait(entry.fetch_id, timeout)
-        entry = selectors.entry_get(entry_id=entry_id)
+        # With an older image to fall back on, look every STALE_LOOK seconds
+        # whether a pause began meanwhile (the client gets that image then).
+        fallback = selectors.fetch_stale(fetch=entry.fetch)
+        deadline = time.monotonic() + timeout
+        while True:
+            # A long wait must not hold a database connection.
+            connection.close()
+            left = deadline - time.monotonic()
+            waiter().wait(entry.fetch_id, min(left, STALE_LOOK) if fallback else left)
+            entry = selectors.entry_get(entry_id=entry_id)
+            if entry.fetch.state not in IN_FLIGHT or deadline <= time.monotonic():
+                break
+            if fallback is not None and selectors.kentik_holds(fetch=entry.fetch):
+                return stale_answer(entry, fallback, reason="paused")
     fetch = entry.fetch
     if fetch.state == FetchState.READY:
         return Answer(entry, fetch)
@@ -94,7 +107,7 @@ def _stale_at_once(fetch: Fetch) -> Fetch | None:
     stale = selectors.fetch_stale(fetch=fetch)
     if stale is None:
         return None
-    if selectors.kentik_paused() or selectors.fetch_last_failed_transient(fetch=fetch):
+    if selectors.kentik_holds(fetch=fetch) or selectors.fetch_last_failed_transient(fetch=fetch):
         return stale
     return None
 
