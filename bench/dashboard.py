@@ -218,7 +218,9 @@ def metric(service: Service, name: str) -> float | None:
     return sum(values) if values else None
 
 
-def run_configuration(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def run_configuration(
+    name: str, args: argparse.Namespace, work: Path, root: Path = ROOT
+) -> dict[str, Any]:
     charts = [chart_query(f"dashboard chart {n + 1}", "png") for n in range(args.charts)]
     simulator = Simulator(args.render, args.kentik_limit)
     service: Service | None = None
@@ -227,6 +229,7 @@ def run_configuration(name: str, args: argparse.Namespace, work: Path) -> dict[s
         if args.reuse_max_age is not None:
             env["REUSE_MAX_AGE"] = str(args.reuse_max_age)
         service = Service(work, simulator.url, **env)
+        service.root = root
         service.start()
         record = Record()
         duration = args.minutes * 60
@@ -383,6 +386,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=60, help="a viewer's request timeout")
     parser.add_argument("--config", choices=("both", "on", "off"), default="both")
     parser.add_argument("--seed", type=int, default=13, help="of the viewers' start times")
+    parser.add_argument(
+        "--off-rev",
+        help="run 'off' from a checkout of this commit (e.g. the last before the shield, "
+        "32d2ce5): today's behaviour as it shipped, not this tree with its settings at 0",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument(
         "--keep", type=Path, help="keep each run's service directory (its log) under this one"
@@ -402,13 +410,31 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
     for name in ["on", "off"] if args.config == "both" else [args.config]:
         settings = " ".join(f"{k}={v}" for k, v in CONFIGURATIONS[name].items())
+        if name == "off" and args.off_rev:
+            settings = f"the tree of {args.off_rev}"
         print(f"features {name}: {settings}", file=sys.stderr, flush=True)
-        if args.keep is not None:
-            results[name] = run_configuration(name, args, args.keep / name)
-            print(f"  [{name}] its log: {args.keep / name / 'service.log'}", file=sys.stderr)
-            continue
         with tempfile.TemporaryDirectory() as tmp:
-            results[name] = run_configuration(name, args, Path(tmp))
+            root = ROOT
+            if name == "off" and args.off_rev:
+                root = Path(tmp) / "tree"
+                subprocess.run(
+                    ["git", "worktree", "add", "--detach", str(root), args.off_rev],
+                    cwd=ROOT,
+                    check=True,
+                    capture_output=True,
+                )
+            work = args.keep / name if args.keep is not None else Path(tmp) / "service"
+            try:
+                results[name] = run_configuration(name, args, work, root)
+            finally:
+                if root != ROOT:
+                    subprocess.run(
+                        ["git", "worktree", "remove", "--force", str(root)],
+                        cwd=ROOT,
+                        check=False,
+                    )
+            if args.keep is not None:
+                print(f"  [{name}] its log: {work / 'service.log'}", file=sys.stderr)
     print()
     print(markdown(results))
     if "on" in results:

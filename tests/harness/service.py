@@ -43,10 +43,12 @@ def free_port() -> int:
 class Service:
     """One node of the service. On the production profile (DATABASE_URL is
     PostgreSQL, REDIS_URL set) it gets a database and a queue of its own;
-    otherwise SQLite and the ORM broker in its work directory. `env` wins."""
+    otherwise SQLite and the ORM broker in its work directory. `env` wins.
+    `root`: the tree it runs from (a checkout of an earlier commit, say)."""
 
-    def __init__(self, workdir: Path, kentik_url: str, **env: Any) -> None:
+    def __init__(self, workdir: Path, kentik_url: str, *, root: Path = ROOT, **env: Any) -> None:
         self.workdir = workdir
+        self.root = root
         self.port = free_port()
         self.own_database: str | None = None
         backend: dict[str, str] = {"DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}"}
@@ -84,7 +86,7 @@ class Service:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", "serve"],
-            cwd=ROOT,
+            cwd=self.root,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
