@@ -43,12 +43,12 @@ def free_port() -> int:
 class Service:
     """One node of the service. On the production profile (DATABASE_URL is
     PostgreSQL, REDIS_URL set) it gets a database and a queue of its own;
-    otherwise SQLite and the ORM broker in its work directory. `env` wins.
-    `root`: the tree it runs from (a checkout of an earlier commit, say)."""
+    otherwise SQLite and the ORM broker in its work directory. `env` wins."""
 
-    def __init__(self, workdir: Path, kentik_url: str, *, root: Path = ROOT, **env: Any) -> None:
+    def __init__(self, workdir: Path, kentik_url: str, **env: Any) -> None:
         self.workdir = workdir
-        self.root = root
+        # The tree it runs from: another (a checkout of an earlier commit) may be set.
+        self.root = ROOT
         self.port = free_port()
         self.own_database: str | None = None
         backend: dict[str, str] = {"DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}"}
