@@ -7,13 +7,14 @@ processes (which reap the fetches they wait on).
 """
 
 import logging
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.files.storage import default_storage
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 
@@ -124,20 +125,27 @@ def fetch_recover() -> list[int]:
     return reaped + others
 
 
+# Rows removed per transaction by a prune: each batch holds SQLite's write
+# lock (or PostgreSQL's row locks) for tens of milliseconds, not for the whole
+# prune, so that a POST arriving meanwhile is not held up (bench/scale.py).
+PRUNE_BATCH = 1000
+
+
 def cache_prune(*, dry_run: bool = False) -> RemovalResult:
     """Remove expired entries, the fetches no live entry uses, their files,
-    and files no row needs (temp files and images left by a crash)."""
+    and files no row needs (temp files and images left by a crash).
+
+    In batches of PRUNE_BATCH rows, each its own transaction: the expired
+    entries first, then the fetches left without any entry."""
     now = timezone.now()
-    with transaction.atomic():
+    if dry_run:
         expired = Entry.objects.filter(expires_at__lte=now)
-        # The condition is applied again by the delete itself, so a fetch that
-        # a new entry took up meanwhile is kept.
         orphans = Fetch.objects.exclude(entries__expires_at__gt=now)
         entry_count = expired.count()
         doomed = list(orphans.values_list("pk", "file_name", "size"))
-        if not dry_run:
-            expired.delete()
-            orphans.filter(pk__in=[pk for pk, _, _ in doomed]).delete()
+    else:
+        entry_count = _expired_entries_delete(now=now)
+        doomed = _orphan_fetches_delete()
     files = fetch_files(doomed)
     if not dry_run:
         files_delete(files)
@@ -148,6 +156,65 @@ def cache_prune(*, dry_run: bool = False) -> RemovalResult:
         _stray_links_remove()
     files += strays
     return RemovalResult.of(entries=entry_count, fetches=len(doomed), files=files)
+
+
+def _yield_write_lock(held: float) -> None:
+    """On SQLite, leave the write lock free between two batches for as long as
+    the last one held it: a writer waiting on it polls with sleeps of up to
+    100 ms and would otherwise find it taken again every time."""
+    if connection.vendor == "sqlite":
+        time.sleep(held)
+
+
+def _expired_entries_delete(*, now: datetime) -> int:
+    count = 0
+    while True:
+        started = time.perf_counter()
+        with transaction.atomic():
+            batch = list(
+                Entry.objects.filter(expires_at__lte=now).values_list("pk", flat=True)[:PRUNE_BATCH]
+            )
+            if batch:
+                # Nothing refers to an entry: one DELETE, no cascade.
+                count += Entry.objects.filter(pk__in=batch, expires_at__lte=now).delete()[0]
+        if len(batch) < PRUNE_BATCH:
+            return count
+        _yield_write_lock(time.perf_counter() - started)
+
+
+def _orphan_fetches_delete() -> list[tuple[int, str, int | None]]:
+    """Delete the fetches that no entry uses (once the expired entries are
+    gone: those that no live entry uses), in batches along their key; their
+    (pk, file, size)."""
+    doomed: list[tuple[int, str, int | None]] = []
+    after = 0
+    while True:
+        started = time.perf_counter()
+        candidates = list(
+            Fetch.objects.filter(pk__gt=after, entries__isnull=True)
+            .order_by("pk")
+            .values_list("pk", flat=True)[:PRUNE_BATCH]
+        )
+        if not candidates:
+            return doomed
+        after = candidates[-1]
+        with transaction.atomic():
+            # Locked first (PostgreSQL; SQLite's write lock covers it), then
+            # looked at again: a fetch that a new entry took up meanwhile is
+            # kept, and none can take up a locked one until the delete commits.
+            locked = list(
+                Fetch.objects.select_for_update()
+                .filter(pk__in=candidates)
+                .values_list("pk", flat=True)
+            )
+            batch = list(
+                Fetch.objects.filter(pk__in=locked, entries__isnull=True).values_list(
+                    "pk", "file_name", "size"
+                )
+            )
+            Fetch.objects.filter(pk__in=[pk for pk, _, _ in batch]).delete()
+        doomed += batch
+        _yield_write_lock(time.perf_counter() - started)
 
 
 def _stray_files(*, now: datetime) -> Files:
