@@ -58,9 +58,13 @@ IMAGE_QUERY = chart_query("bench-60kb", "png", width=1800, height=900)
 # Never posted before the POST rounds, so their one Kentik call is counted.
 POST_QUERY = chart_query("bench-posts", "png", width=1800, height=900)
 
+# Each service gets a database and a queue name of its own on these servers;
+# BENCH_DATABASE_URL and BENCH_REDIS_URL name others.
 PRODUCTION_ENV = {
-    "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/imagecache",
-    "REDIS_URL": "redis://127.0.0.1:6379/0",
+    "DATABASE_URL": os.environ.get(
+        "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/imagecache"
+    ),
+    "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
 }
 PROFILES = {"embedded": "SQLite, ORM broker", "production": "PostgreSQL, Redis"}
 ADDED_LATENCY_TARGET_MS = {"embedded": 15, "production": 10}

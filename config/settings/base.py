@@ -170,6 +170,21 @@ if IS_POSTGRES:
     # A server that does not answer fails a new connection in 10 s, not
     # after the kernel's TCP timeouts (minutes).
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 10)
+# `off`, as SQLite's synchronous=NORMAL above: a commit does not wait for the
+# server's WAL flush (an fdatasync, 4 ms on the benchmark's machine, and a new
+# fetch makes four or five commits before its waiters are answered;
+# bench/NOTES.md). A crash of the PostgreSQL server (not of this service) can
+# then lose the last fraction of a second of commits, never consistency: a
+# cache entry or fetch state a client may have seen, which the reaper and the
+# stray-file sweep put right. `on` for PostgreSQL's own default.
+DB_SYNCHRONOUS_COMMIT = env_str("DB_SYNCHRONOUS_COMMIT", "off")
+if DB_SYNCHRONOUS_COMMIT not in ("on", "off", "local", "remote_write", "remote_apply"):
+    raise ImproperlyConfigured(
+        "DB_SYNCHRONOUS_COMMIT must be on, off, local, remote_write or remote_apply, "
+        f"not {DB_SYNCHRONOUS_COMMIT!r}"
+    )
+if IS_POSTGRES:
+    DATABASES["default"]["OPTIONS"]["options"] = f"-c synchronous_commit={DB_SYNCHRONOUS_COMMIT}"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Kentik ------------------------------------------------------------------

@@ -86,10 +86,12 @@ def fetch_reap(*, fetch_ids: list[int] | None = None) -> list[int]:
     """
     now = timezone.now()
     stale_enqueue = now - timedelta(seconds=settings.Q_CLUSTER["retry"])
-    candidates = Fetch.objects.filter(
-        Q(state=FetchState.PENDING, enqueued_at__isnull=True)
-        | Q(state=FetchState.PENDING, enqueued_at__lt=stale_enqueue)
-        | Q(state=FetchState.FETCHING)
+    # The states first, on their own: the scan is of `fetch_state_lease`, not
+    # of the whole table (bench/NOTES.md).
+    candidates = Fetch.objects.filter(state__in=[FetchState.PENDING, FetchState.FETCHING]).filter(
+        Q(state=FetchState.FETCHING)
+        | Q(enqueued_at__isnull=True)
+        | Q(enqueued_at__lt=stale_enqueue)
     )
     if fetch_ids is not None:
         candidates = candidates.filter(pk__in=fetch_ids)
@@ -127,7 +129,8 @@ def fetch_recover() -> list[int]:
 
 # Rows removed per transaction by a prune: each batch holds SQLite's write
 # lock (or PostgreSQL's row locks) for tens of milliseconds, not for the whole
-# prune, so that a POST arriving meanwhile is not held up (bench/scale.py).
+# prune, so that a POST arriving meanwhile is held up by one batch at most
+# (bench/scale.py).
 PRUNE_BATCH = 1000
 
 
@@ -158,12 +161,17 @@ def cache_prune(*, dry_run: bool = False) -> RemovalResult:
     return RemovalResult.of(entries=entry_count, fetches=len(doomed), files=files)
 
 
+# The longest sleep of SQLite's busy handler between two tries of a writer
+# waiting for the lock (sqlite3.c, sqliteDefaultBusyCallback).
+SQLITE_BUSY_SLEEP_MAX = 0.1
+
+
 def _yield_write_lock(held: float) -> None:
-    """On SQLite, leave the write lock free between two batches for as long as
-    the last one held it: a writer waiting on it polls with sleeps of up to
-    100 ms and would otherwise find it taken again every time."""
+    """On SQLite, leave the write lock free between two batches for at least
+    as long as a waiting writer sleeps between its tries, and as long as the
+    last batch held it: otherwise a POST could find it taken at every try."""
     if connection.vendor == "sqlite":
-        time.sleep(held)
+        time.sleep(max(held, SQLITE_BUSY_SLEEP_MAX))
 
 
 def _expired_entries_delete(*, now: datetime) -> int:
@@ -175,7 +183,8 @@ def _expired_entries_delete(*, now: datetime) -> int:
                 Entry.objects.filter(expires_at__lte=now).values_list("pk", flat=True)[:PRUNE_BATCH]
             )
             if batch:
-                # Nothing refers to an entry: one DELETE, no cascade.
+                # Through Django's delete: its post_delete signal removes the
+                # entries' fast-path links (imagecache/files/links.py).
                 count += Entry.objects.filter(pk__in=batch, expires_at__lte=now).delete()[0]
         if len(batch) < PRUNE_BATCH:
             return count
