@@ -245,9 +245,7 @@ def test_prune_keeps_a_shared_fetch_while_one_entry_lives(fetch_chart):
     assert Fetch.objects.get(pk=short.fetch_id).state == FetchState.READY
 
 
-def test_prune_in_batches_removes_every_expired_entry_and_unused_fetch(
-    fetch_chart, monkeypatch
-):
+def test_prune_in_batches_removes_every_expired_entry_and_unused_fetch(fetch_chart, monkeypatch):
     monkeypatch.setattr(housekeeping, "PRUNE_BATCH", 2)
     monkeypatch.setattr(housekeeping, "SQLITE_BUSY_SLEEP_MAX", 0)
     with time_machine.travel(NOW, tick=False):
