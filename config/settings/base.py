@@ -225,7 +225,9 @@ READYZ_TIMEOUT = env_number("READYZ_TIMEOUT", 5.0, minimum=0.1)
 # metrics on this port, 0: not at all (the web's /metrics cannot read them
 # from another container).
 WORKER_METRICS_PORT = env_number("WORKER_METRICS_PORT", 0, integer=True)
-# How often the per-process waiter looks at the pending fetches it watches.
+# How often the per-process waiter looks at the pending fetches it watches
+# without a notification; with one (PostgreSQL NOTIFY, or the wake-up sockets
+# on SQLite) it looks at once and polls only every max(this, 1 s).
 WAITER_POLL_INTERVAL = env_number("WAITER_POLL_INTERVAL", 0.02, minimum=0.001)
 
 # A worker holds a fetch for this long and renews it every third of it; a
