@@ -32,7 +32,9 @@ workers = int(os.environ.get("WEB_CONCURRENCY", str(2 * (os.cpu_count() or 1))))
 # MiB private per worker (bench/NOTES.md). Nothing opens a connection or
 # starts a thread at import: each worker makes its own (database pool,
 # waiter, broker) on first use. A code change needs a restart, not a HUP.
-preload_app = True
+# WEB_PRELOAD=0 loads it in each worker instead (for an A/B: the cached GET
+# is the same either way, bench/NOTES.md).
+preload_app = os.environ.get("WEB_PRELOAD", "1") == "1"
 # Each request waiting on a pending image holds one thread.
 threads = int(os.environ.get("WEB_THREADS", "64"))
 worker_connections = int(os.environ.get("WEB_CONNECTIONS", "1000"))
