@@ -67,6 +67,9 @@ class Fetch(models.Model):
             models.Index(fields=["state", "lease_until"], name="fetch_state_lease"),
             # services.housekeeping.cache_evict: the least recently read ready images.
             models.Index(fields=["state", "last_read_at"], name="fetch_state_read"),
+            # selectors.cache_info: the bytes stored, summed from the index alone
+            # (a table scan took 12 ms of /info's 51 with 100,000 fetches).
+            models.Index(fields=["state", "size"], name="fetch_state_size"),
         ]
 
     def __str__(self) -> str:

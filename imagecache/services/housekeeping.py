@@ -130,8 +130,9 @@ def fetch_recover() -> list[int]:
 # Rows removed per transaction by a prune: each batch holds SQLite's write
 # lock (or PostgreSQL's row locks) for tens of milliseconds, not for the whole
 # prune, so that a POST arriving meanwhile is held up by one batch at most
-# (bench/scale.py).
-PRUNE_BATCH = 1000
+# (bench/scale.py: 1,000 entries, with their post_delete signals, held
+# SQLite's lock for 70-85 ms, and a POST waited up to 224 ms).
+PRUNE_BATCH = 500
 
 
 def cache_prune(*, dry_run: bool = False) -> RemovalResult:
@@ -147,8 +148,8 @@ def cache_prune(*, dry_run: bool = False) -> RemovalResult:
         entry_count = expired.count()
         doomed = list(orphans.values_list("pk", "file_name", "size"))
     else:
-        entry_count = _expired_entries_delete(now=now)
-        doomed = _orphan_fetches_delete()
+        entry_count, fetch_ids = _expired_entries_delete(now=now)
+        doomed = _orphan_fetches_delete(candidates=fetch_ids)
     files = fetch_files(doomed)
     if not dry_run:
         files_delete(files)
@@ -174,56 +175,75 @@ def _yield_write_lock(held: float) -> None:
         time.sleep(max(held, SQLITE_BUSY_SLEEP_MAX))
 
 
-def _expired_entries_delete(*, now: datetime) -> int:
+def _expired_entries_delete(*, now: datetime) -> tuple[int, set[int]]:
+    """Delete the entries expired at `now`; how many, and their fetches."""
     count = 0
+    fetch_ids: set[int] = set()
     while True:
         started = time.perf_counter()
         with transaction.atomic():
+            # In expiry order: along `entry_expires`, which stops at the batch.
+            # Without an order PostgreSQL may scan the table for the first
+            # rows it finds, and every batch scans past those deleted before.
             batch = list(
-                Entry.objects.filter(expires_at__lte=now).values_list("pk", flat=True)[:PRUNE_BATCH]
+                Entry.objects.filter(expires_at__lte=now)
+                .order_by("expires_at")
+                .values_list("pk", "fetch_id")[:PRUNE_BATCH]
             )
             if batch:
                 # Through Django's delete: its post_delete signal removes the
                 # entries' fast-path links (imagecache/files/links.py).
-                count += Entry.objects.filter(pk__in=batch, expires_at__lte=now).delete()[0]
+                count += Entry.objects.filter(
+                    pk__in=[pk for pk, _ in batch], expires_at__lte=now
+                ).delete()[0]
+                fetch_ids.update(fetch_id for _, fetch_id in batch)
         if len(batch) < PRUNE_BATCH:
-            return count
+            return count, fetch_ids
         _yield_write_lock(time.perf_counter() - started)
 
 
-def _orphan_fetches_delete() -> list[tuple[int, str, int | None]]:
+def _orphan_fetches_delete(*, candidates: set[int]) -> list[tuple[int, str, int | None]]:
     """Delete the fetches that no entry uses (once the expired entries are
-    gone: those that no live entry uses), in batches along their key; their
-    (pk, file, size)."""
+    gone: those that no live entry uses), in batches; their (pk, file, size).
+
+    First those of the entries just deleted, by key; then one look for any
+    other (the pruned ones of a prune that stopped half-way)."""
     doomed: list[tuple[int, str, int | None]] = []
-    after = 0
+    ordered = sorted(candidates)
+    for start in range(0, len(ordered), PRUNE_BATCH):
+        doomed += _fetches_delete_unused_batch(ordered[start : start + PRUNE_BATCH])
     while True:
-        started = time.perf_counter()
-        candidates = list(
-            Fetch.objects.filter(pk__gt=after, entries__isnull=True)
-            .order_by("pk")
-            .values_list("pk", flat=True)[:PRUNE_BATCH]
+        others = list(
+            Fetch.objects.filter(entries__isnull=True).values_list("pk", flat=True)[:PRUNE_BATCH]
         )
-        if not candidates:
+        if not others:
             return doomed
-        after = candidates[-1]
-        with transaction.atomic():
-            # Locked first (PostgreSQL; SQLite's write lock covers it), then
-            # looked at again: a fetch that a new entry took up meanwhile is
-            # kept, and none can take up a locked one until the delete commits.
-            locked = list(
-                Fetch.objects.select_for_update()
-                .filter(pk__in=candidates)
-                .values_list("pk", flat=True)
-            )
-            batch = list(
-                Fetch.objects.filter(pk__in=locked, entries__isnull=True).values_list(
-                    "pk", "file_name", "size"
-                )
-            )
-            Fetch.objects.filter(pk__in=[pk for pk, _, _ in batch]).delete()
+        batch = _fetches_delete_unused_batch(others)
         doomed += batch
-        _yield_write_lock(time.perf_counter() - started)
+        # Fewer than asked: that was all. None deleted: each was taken up
+        # meanwhile, and the next look would find them again.
+        if len(others) < PRUNE_BATCH or not batch:
+            return doomed
+
+
+def _fetches_delete_unused_batch(fetch_ids: list[int]) -> list[tuple[int, str, int | None]]:
+    started = time.perf_counter()
+    with transaction.atomic():
+        # Locked first (PostgreSQL; SQLite's write lock covers it), then
+        # looked at again: a fetch that a new entry took up meanwhile is
+        # kept, and none can take up a locked one until the delete commits.
+        locked = list(
+            Fetch.objects.select_for_update().filter(pk__in=fetch_ids).values_list("pk", flat=True)
+        )
+        batch = list(
+            Fetch.objects.filter(pk__in=locked, entries__isnull=True).values_list(
+                "pk", "file_name", "size"
+            )
+        )
+        if batch:
+            Fetch.objects.filter(pk__in=[pk for pk, _, _ in batch]).delete()
+    _yield_write_lock(time.perf_counter() - started)
+    return batch
 
 
 def _stray_files(*, now: datetime) -> Files:
