@@ -199,10 +199,13 @@ def run_profile(profile: str, entries: int, queries: int, work: Path) -> dict[st
 
             django.setup()
             from django.db import connection
+            from django_q.models import Schedule
 
             from imagecache import selectors
             from imagecache.services import housekeeping
 
+            # Nor its first run, due at once.
+            Schedule.objects.update(next_run="2099-01-01T00:00:00Z")
             image_query = unique_query(f"scale-image-{time.time()}")
             image_id = service.post(image_query, ttl=3600)
             image = service.get_image(image_id)
