@@ -86,8 +86,7 @@ def fetch_reap(*, fetch_ids: list[int] | None = None) -> list[int]:
     """
     now = timezone.now()
     stale_enqueue = now - timedelta(seconds=settings.Q_CLUSTER["retry"])
-    # The states first, on their own: the scan is of `fetch_state_lease`, not
-    # of the whole table (bench/NOTES.md).
+    # The states first, on their own, for an index on the state.
     candidates = Fetch.objects.filter(state__in=[FetchState.PENDING, FetchState.FETCHING]).filter(
         Q(state=FetchState.FETCHING)
         | Q(enqueued_at__isnull=True)
