@@ -8,7 +8,9 @@ waits on its socket for at most `poll` instead of sleeping: a task put on the
 queue from this host is taken at once; one from elsewhere, at the next poll.
 """
 
+import logging
 import os
+import time
 
 from django.conf import settings
 from django.db import transaction
@@ -20,9 +22,13 @@ from imagecache import wake
 
 CHANNEL = "queue"
 
+logger = logging.getLogger(__name__)
+
 
 class WakingORM(ORM):
     _listener: wake.Listener | None = None
+    # The process whose socket could not be made: it polls, as ORM does.
+    _failed = 0
 
     def enqueue(self, task: str) -> int:
         pk = super().enqueue(task)
@@ -52,7 +58,14 @@ class WakingORM(ORM):
 
     def _wait(self, timeout: float) -> None:
         listener = self._listener
-        if listener is None or listener.pid != os.getpid():
+        if (listener is None or listener.pid != os.getpid()) and self._failed != os.getpid():
             # Made in the pusher's own process, on its first empty poll.
-            listener = self._listener = wake.Listener(settings.WAKE_DIR, CHANNEL)
-        listener.wait(timeout)
+            try:
+                listener = self._listener = wake.Listener(settings.WAKE_DIR, CHANNEL)
+            except OSError:
+                logger.exception("No wake-up socket in %s: the pusher polls", settings.WAKE_DIR)
+                self._failed = os.getpid()
+        if listener is None or self._failed == os.getpid():
+            time.sleep(timeout)
+        else:
+            listener.wait(timeout)

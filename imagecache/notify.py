@@ -41,14 +41,20 @@ def fetch_done(fetch_id: int) -> None:
         transaction.on_commit(lambda: wake.send(settings.WAKE_DIR, WAKE_CHANNEL, payload))
 
 
-def listen(on_done: Callable[[int], None]) -> threading.Thread:
-    """Start a daemon thread that calls `on_done(fetch_id)` for each notification."""
+def listen(on_done: Callable[[int], None]) -> threading.Thread | None:
+    """Start a daemon thread that calls `on_done(fetch_id)` for each
+    notification; None if this process cannot listen (the poll remains)."""
     if connection.vendor == "postgresql":
         target: Callable[..., None] = _listen
         args: tuple[object, ...] = (on_done,)
     else:
         # Bound here, before the caller's first look: nothing sent after it is missed.
-        target, args = _listen_local, (wake.Listener(settings.WAKE_DIR, WAKE_CHANNEL), on_done)
+        try:
+            listener = wake.Listener(settings.WAKE_DIR, WAKE_CHANNEL)
+        except OSError:
+            logger.exception("No wake-up socket in %s: the waiter polls", settings.WAKE_DIR)
+            return None
+        target, args = _listen_local, (listener, on_done)
     thread = threading.Thread(target=target, args=args, name="fetch-listener", daemon=True)
     thread.start()
     return thread
