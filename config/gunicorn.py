@@ -5,6 +5,7 @@ the worker, so the worker keeps answering its heartbeat during long waits
 (a sync worker would be killed after `timeout`).
 """
 
+import gc
 import json
 import os
 import socket
@@ -20,10 +21,20 @@ bind = f"{os.environ.get('BIND', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 # client costs a socket, not a thread (config/web_worker.py).
 worker_class = "config.web_worker.HeadersFirstWorker"
 HeadersFirstWorker.header_timeout = float(os.environ.get("WEB_HEADER_TIMEOUT", "10"))
-# 4 on 2 cores: the GIL shares a process's CPU among its threads, and cached
-# images are answered 15-20% faster by 4 processes than by 2 (bench/NOTES.md).
+# Two per core (4 on this project's 2-core machine): the GIL shares a
+# process's CPU among its threads, and cached images are answered 15-20%
+# faster by 4 processes than by 2 on 2 cores (bench/NOTES.md). With
+# `preload_app` an extra process costs about 10 MiB of its own, not 50.
 # Each holds up to DB_POOL_SIZE connections on PostgreSQL.
-workers = int(os.environ.get("WEB_CONCURRENCY", "4"))
+workers = int(os.environ.get("WEB_CONCURRENCY", str(2 * (os.cpu_count() or 1))))
+# Django, DRF and the app are imported once, by the master, and the workers
+# share those pages (copy-on-write) instead of importing them each: 52 -> 10
+# MiB private per worker (bench/NOTES.md). Nothing opens a connection or
+# starts a thread at import: each worker makes its own (database pool,
+# waiter, broker) on first use. A code change needs a restart, not a HUP.
+# WEB_PRELOAD=0 loads it in each worker instead (for an A/B: the cached GET
+# is the same either way, bench/NOTES.md).
+preload_app = os.environ.get("WEB_PRELOAD", "1") == "1"
 # Each request waiting on a pending image holds one thread.
 threads = int(os.environ.get("WEB_THREADS", "64"))
 worker_connections = int(os.environ.get("WEB_CONNECTIONS", "1000"))
@@ -67,7 +78,7 @@ util.write_error = write_json_error
 
 # Prometheus' multiprocess mode (imagecache/ops/metrics.py): every worker writes
 # its metrics to files in PROMETHEUS_MULTIPROC_DIR, and /metrics sums them.
-# The master prepares the directory before it forks any worker (set in its
+# The master prepares the directory before it loads the application (set in its
 # environment, the workers inherit it), unless `manage.py serve` did it for
 # gunicorn and the qcluster together. The imports are here, not at the top:
 # prometheus_client must not be imported before the variable is set. `server`
@@ -75,11 +86,19 @@ util.write_error = write_json_error
 _metrics_dir_made: Path | None = None
 
 
-def on_starting(server: Any) -> None:
+def _metrics_dir_prepare() -> None:
+    """Before the application is loaded: with `preload_app` the master imports
+    it before `on_starting` runs. Only in gunicorn's master, which loads this
+    file as `__config__`, not in a process that imports `config.gunicorn` for
+    its values (`manage.py serve`)."""
     global _metrics_dir_made
     from imagecache.ops.metrics_dir import metrics_dir_prepare
 
     _metrics_dir_made = metrics_dir_prepare(os.environ)
+
+
+if __name__ == "__config__":
+    _metrics_dir_prepare()
 
 
 def child_exit(server: Any, worker: Any) -> None:
@@ -95,3 +114,10 @@ def on_exit(server: Any) -> None:
         import shutil
 
         shutil.rmtree(_metrics_dir_made, ignore_errors=True)
+
+
+def pre_fork(server: Any, worker: Any) -> None:
+    # What the master imported is never collected: out of the collector's
+    # reach, its objects' pages stay shared with the workers instead of being
+    # copied into each by the collector's writes.
+    gc.freeze()

@@ -89,6 +89,9 @@ class Fetch(models.Model):
             models.Index(fields=["state", "last_read_at"], name="fetch_state_read"),
             # services.fetching.fetch_claim: the next pending fetch in line.
             models.Index(fields=["state", "priority", "created_at"], name="fetch_state_line"),
+            # selectors.cache_info: the bytes stored, summed from the index alone
+            # (a table scan took 12 ms of /info's 51 with 100,000 fetches).
+            models.Index(fields=["state", "size"], name="fetch_state_size"),
         ]
 
     def __str__(self) -> str:

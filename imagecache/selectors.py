@@ -119,28 +119,72 @@ def fetch_last_failed_transient(*, fetch: Fetch) -> bool:
     return last is not None and last == (FetchState.FAILED, True)
 
 
+# Past this many fetches not ready with live entries, the list of ready
+# entries is read with a join rather than by leaving those fetches out.
+_INFO_EXCLUDE_MAX = 500
+
+
 def cache_info(*, limit: int) -> dict[str, Any]:
-    """Counts by state and the newest live entries, from the database only."""
+    """Counts by state and the newest live entries, from the database only.
+
+    Most live entries are ready, and the other states are few: they are
+    counted and listed from their fetches (`fetch_state_lease`, then the
+    entries' `fetch_id`), the ready ones as the rest (`entry_expires`, an
+    index-only count) and listed newest first along `entry_created` without a
+    join, stopping at `limit`. The plans are in bench/NOTES.md. Each figure
+    is its own statement, as before: under concurrent changes they may
+    disagree by the entries that changed between two of them.
+    """
     now = timezone.now()
     live = Entry.objects.filter(expires_at__gt=now)
-    counts = dict(
-        live.values("fetch__state").annotate(n=Count("pk")).values_list("fetch__state", "n")
+    total = live.count()
+    others = (
+        live.filter(fetch__state__in=[*IN_FLIGHT, FetchState.FAILED])
+        .values("fetch_id", "fetch__state")
+        .annotate(n=Count("pk"))
+        .values_list("fetch_id", "fetch__state", "n")
     )
+    pending = failed = 0
+    not_ready: set[int] = set()
+    for fetch_id, state, n in others:
+        not_ready.add(fetch_id)
+        if state == FetchState.FAILED:
+            failed += n
+        else:
+            pending += n
     ready_bytes = (
         Fetch.objects.filter(state=FetchState.READY).aggregate(total=Sum("size"))["total"] or 0
     )
     kentik = kentik_status(now=now)
     paused_until = kentik["paused_until"]
     return {
-        "active_count": counts.get(FetchState.READY, 0),
-        "pending_count": sum(counts.get(state, 0) for state in IN_FLIGHT),
-        "failed_count": counts.get(FetchState.FAILED, 0),
-        "stale_count": _stale_entries(live, now).count(),
+        "active_count": max(0, total - pending - failed),
+        "pending_count": pending,
+        "failed_count": failed,
+        "stale_count": _stale_entries(live, now).count() if failed else 0,
         "stored_bytes": ready_bytes,
         "kentik": {**kentik, "paused_until": paused_until and paused_until.timestamp()},
-        "active_entries": _entries(live.filter(fetch__state=FetchState.READY), limit),
-        "pending_entries": _entries(live.filter(fetch__state__in=IN_FLIGHT), limit),
-        "failed_entries": _entries(live.filter(fetch__state=FetchState.FAILED), limit),
+        "active_entries": _ready_entries(live, not_ready, limit)
+        if total > pending + failed
+        else [],
+        "pending_entries": _entries(live.filter(fetch__state__in=IN_FLIGHT), limit)
+        if pending
+        else [],
+        "failed_entries": _entries(live.filter(fetch__state=FetchState.FAILED), limit)
+        if failed
+        else [],
+    }
+
+
+def _entry_row(
+    pk: str, expires_at: Any, media_type: str, size: int | None, status: int | None
+) -> dict[str, Any]:
+    return {
+        "id": pk,
+        "type": media_type or None,
+        "size": size,
+        "expiration": expires_at.timestamp(),
+        **({"status": status} if status else {}),
     }
 
 
@@ -160,18 +204,37 @@ def _stale_entries(live: Any, now: Any) -> Any:
 
 
 def _entries(entries: Any, limit: int) -> list[dict[str, Any]]:
+    if not limit:
+        return []
     rows = entries.order_by("-created_at").values_list(
         "pk", "expires_at", "fetch__media_type", "fetch__size", "fetch__error_status"
     )[:limit]
+    return [_entry_row(*row) for row in rows]
+
+
+def _ready_entries(live: Any, not_ready: set[int], limit: int) -> list[dict[str, Any]]:
+    """The newest live entries of ready fetches: those of no fetch in
+    `not_ready`, their fetches read afterwards (at most `limit` of them)."""
+    if not limit:
+        return []
+    if len(not_ready) > _INFO_EXCLUDE_MAX:
+        return _entries(live.filter(fetch__state=FetchState.READY), limit)
+    rows = list(
+        live.exclude(fetch_id__in=not_ready)
+        .order_by("-created_at")
+        .values_list("pk", "expires_at", "fetch_id")[:limit]
+    )
+    fetches = {
+        pk: (media_type, size, status)
+        for pk, media_type, size, status in Fetch.objects.filter(
+            pk__in={fetch_id for _, _, fetch_id in rows}, state=FetchState.READY
+        ).values_list("pk", "media_type", "size", "error_status")
+    }
+    # A fetch that changed meanwhile (evicted) leaves its entries out.
     return [
-        {
-            "id": pk,
-            "type": media_type or None,
-            "size": size,
-            "expiration": expires_at.timestamp(),
-            **({"status": status} if status else {}),
-        }
-        for pk, expires_at, media_type, size, status in rows
+        _entry_row(pk, expires_at, *fetches[fetch_id])
+        for pk, expires_at, fetch_id in rows
+        if fetch_id in fetches
     ]
 
 

@@ -163,6 +163,7 @@ def test_readyz_is_503_naming_the_broker_when_it_does_not_answer(
     # django-q2 reads its settings once, into Conf: point the broker at Redis
     # on a port where nothing listens, as a wrong REDIS_URL would.
     monkeypatch.setattr(Conf, "ORM", None)
+    monkeypatch.setattr(Conf, "BROKER_CLASS", None)
     monkeypatch.setattr(Conf, "REDIS", f"redis://127.0.0.1:{free_port()}/0")
     body = readyz(client, 503)
     assert "broker" in body["failed"]
@@ -181,6 +182,7 @@ def test_readyz_answers_in_time_when_redis_accepts_and_never_replies(
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)
         monkeypatch.setattr(Conf, "ORM", None)
+        monkeypatch.setattr(Conf, "BROKER_CLASS", None)
         monkeypatch.setattr(Conf, "REDIS", f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
         started = time.monotonic()
         body = readyz(client, 503)

@@ -24,6 +24,7 @@ def broker_down(monkeypatch) -> Iterator[None]:
     """Tasks go to a real broker (not run in the test's process), which is down."""
     monkeypatch.setattr(Conf, "SYNC", False)
     monkeypatch.setattr(Conf, "ORM", None)
+    monkeypatch.setattr(Conf, "BROKER_CLASS", None)
     monkeypatch.setattr(Conf, "REDIS", f"redis://127.0.0.1:{free_port()}/0")
     queue.broker.cache_clear()
     yield

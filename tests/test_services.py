@@ -19,7 +19,7 @@ from imagecache.ids import entry_id_make
 from imagecache.models import Entry, Fetch, FetchState
 from imagecache.services import fetching, housekeeping, queue
 from imagecache.services.entries import entry_create, fetch_mark_read
-from tests.harness.data import PNG, QUERY
+from tests.harness.data import PNG, QUERY, unique_query
 
 pytestmark = pytest.mark.django_db
 
@@ -247,6 +247,30 @@ def test_prune_keeps_a_shared_fetch_while_one_entry_lives(fetch_chart):
         result = housekeeping.cache_prune()
     assert (result.entries, result.fetches) == (1, 0)
     assert Fetch.objects.get(pk=short.fetch_id).state == FetchState.READY
+
+
+def test_prune_in_batches_removes_every_expired_entry_and_unused_fetch(
+    settings, fetch_chart, monkeypatch
+):
+    settings.STALE_IF_ERROR = 0  # else the last image of each query stays
+    monkeypatch.setattr(housekeeping, "PRUNE_BATCH", 2)
+    monkeypatch.setattr(housekeeping, "SQLITE_BUSY_SLEEP_MAX", 0)
+    with time_machine.travel(NOW, tick=False):
+        short = [entry_create(api_query=unique_query(f"prune-{i}"), ttl=10) for i in range(5)]
+        for entry in short:
+            fetching.fetch_run(fetch_id=entry.fetch_id)
+        # Shares the first fetch, and outlives the prune.
+        kept = entry_create(api_query=unique_query("prune-0"), ttl=1000)
+    files = {entry.fetch_id: Fetch.objects.get(pk=entry.fetch_id).file_name for entry in short}
+    with time_machine.travel(NOW.timestamp() + 11, tick=False):
+        result = housekeeping.cache_prune()
+    assert (result.entries, result.fetches, result.files) == (5, 4, 4)
+    assert list(Entry.objects.values_list("pk", flat=True)) == [kept.id]
+    assert list(Fetch.objects.values_list("pk", flat=True)) == [kept.fetch_id]
+    assert default_storage.exists(files[kept.fetch_id])
+    assert not any(
+        default_storage.exists(name) for pk, name in files.items() if pk != kept.fetch_id
+    )
 
 
 def test_prune_dry_run_changes_nothing(settings, fetch_chart):

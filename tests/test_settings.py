@@ -23,6 +23,7 @@ from tests.harness.service import ROOT
         ("CACHE_MAINTENANCE_PERIOD", "x"),
         ("KENTIK_API_URL", "ftp://kentik"),
         ("DATABASE_URL", "nosuchdb://x"),
+        ("DB_SYNCHRONOUS_COMMIT", "never"),
     ],
 )
 def test_wrong_value_stops_start_up_naming_the_variable(variable, value):

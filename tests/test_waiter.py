@@ -72,3 +72,47 @@ def test_idle_waiter_does_not_query():
     after_first = board.queries
     time.sleep(0.1)
     assert board.queries == after_first
+
+
+def wait_for(condition, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "not within the deadline"
+        time.sleep(0.005)
+
+
+def test_a_wake_looks_at_once_and_releases_only_a_fetch_out_of_flight():
+    board = Board({1})
+    # A tick far longer than the deadlines: only the wakes make it look.
+    waiter = FetchWaiter(board, interval=600)
+    results: list[bool] = []
+    thread = threading.Thread(target=lambda: results.append(waiter.wait(1, timeout=600)))
+    thread.start()
+    wait_for(lambda: waiter.watched_count == 1 and board.queries >= 1)
+    # A wake for a fetch still in flight (another deployment's, or early) is
+    # a look, not an answer.
+    looked = board.queries
+    waiter.wake(1)
+    wait_for(lambda: board.queries > looked)
+    assert results == [] and thread.is_alive()
+    board.in_flight.discard(1)
+    waiter.wake(1)
+    thread.join(timeout=10)
+    assert results == [True]
+
+
+def test_a_wake_for_an_id_nobody_waits_on_does_not_look():
+    board = Board({1})
+    waiter = FetchWaiter(board, interval=600)
+    results: list[bool] = []
+    thread = threading.Thread(target=lambda: results.append(waiter.wait(1, timeout=600)))
+    thread.start()
+    wait_for(lambda: board.queries >= 1)
+    looked = board.queries
+    waiter.wake(2)
+    board.in_flight.discard(1)
+    waiter.wake(1)
+    thread.join(timeout=10)
+    assert results == [True]
+    # The wake for 2 made no look of its own before the one for 1.
+    assert board.queries <= looked + 1

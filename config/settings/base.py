@@ -236,6 +236,21 @@ if IS_POSTGRES:
     # A server that does not answer fails a new connection in 10 s, not
     # after the kernel's TCP timeouts (minutes).
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 10)
+# `off`, as SQLite's synchronous=NORMAL above: a commit does not wait for the
+# server's WAL flush (an fdatasync, 4 ms on the benchmark's machine, and a new
+# fetch makes four or five commits before its waiters are answered;
+# bench/NOTES.md). A crash of the PostgreSQL server (not of this service) can
+# then lose the last fraction of a second of commits, never consistency: a
+# cache entry or fetch state a client may have seen, which the reaper and the
+# stray-file sweep put right. `on` for PostgreSQL's own default.
+DB_SYNCHRONOUS_COMMIT = env_str("DB_SYNCHRONOUS_COMMIT", "off")
+if DB_SYNCHRONOUS_COMMIT not in ("on", "off", "local", "remote_write", "remote_apply"):
+    raise ImproperlyConfigured(
+        "DB_SYNCHRONOUS_COMMIT must be on, off, local, remote_write or remote_apply, "
+        f"not {DB_SYNCHRONOUS_COMMIT!r}"
+    )
+if IS_POSTGRES:
+    DATABASES["default"]["OPTIONS"]["options"] = f"-c synchronous_commit={DB_SYNCHRONOUS_COMMIT}"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Kentik ------------------------------------------------------------------
@@ -301,7 +316,9 @@ READYZ_TIMEOUT = env_number("READYZ_TIMEOUT", 5.0, minimum=0.1)
 # metrics on this port, 0: not at all (the web's /metrics cannot read them
 # from another container).
 WORKER_METRICS_PORT = env_number("WORKER_METRICS_PORT", 0, integer=True)
-# How often the per-process waiter looks at the pending fetches it watches.
+# How often the per-process waiter looks at the pending fetches it watches
+# without a notification; with one (PostgreSQL NOTIFY, or the wake-up sockets
+# on SQLite) it looks at once and polls only every max(this, 1 s).
 WAITER_POLL_INTERVAL = env_number("WAITER_POLL_INTERVAL", 0.02, minimum=0.001)
 
 # A worker holds a fetch for this long and renews it every third of it; a
@@ -408,13 +425,20 @@ if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
     raise ImproperlyConfigured("REDIS_URL must be a redis://, rediss:// or unix:// URL")
 Q_BROKER: dict[str, Any] = {"redis": REDIS_URL} if REDIS_URL else {"orm": "default"}
 
+Q_BROKER_CLASS = {} if REDIS_URL else {"broker_class": "imagecache.brokers.WakingORM"}
+
 Q_CLUSTER = {
     # Deployments that share one Redis need names of their own.
     "name": env_str("Q_NAME", "imagecache"),
+    # Fetch tasks mostly wait on Kentik, so more than one per core; as many as
+    # KENTIK_MAX_CONCURRENCY calls can be in flight. Forked from one process,
+    # each costs about 4 MiB of its own.
     "workers": env_number("Q_WORKERS", 4, minimum=1, integer=True),
     **Q_BROKER,
-    # How long an idle ORM broker sleeps between polls: the pickup delay of a
-    # new fetch on the embedded default.
+    # The ORM broker woken by each enqueue on this host (imagecache/brokers.py).
+    **Q_BROKER_CLASS,
+    # How long an idle ORM broker waits between polls when no enqueue wakes it
+    # (one from another host): the pickup delay of such a fetch.
     "poll": 0.02,
     "timeout": FETCH_TASK_TIMEOUT,
     # The broker hands a task out again only after `retry`: it must outlast
@@ -465,6 +489,28 @@ CACHES: dict[str, dict[str, Any]] = {
 }
 if not REDIS_URL:
     CACHES["django_q"] = cluster_stats_cache(DATABASES["default"])
+
+
+# The wake-up sockets of this host's processes (imagecache/wake.py): the ORM
+# broker's pusher is woken by an enqueue, and on SQLite each web process's
+# waiter by a fetch that left flight. A directory per database: beside the
+# SQLite file (processes that share the file share it, containers too), or
+# in the temp directory when that path is too long for a socket's name.
+def wake_directory(database: dict[str, Any]) -> Path:
+    """The directory of the wake-up sockets of the processes using `database`."""
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        beside = Path(f"{database['NAME']}-wake").resolve()
+        if len(str(beside)) <= 80:
+            return beside
+        identity = str(beside)
+    else:
+        identity = "|".join(str(database.get(key, "")) for key in ("HOST", "PORT", "NAME"))
+    return Path(tempfile.gettempdir()) / (
+        "imagecache-wake-" + hashlib.sha256(identity.encode()).hexdigest()[:16]
+    )
+
+
+WAKE_DIR = wake_directory(DATABASES["default"])
 
 # --- Static files, i18n, logging ----------------------------------------------
 

@@ -1,6 +1,7 @@
 """The profile of the unit and API tests (end-to-end tests run `local`)."""
 
 import tempfile
+from pathlib import Path
 
 from .inputs import INPUTS
 
@@ -21,3 +22,5 @@ KT_AUTH_EMAIL = "tests@example.com"
 KT_AUTH_TOKEN = "test-token-never-logged"
 KENTIK_API_URL = "http://127.0.0.1:9/api/v5"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Wake-up sockets of this run's own: concurrent runs share var/db.sqlite3.
+WAKE_DIR = Path(tempfile.mkdtemp(prefix="imagecache-wake-test-"))

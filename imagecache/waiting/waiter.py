@@ -47,6 +47,8 @@ class FetchWaiter:
         self._lock = threading.Lock()
         self._watched: dict[int, tuple[threading.Event, int]] = {}
         self._work = threading.Event()
+        # Set by `wake`: the next look is now.
+        self._poke = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = 0
 
@@ -57,6 +59,10 @@ class FetchWaiter:
             self._watched[fetch_id] = (event, count + 1)
             self._ensure_thread()
         self._work.set()
+        if not count:
+            # A new id is looked at now, not at the next tick: its fetch may
+            # have left flight before this process listened.
+            self._poke.set()
         try:
             with metrics.WAITERS.track_inprogress():
                 return event.wait(timeout)
@@ -69,11 +75,15 @@ class FetchWaiter:
                     self._watched[fetch_id] = (event, count - 1)
 
     def wake(self, fetch_id: int) -> None:
-        """Wake the requests waiting on a fetch that left flight."""
+        """A fetch left flight: look at once, rather than at the next tick.
+
+        The look, not the message, wakes the requests: a message may come
+        from another deployment sharing the channel, or before the change is
+        visible here."""
         with self._lock:
-            watched = self._watched.get(fetch_id)
-        if watched is not None:
-            watched[0].set()
+            watched = fetch_id in self._watched
+        if watched:
+            self._poke.set()
 
     @property
     def watched_count(self) -> int:
@@ -84,14 +94,17 @@ class FetchWaiter:
         # A forked child inherits the object but not the thread.
         if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
             self._pid = os.getpid()
-            self._thread = threading.Thread(target=self._run, name="fetch-waiter", daemon=True)
-            self._thread.start()
+            # Listening before the first look: a change after it is heard.
             if self._listen is not None:
                 self._listen(self.wake)
+            self._thread = threading.Thread(target=self._run, name="fetch-waiter", daemon=True)
+            self._thread.start()
 
     def _run(self) -> None:
         while True:
             self._work.wait()
+            # Before the ids are taken: an id added after them pokes again.
+            self._poke.clear()
             with self._lock:
                 ids = list(self._watched)
                 if not ids:
@@ -113,4 +126,4 @@ class FetchWaiter:
                 for fetch_id in ids:
                     if fetch_id not in still and fetch_id in self._watched:
                         self._watched[fetch_id][0].set()
-            time.sleep(self._interval)
+            self._poke.wait(self._interval)
