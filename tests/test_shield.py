@@ -64,6 +64,24 @@ def pending(n: int, **fields: Any) -> Fetch:
     return fetch
 
 
+def in_line(settings: Any, api_query: dict[str, Any]) -> Entry:
+    """An entry whose fetch stays in line: Kentik's one slot is taken by a
+    live worker elsewhere. (Its test's commits are real, and a new fetch runs
+    at once, on commit: a wait closes the database connection, which a test's
+    transaction would not survive on PostgreSQL.)"""
+    settings.KENTIK_MAX_CONCURRENCY = 1
+    with mock_chart(kentik.Chart(media_type="image/png", data=PNG)):
+        pending(
+            0,
+            state=FetchState.FETCHING,
+            lease_owner="elsewhere:1",
+            lease_until=timezone.now() + timedelta(hours=1),
+        )
+        entry = entry_create(api_query=api_query)
+    assert Fetch.objects.get(pk=entry.fetch_id).state == FetchState.PENDING
+    return entry
+
+
 def claim(fetch: Fetch) -> fetching.Claim:
     return fetching.fetch_claim(fetch_id=fetch.pk)
 
@@ -290,9 +308,10 @@ def test_a_task_that_waited_serves_its_class_oldest_first(clock):
     assert fetching.fetch_claim(fetch_id=newer.pk, waited=True).fetch == older
 
 
+@pytest.mark.django_db(transaction=True)
 def test_a_client_that_waits_puts_the_fetch_first_in_line(settings):
     settings.ENTRY_WAIT_TIMEOUT = 0.01
-    entry = entry_create(api_query=QUERY)
+    entry = in_line(settings, QUERY)
     response = Client().get(f"/image/{entry.pk}")
     assert response.status_code == 500  # still pending after the wait
     assert Fetch.objects.get(pk=entry.fetch_id).priority == FetchPriority.WAITED
@@ -321,7 +340,6 @@ def test_a_transient_failure_is_answered_with_the_last_good_image(clock, status)
     response = Client().get(f"/image/{entry.pk}")
     assert response.status_code == 200
     assert response.getvalue() == PNG + b"old"
-    response.close()
     assert response["ETag"] == f'"{old.fetch.content_hash}"'
     assert response["Age"] == "120"
     assert response["X-Image-Stale"] == f"error={status}"
@@ -461,11 +479,12 @@ def test_admin_shows_the_budget_and_the_pause(settings, admin_client):
     assert "paused until 12:00:20 UTC (429)" in page
 
 
+@pytest.mark.django_db(transaction=True)
 def test_a_wait_that_runs_out_in_line_for_the_budget_is_answered_stale(settings, clock):
     settings.ENTRY_WAIT_TIMEOUT = 0.01
     ready(QUERY, at=NOW)
     clock.shift(120)
-    entry = entry_create(api_query=QUERY)
+    entry = in_line(settings, QUERY)
     response = Client().get(f"/image/{entry.pk}")
     assert (response.status_code, response["X-Image-Stale"]) == (200, "pending")
     # Once Kentik holds it (the call went), a wait that runs out is no error of Kentik's.
@@ -508,21 +527,9 @@ def test_the_pause_holds_a_fetch_until_it_ends_while_its_probe_runs_and_after_it
 @pytest.mark.django_db(transaction=True)
 def test_a_pause_that_begins_while_a_client_waits_answers_it_stale(settings, clock):
     settings.ENTRY_WAIT_TIMEOUT = 60  # far longer than the test takes
-    settings.KENTIK_MAX_CONCURRENCY = 1
     ready(QUERY, at=NOW)
     clock.shift(120)
-    # Kentik's one slot is taken (by a live worker elsewhere): the new fetch
-    # stays in line, and its client waits. (A test whose commits are real runs
-    # a new fetch at once, on commit.)
-    with mock_chart(kentik.Chart(media_type="image/png", data=PNG)):
-        pending(
-            0,
-            state=FetchState.FETCHING,
-            lease_owner="elsewhere:1",
-            lease_until=NOW + timedelta(hours=1),
-        )
-        entry = entry_create(api_query=QUERY)
-    assert Fetch.objects.get(pk=entry.fetch_id).state == FetchState.PENDING
+    entry = in_line(settings, QUERY)
 
     def pause_once_it_waits() -> None:
         try:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from imagecache.models import KENTIK_LOCK, KentikCall, Lock
@@ -130,8 +130,22 @@ def pause(*, reason: str, retry_after: float | None) -> datetime:
 
 def resume() -> None:
     """Kentik answered (a chart, or a refusal that is not about load): no
-    pause, and the next backoff starts from the first again."""
-    resumed = (
+    pause, and the next backoff starts from the first again.
+
+    A database that does not answer does not fail the caller, which holds an
+    image that cost a Kentik call: the next call that succeeds resumes."""
+    try:
+        resumed = _resume()
+    except DatabaseError:
+        logger.warning("Kentik: the database did not answer; the pause (if any) ends later")
+        connection.close()
+        return
+    if resumed:
+        logger.info("Kentik: answering again; fetches resume")
+
+
+def _resume() -> int:
+    return (
         Lock.objects.filter(name=KENTIK_LOCK)
         .exclude(paused_until=None, pause_backoff=0, probe_owner="")
         .update(
@@ -143,8 +157,6 @@ def resume() -> None:
             resumed_at=timezone.now(),
         )
     )
-    if resumed:
-        logger.info("Kentik: answering again; fetches resume")
 
 
 def _seconds(delta: timedelta) -> float:
