@@ -137,7 +137,7 @@ def resume() -> None:
     try:
         resumed = _resume()
     except DatabaseError:
-        logger.warning("Kentik: the database did not answer; the pause (if any) ends later")
+        logger.warning("Kentik: no pause ended (the database is down); the next success ends it")
         connection.close()
         return
     if resumed:

@@ -55,7 +55,14 @@ def test_image_fetched_during_a_database_outage_is_recorded_after_it(pg_service,
         # and tries to record it.
         wait_for(lambda: "the database did not answer" in pg_service.log(), timeout=30)
 
-    image = pg_service.get_image(entry_id, timeout=60)
+    # Each web worker's pool reconnects in its own time: a GET may be 503 until then.
+    image = wait_for(
+        lambda: (
+            (answer := pg_service.get_image(entry_id, timeout=60)).status_code != 503 and answer
+        ),
+        timeout=90,
+        interval=0.5,
+    )
     assert image.status_code == 200, image.text
     assert image.headers["Content-Type"] == "image/png"
     assert simulator.calls()["total"] == 1
