@@ -80,9 +80,10 @@ def postgres_answers(url: str) -> bool:
 
         base = url.rsplit("/", 1)[0] + "/postgres"
         with psycopg.connect(base, autocommit=True, connect_timeout=3) as conn:
+            # A scratch database of its own, made afresh for each run.
             name = url.rsplit("/", 1)[1]
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-                conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"')
         return True
     except Exception as exc:  # noqa: BLE001 - any failure: skip the profile
         print(f"PostgreSQL at {url} does not answer ({exc}): SQLite only.")
