@@ -6,6 +6,8 @@ fetch that serves it. Identical queries share a fetch, so one Kentik call can
 serve many entries.
 """
 
+from datetime import datetime
+
 from django.db import models
 from django.db.models import Q
 
@@ -123,6 +125,14 @@ class Lock(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def probing(self, now: datetime) -> bool:
+        """The pause is over and its one call that goes first is out."""
+        return bool(self.probe_owner) and self.probe_until is not None and self.probe_until > now
+
+    def pause_holds(self, now: datetime) -> bool:
+        """No Kentik call may go for now: paused, or waiting for the probe."""
+        return self.paused_until is not None and (self.paused_until > now or self.probing(now))
 
 
 class KentikCall(models.Model):

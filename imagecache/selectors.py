@@ -60,13 +60,13 @@ def kentik_holds(*, fetch: Fetch) -> bool:
     once Kentik answers again, for a fetch still in line since before then
     (behind the others that waited)."""
     now = timezone.now()
-    gate = Lock.objects.filter(name=KENTIK_LOCK).only("paused_until", "probe_until", "resumed_at")
+    gate = Lock.objects.filter(name=KENTIK_LOCK).only(
+        "paused_until", "probe_owner", "probe_until", "resumed_at"
+    )
     row = gate.first()
     if row is None:
         return False
-    if row.paused_until is not None and (
-        row.paused_until > now or (row.probe_until is not None and row.probe_until > now)
-    ):
+    if row.pause_holds(now):
         return True
     return (
         fetch.state == FetchState.PENDING

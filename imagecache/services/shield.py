@@ -13,8 +13,8 @@ deployment, kept in the database, beside the lock that claims serialize on.
 
 Why the database and not Redis: every claim already takes the lock row in a
 transaction of the database, so the budget costs one indexed count and one
-insert there, and no second store has to agree with the first (see
-bench/NOTES.md for the cost, measured).
+insert there, and no second store has to agree with the first (the cost,
+measured by bench/budget.py, is in the README).
 
 Callers hold the lock row (`gate_lock`) inside a transaction.
 """
@@ -60,8 +60,8 @@ def admit(*, gate: Lock, now: datetime) -> Admission:
     """Whether a call may go now, under the pause and the budget."""
     if gate.paused_until is not None:
         if gate.paused_until > now:
-            return Admission(False, reason="paused", wait=_seconds(gate.paused_until - now))
-        if gate.probe_owner and _later(gate.probe_until, now):
+            return Admission(False, reason="paused", wait=(gate.paused_until - now).total_seconds())
+        if gate.probing(now):
             return Admission(False, reason="probing", wait=PROBE_POLL)
         return Admission(True, probe=True)
     wait = budget_wait(now=now)
@@ -81,7 +81,7 @@ def budget_wait(*, now: datetime) -> float:
     full = window.values_list("at", flat=True)[limit - 1 : limit].first()
     if full is None:
         return 0.0
-    return max(_seconds(full + WINDOW - now), 0.001)
+    return max((full + WINDOW - now).total_seconds(), 0.001)
 
 
 def call_record(*, now: datetime) -> None:
@@ -157,11 +157,3 @@ def _resume() -> int:
             resumed_at=timezone.now(),
         )
     )
-
-
-def _seconds(delta: timedelta) -> float:
-    return delta.total_seconds()
-
-
-def _later(moment: datetime | None, now: datetime) -> bool:
-    return moment is not None and moment > now

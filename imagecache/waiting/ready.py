@@ -53,10 +53,12 @@ def entry_get_ready(*, entry_id: str, wait: float | None = None) -> Answer:
     out.
     """
     entry = selectors.entry_get(entry_id=entry_id)
-    if entry.fetch.state in IN_FLIGHT:
-        stale = _stale_at_once(entry.fetch)
-        if stale is not None:
-            return stale_answer(entry, stale, reason="paused")
+    # The older image that may answer for this one, looked up once.
+    fallback = (
+        selectors.fetch_stale(fetch=entry.fetch) if entry.fetch.state != FetchState.READY else None
+    )
+    if entry.fetch.state in IN_FLIGHT and fallback is not None and _held(entry.fetch):
+        return stale_answer(entry, fallback, reason="paused")
     if wait == 0 and entry.fetch.state in IN_FLIGHT:
         raise FetchStillPending(
             entry_id=entry.pk, state=str(entry.fetch.state), retry_after=POLL_RETRY_AFTER
@@ -72,7 +74,6 @@ def entry_get_ready(*, entry_id: str, wait: float | None = None) -> Answer:
             )
         # With an older image to fall back on, look every STALE_LOOK seconds
         # whether a pause began meanwhile (the client gets that image then).
-        fallback = selectors.fetch_stale(fetch=entry.fetch)
         deadline = time.monotonic() + timeout
         while True:
             # A long wait must not hold a database connection.
@@ -88,28 +89,20 @@ def entry_get_ready(*, entry_id: str, wait: float | None = None) -> Answer:
     if fetch.state == FetchState.READY:
         return Answer(entry, fetch)
     if fetch.state == FetchState.FAILED:
-        stale = selectors.fetch_stale(fetch=fetch) if fetch.error_transient else None
-        if stale is not None:
-            return stale_answer(entry, stale, reason=f"error={fetch.error_status}")
+        if fetch.error_transient and fallback is not None:
+            return stale_answer(entry, fallback, reason=f"error={fetch.error_status}")
         raise FetchFailed(fetch.error_status or 502, fetch.error_message)
     # Still in line for a Kentik call (the budget, the pause) when the wait ran out.
-    stale = selectors.fetch_stale(fetch=fetch) if fetch.state == FetchState.PENDING else None
-    if stale is not None:
-        return stale_answer(entry, stale, reason="pending")
+    if fetch.state == FetchState.PENDING and fallback is not None:
+        return stale_answer(entry, fallback, reason="pending")
     raise FetchPending(retry_after=max(1, math.ceil(settings.KENTIK_API_TIMEOUT / 4)))
 
 
-def _stale_at_once(fetch: Fetch) -> Fetch | None:
-    """An older image to answer with now, rather than wait for a Kentik that
-    is paused, or that failed the query's last fetch for a transient cause."""
-    if not settings.STALE_IF_ERROR:
-        return None
-    stale = selectors.fetch_stale(fetch=fetch)
-    if stale is None:
-        return None
-    if selectors.kentik_holds(fetch=fetch) or selectors.fetch_last_failed_transient(fetch=fetch):
-        return stale
-    return None
+def _held(fetch: Fetch) -> bool:
+    """Whether to answer with an older image now rather than wait for a
+    Kentik that is paused, or that failed the query's last fetch for a
+    transient cause."""
+    return selectors.kentik_holds(fetch=fetch) or selectors.fetch_last_failed_transient(fetch=fetch)
 
 
 def stale_answer(entry: Entry, stale: Fetch, *, reason: str) -> Answer:
