@@ -328,8 +328,6 @@ def fetch_chart(
     _call.gate, _call.attempts = gate, 0
     try:
         body = connector.answer(query_chart(), payload)
-    except RateLimited:
-        raise
     except AnswerTooLarge as exc:
         raise KentikError(
             502, f"{exc}: larger than KENTIK_MAX_BYTES ({settings.KENTIK_MAX_BYTES} bytes)"
