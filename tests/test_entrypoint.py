@@ -17,7 +17,7 @@ import requests
 from imagecache.api.examples import chart_query
 from tests.harness.data import E2E_EMAIL, E2E_TOKEN
 from tests.harness.prometheus import parse, value
-from tests.harness.service import ROOT, free_port
+from tests.harness.service import ROOT, free_port, wait_for
 
 ENTRYPOINT = ROOT / "config" / "entrypoint.sh"
 
@@ -169,6 +169,8 @@ def test_worker_role_serves_its_workers_metrics_the_web_cannot_read(image_env, s
         query = {"api_query": chart_query("worker metrics"), "ttl": 60}
         entry_id = requests.post(f"{web}/requests", json=query, timeout=10).json()["id"]
         assert requests.get(f"{web}/image/{entry_id}", timeout=60).status_code == 200
+        # The worker counts the call just after it stores the image that the GET answered.
+        wait_for(lambda: kentik_calls(requests.get(worker_metrics, timeout=5).text) > 0)
         assert kentik_calls(requests.get(worker_metrics, timeout=5).text) == 1
         assert kentik_calls(requests.get(f"{web}/metrics", timeout=5).text) == 0
     finally:

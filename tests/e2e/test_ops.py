@@ -140,7 +140,18 @@ def test_metric_totals_are_exact_across_web_and_queue_workers(ops_service, simul
             statuses = list(pool.map(lambda _: service.get_image(unknown).status_code, range(8)))
         assert statuses == [404] * 8
         not_found += 8
-    after = scrape(service)
+
+    def fetches_counted() -> Samples | None:
+        # A queue worker counts its fetch just after it stores what a GET answered.
+        samples = scrape(service)
+        done = sum(
+            value(samples, "imagecache_fetch_duration_seconds_count", outcome=outcome)
+            - value(before, "imagecache_fetch_duration_seconds_count", outcome=outcome)
+            for outcome in ("ready", "failed")
+        )
+        return samples if done >= 13 else None
+
+    after = wait_for(fetches_counted)
 
     def added(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
