@@ -201,6 +201,8 @@ http {{
         self.process = subprocess.Popen(
             ["nginx", "-c", str(conf), "-p", str(workdir), "-g", "daemon off; user root;"],
             stderr=subprocess.DEVNULL,
+            # In a session of its own, as the service is (see BareGunicorn).
+            start_new_session=True,
         )
         wait_answering(
             self.process,
@@ -220,8 +222,8 @@ http {{
 
 
 class BareGunicorn:
-    """bench/bare_app.py under gunicorn, with the service's worker class,
-    workers and threads (config/gunicorn.py's defaults), without its config."""
+    """bench/bare_app.py under gunicorn, with the service's workers and
+    threads (config/gunicorn.py's defaults), without its config."""
 
     def __init__(self, port: int, file: Path) -> None:
         self.port = port
@@ -235,6 +237,12 @@ class BareGunicorn:
             env={**os.environ, "BARE_FILE": str(file)},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # As the service runs (tests/harness/service.py), and as a
+            # deployment's services do: Linux's autogroup scheduler shares the
+            # CPU between sessions, and a server in wrk's own session was
+            # answered 20-25% quicker than the same server in one of its own
+            # (bench/NOTES.md, section 9).
+            start_new_session=True,
         )
         wait_answering(self.process, self.url, 20, lambda: "the bare gunicorn app exited")
 

@@ -10,6 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
+from django.db import connection
 from django.db.models import (
     Avg,
     Count,
@@ -25,6 +26,7 @@ from django.db.models import (
 )
 from django.db.models.functions import TruncHour
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from imagecache.errors import EntryNotFound
 from imagecache.ids import ENTRY_ID_RE
@@ -79,14 +81,24 @@ def kentik_status(*, now: datetime | None = None) -> dict[str, Any]:
     """The deployment's Kentik budget and pause, for /info, /metrics and the admin."""
     now = now or timezone.now()
     gate = Lock.objects.filter(name=KENTIK_LOCK).first()
-    paused_until = gate.paused_until if gate is not None else None
+    return _kentik_status(
+        calls=KentikCall.objects.filter(at__gt=now - KENTIK_WINDOW).count(),
+        paused_until=gate.paused_until if gate is not None else None,
+        pause_reason=gate.pause_reason if gate is not None else "",
+        probe_owner=gate.probe_owner if gate is not None else "",
+    )
+
+
+def _kentik_status(
+    *, calls: int, paused_until: datetime | None, pause_reason: str, probe_owner: str
+) -> dict[str, Any]:
     return {
-        "calls_last_minute": KentikCall.objects.filter(at__gt=now - KENTIK_WINDOW).count(),
+        "calls_last_minute": calls,
         "rate_limit": settings.KENTIK_RATE_LIMIT,
         "paused": paused_until is not None,
         "paused_until": paused_until,
-        "pause_reason": gate.pause_reason if gate is not None and paused_until else "",
-        "probing": bool(gate is not None and paused_until and gate.probe_owner),
+        "pause_reason": pause_reason if paused_until else "",
+        "probing": bool(paused_until and probe_owner),
     }
 
 
@@ -120,30 +132,61 @@ def fetch_last_failed_transient(*, fetch: Fetch) -> bool:
 
 
 # Past this many fetches not ready with live entries, the list of ready
-# entries is read with a join rather than by leaving those fetches out.
+# entries is read with a join on the fetch's state rather than by leaving
+# those fetches out.
 _INFO_EXCLUDE_MAX = 500
+
+# `/info` is what dashboards and probes poll, so its three statements are
+# written out: built by the ORM, they cost 3 of its 5 ms (bench/NOTES.md,
+# section 9). The plans are in bench/NOTES.md. The totals: live entries (an
+# index-only count along `entry_expires`), bytes of ready images, Kentik
+# calls in the budget's window, and the Kentik pause.
+_INFO_TOTALS = """
+SELECT totals.live, totals.stored, totals.calls,
+       gate.paused_until, gate.pause_reason, gate.probe_owner
+FROM (
+    SELECT (SELECT COUNT(*) FROM imagecache_entry WHERE expires_at > %s) AS live,
+           (SELECT COALESCE(SUM(size), 0) FROM imagecache_fetch WHERE state = %s) AS stored,
+           (SELECT COUNT(*) FROM imagecache_kentikcall WHERE at > %s) AS calls
+) AS totals
+LEFT JOIN imagecache_lock AS gate ON gate.name = %s
+"""
+# The few live entries not ready, counted by fetch (from `fetch_state_lease`).
+_INFO_NOT_READY = """
+SELECT e.fetch_id, f.state, COUNT(*)
+FROM imagecache_entry AS e JOIN imagecache_fetch AS f ON f.id = e.fetch_id
+WHERE e.expires_at > %s AND f.state IN (%s, %s, %s)
+GROUP BY e.fetch_id, f.state
+"""
+# The newest live entries, along `entry_created`, each fetch read by key;
+# those of the fetches not ready are left out by key (NOT IN, added below).
+_INFO_READY = """
+SELECT e.id, e.expires_at, f.media_type, f.size, f.error_status, f.state
+FROM imagecache_entry AS e JOIN imagecache_fetch AS f ON f.id = e.fetch_id
+WHERE e.expires_at > %s{not_ready}
+ORDER BY e.created_at DESC
+LIMIT %s
+"""
 
 
 def cache_info(*, limit: int) -> dict[str, Any]:
     """Counts by state and the newest live entries, from the database only.
 
     Most live entries are ready, and the other states are few: they are
-    counted and listed from their fetches (`fetch_state_lease`, then the
-    entries' `fetch_id`), the ready ones as the rest (`entry_expires`, an
-    index-only count) and listed newest first along `entry_created` without a
-    join, stopping at `limit`. The plans are in bench/NOTES.md. Each figure
-    is its own statement, as before: under concurrent changes they may
-    disagree by the entries that changed between two of them.
+    counted and listed from their fetches, the ready ones as the rest, and
+    listed newest first without a filter on their fetches, stopping at
+    `limit`. Each figure is its own statement, as before: under concurrent
+    changes they may disagree by the entries that changed between two of them.
     """
     now = timezone.now()
-    live = Entry.objects.filter(expires_at__gt=now)
-    total = live.count()
-    others = (
-        live.filter(fetch__state__in=[*IN_FLIGHT, FetchState.FAILED])
-        .values("fetch_id", "fetch__state")
-        .annotate(n=Count("pk"))
-        .values_list("fetch_id", "fetch__state", "n")
-    )
+    at = connection.ops.adapt_datetimefield_value
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _INFO_TOTALS, [at(now), FetchState.READY, at(now - KENTIK_WINDOW), KENTIK_LOCK]
+        )
+        total, ready_bytes, calls, paused_until, pause_reason, probe_owner = cursor.fetchone()
+        cursor.execute(_INFO_NOT_READY, [at(now), *IN_FLIGHT, FetchState.FAILED])
+        others = cursor.fetchall()
     pending = failed = 0
     not_ready: set[int] = set()
     for fetch_id, state, n in others:
@@ -152,19 +195,22 @@ def cache_info(*, limit: int) -> dict[str, Any]:
             failed += n
         else:
             pending += n
-    ready_bytes = (
-        Fetch.objects.filter(state=FetchState.READY).aggregate(total=Sum("size"))["total"] or 0
+    paused_until = _read_datetime(paused_until)
+    kentik = _kentik_status(
+        calls=calls,
+        paused_until=paused_until,
+        pause_reason=pause_reason or "",
+        probe_owner=probe_owner or "",
     )
-    kentik = kentik_status(now=now)
-    paused_until = kentik["paused_until"]
+    live = Entry.objects.filter(expires_at__gt=now)
     return {
         "active_count": max(0, total - pending - failed),
         "pending_count": pending,
         "failed_count": failed,
         "stale_count": _stale_entries(live, now).count() if failed else 0,
-        "stored_bytes": ready_bytes,
+        "stored_bytes": int(ready_bytes),  # PostgreSQL sums to numeric
         "kentik": {**kentik, "paused_until": paused_until and paused_until.timestamp()},
-        "active_entries": _ready_entries(live, not_ready, limit)
+        "active_entries": _ready_entries(live, now, not_ready, limit)
         if total > pending + failed
         else [],
         "pending_entries": _entries(live.filter(fetch__state__in=IN_FLIGHT), limit)
@@ -174,6 +220,16 @@ def cache_info(*, limit: int) -> dict[str, Any]:
         if failed
         else [],
     }
+
+
+def _read_datetime(value: Any) -> datetime | None:
+    """A datetime column as written-out SQL reads it: aware on PostgreSQL;
+    naive in the connection's time zone on SQLite, as Django stores it."""
+    if isinstance(value, str):
+        value = parse_datetime(value)
+    if value is not None and timezone.is_naive(value):
+        value = timezone.make_aware(value, connection.timezone)
+    return value
 
 
 def _entry_row(
@@ -212,29 +268,26 @@ def _entries(entries: Any, limit: int) -> list[dict[str, Any]]:
     return [_entry_row(*row) for row in rows]
 
 
-def _ready_entries(live: Any, not_ready: set[int], limit: int) -> list[dict[str, Any]]:
-    """The newest live entries of ready fetches: those of no fetch in
-    `not_ready`, their fetches read afterwards (at most `limit` of them)."""
+def _ready_entries(
+    live: Any, now: datetime, not_ready: set[int], limit: int
+) -> list[dict[str, Any]]:
+    """The newest live entries of ready fetches: those of no fetch in `not_ready`."""
     if not limit:
         return []
     if len(not_ready) > _INFO_EXCLUDE_MAX:
         return _entries(live.filter(fetch__state=FetchState.READY), limit)
-    rows = list(
-        live.exclude(fetch_id__in=not_ready)
-        .order_by("-created_at")
-        .values_list("pk", "expires_at", "fetch_id")[:limit]
-    )
-    fetches = {
-        pk: (media_type, size, status)
-        for pk, media_type, size, status in Fetch.objects.filter(
-            pk__in={fetch_id for _, _, fetch_id in rows}, state=FetchState.READY
-        ).values_list("pk", "media_type", "size", "error_status")
-    }
-    # A fetch that changed meanwhile (evicted) leaves its entries out.
+    left_out = f" AND e.fetch_id NOT IN ({', '.join(['%s'] * len(not_ready))})" if not_ready else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _INFO_READY.format(not_ready=left_out),
+            [connection.ops.adapt_datetimefield_value(now), *not_ready, limit],
+        )
+        rows = cursor.fetchall()
+    # A fetch that left the ready state meanwhile (evicted) leaves its entries out.
     return [
-        _entry_row(pk, expires_at, *fetches[fetch_id])
-        for pk, expires_at, fetch_id in rows
-        if fetch_id in fetches
+        _entry_row(pk, _read_datetime(expires_at), media_type, size, status)
+        for pk, expires_at, media_type, size, status, state in rows
+        if state == FetchState.READY
     ]
 
 

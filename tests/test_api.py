@@ -18,6 +18,7 @@ from django.db import transaction
 from imagecache.hashing import query_hash
 from imagecache.ids import ENTRY_ID_RE, entry_id_make
 from imagecache.models import Entry, Fetch, FetchState
+from imagecache import selectors
 from imagecache.services import fetching
 from imagecache.simulator.render import render_chart
 from tests.harness.api import Api, body_of, chart_query, json_error, pending
@@ -487,6 +488,54 @@ def test_info_with_a_bad_limit_is_400_json(api, limit):
     data = json_error(api.get(f"/info?limit={limit}"), 400)
 
     assert list(data["fields"]) == ["limit"]
+
+
+def test_info_counts_the_bytes_of_ready_images(api, sim, fetched):
+    png, svg = chart_query("png", "A"), chart_query("svg", "B")
+    with time_machine.travel(NOW, tick=False):
+        fetched(png)
+        fetched(png)  # the same fetch: its bytes count once
+        fetched(svg)
+        info = api.get("/info").json()
+
+    assert info["stored_bytes"] == len(render_chart(png)[1]) + len(render_chart(svg)[1])
+    assert type(info["stored_bytes"]) is int
+
+
+@pytest.mark.parametrize("exclude_max", [0, 500])
+def test_info_lists_only_ready_entries_however_many_fetches_are_not(
+    api, sim, fetched, monkeypatch, exclude_max
+):
+    """Past `_INFO_EXCLUDE_MAX` fetches not ready, the list is read another
+    way; either way it holds the ready entries alone, newest first."""
+    monkeypatch.setattr(selectors, "_INFO_EXCLUDE_MAX", exclude_max)
+    sim.add_rule(match='"Failing"', status=400, message="Unknown metric")
+    with time_machine.travel(NOW, tick=False):
+        older = fetched(chart_query("png", "A"))
+    with time_machine.travel(NOW.timestamp() + 1, tick=False):
+        pending(api, chart_query("pdf", "C"))
+        fetched(chart_query("png", "Failing"))
+    with time_machine.travel(NOW.timestamp() + 2, tick=False):
+        newer = fetched(chart_query("svg", "B"))
+        info = api.get("/info").json()
+
+    assert [e["id"] for e in info["active_entries"]] == [newer, older]
+    assert (info["active_count"], info["pending_count"], info["failed_count"]) == (2, 1, 1)
+
+
+def test_info_leaves_out_an_entry_whose_fetch_left_the_ready_state(api, sim, fetched):
+    """A fetch that left the ready state after the counts were read (evicted,
+    refetched) is not listed as ready."""
+    with time_machine.travel(NOW, tick=False):
+        kept = fetched(chart_query("png", "A"))
+    with time_machine.travel(NOW.timestamp() + 1, tick=False):
+        gone = fetched(chart_query("svg", "B"))
+    Fetch.objects.filter(entries__pk=gone).update(state=FetchState.PENDING)
+
+    live = Entry.objects.filter(expires_at__gt=NOW)
+    rows = selectors._ready_entries(live, NOW, not_ready=set(), limit=100)
+
+    assert [row["id"] for row in rows] == [kept]
 
 
 def test_info_never_opens_image_files(api, sim, fetched, settings):
