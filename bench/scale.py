@@ -90,7 +90,8 @@ def summary(times: list[float]) -> dict[str, float]:
 def fill(entries: int, queries: int) -> float:
     """`queries` ready fetches and `entries` entries over them, in this
     process's database (the service's); seconds taken. The last fifth of
-    the fetches have only expired entries."""
+    the fetches have only expired entries, and finished before
+    STALE_IF_ERROR (an hour), so that the prune removes them too."""
     from django.db import connection
 
     live_fetches = queries - queries // EXPIRED_SHARE
@@ -103,7 +104,8 @@ def fill(entries: int, queries: int) -> float:
             hex64 = "lpad(to_hex(i), 64, '0')"
             entry_id = "lpad(to_hex(i), 64, '0') || '_4070908800.' || lpad(i::text, 6, '0')"
             past, future = "now() - interval '1 hour'", "'2099-01-01 00:00:00+00'"
-            now = "now()"
+            long_past = "now() - interval '2 hours'"
+            now, false = "now()", "false"
         else:
             series = (
                 "(WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < %s)"
@@ -112,13 +114,16 @@ def fill(entries: int, queries: int) -> float:
             hex64 = "printf('%%064x', i)"
             entry_id = "printf('%%064x_4070908800.%%06d', i, i)"
             past, future = "datetime('now', '-1 hour')", "'2099-01-01 00:00:00'"
-            now = "datetime('now')"
+            long_past = "datetime('now', '-2 hours')"
+            now, false = "datetime('now')", "0"
         cursor.execute(
             "INSERT INTO imagecache_fetch (id, query_hash, query_json, state, created_at,"
             " started_at, finished_at, lease_owner, attempts, last_read_at, file_name,"
-            " media_type, size, content_hash, error_message)"
-            f" SELECT %s + i, {hex64}, '{{}}', 'ready', {now}, {now}, {now}, '', 1, {now},"
-            f" '', 'image/png', 60000, '', '' FROM {series}",
+            " media_type, size, content_hash, error_message, error_transient, priority,"
+            " rate_limited)"
+            f" SELECT %s + i, {hex64}, '{{}}', 'ready', {now}, {now},"
+            f" CASE WHEN i > {live_fetches} THEN {long_past} ELSE {now} END, '', 1, {now},"
+            f" '', 'image/png', 60000, '', '', {false}, 1, 0 FROM {series}",
             [base, queries],
         )
         # Entry i belongs to fetch (i - 1) % queries + 1; those of the last

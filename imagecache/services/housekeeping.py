@@ -127,10 +127,11 @@ def fetch_recover() -> list[int]:
 
 
 # Rows removed per transaction by a prune: each batch holds SQLite's write
-# lock (or PostgreSQL's row locks) for tens of milliseconds, not for the whole
-# prune, so that a POST arriving meanwhile is held up by one batch at most
-# (bench/scale.py: 1,000 entries, with their post_delete signals, held
-# SQLite's lock for 70-85 ms, and a POST waited up to 224 ms).
+# lock (or PostgreSQL's row locks) for milliseconds, not for the whole prune,
+# so that a POST arriving meanwhile is held up by one batch at most
+# (bench/scale.py: 1,000 entries through Django's delete, with their
+# post_delete signals, held SQLite's lock for 70-85 ms; 500 by key, 2-40 ms,
+# waiting for the lock included: bench/NOTES.md, section 9).
 PRUNE_BATCH = 500
 
 
@@ -180,23 +181,33 @@ def _expired_entries_delete(*, now: datetime) -> tuple[int, set[int]]:
     count = 0
     fetch_ids: set[int] = set()
     while True:
+        # Read before the write transaction: a reader takes no lock (SQLite's
+        # WAL, PostgreSQL). In expiry order: along `entry_expires`, which
+        # stops at the batch. Without an order PostgreSQL may scan the table
+        # for the first rows it finds, and every batch scans past those
+        # deleted before.
+        batch = list(
+            Entry.objects.filter(expires_at__lte=now)
+            .order_by("expires_at")
+            .values_list("pk", "fetch_id")[:PRUNE_BATCH]
+        )
+        if not batch:
+            return count, fetch_ids
+        pks = [pk for pk, _ in batch]
+        # Their fast-path links first, as every way an entry goes; then the
+        # rows, by key, in a transaction that holds the write lock for the
+        # DELETE alone. Django's delete would read the rows again and send
+        # each one's post_delete signal (which unlinks it) under the lock.
+        links.entries_unlink(entry_ids=pks)
         started = time.perf_counter()
-        with transaction.atomic():
-            # In expiry order: along `entry_expires`, which stops at the batch.
-            # Without an order PostgreSQL may scan the table for the first
-            # rows it finds, and every batch scans past those deleted before.
-            batch = list(
-                Entry.objects.filter(expires_at__lte=now)
-                .order_by("expires_at")
-                .values_list("pk", "fetch_id")[:PRUNE_BATCH]
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                "DELETE FROM imagecache_entry"
+                f" WHERE id IN ({', '.join(['%s'] * len(pks))}) AND expires_at <= %s",
+                [*pks, connection.ops.adapt_datetimefield_value(now)],
             )
-            if batch:
-                # Through Django's delete: its post_delete signal removes the
-                # entries' fast-path links (imagecache/files/links.py).
-                count += Entry.objects.filter(
-                    pk__in=[pk for pk, _ in batch], expires_at__lte=now
-                ).delete()[0]
-                fetch_ids.update(fetch_id for _, fetch_id in batch)
+            count += cursor.rowcount
+        fetch_ids.update(fetch_id for _, fetch_id in batch)
         if len(batch) < PRUNE_BATCH:
             return count, fetch_ids
         _yield_write_lock(time.perf_counter() - started)
