@@ -223,11 +223,14 @@ http {{
 
 class BareGunicorn:
     """bench/bare_app.py under gunicorn, with the service's workers and
-    threads (config/gunicorn.py's defaults), without its config."""
+    threads (config/gunicorn.py's defaults), without its config. The worker
+    class is gunicorn's own `gthread` (the reference of issue 14's target),
+    or the service's (config/web_worker.py), which splits the gap into what
+    the worker costs and what the app costs."""
 
-    def __init__(self, port: int, file: Path) -> None:
+    def __init__(self, port: int, file: Path, worker_class: str = "gthread") -> None:
         self.port = port
-        argv = [sys.executable, "-m", "gunicorn", "--worker-class", "gthread"]
+        argv = [sys.executable, "-m", "gunicorn", "--worker-class", worker_class]
         argv += ["--workers", str(gunicorn_config.workers)]
         argv += ["--threads", str(gunicorn_config.threads)]
         argv += ["--bind", f"127.0.0.1:{port}", "bench.bare_app:application"]
@@ -446,7 +449,7 @@ def run_profile(profile: str, args: argparse.Namespace, work: Path) -> dict[str,
             )
         service.env["KT_AUTH_EMAIL"], service.env["KT_AUTH_TOKEN"] = E2E_EMAIL, E2E_TOKEN
         service.start()
-        static = proxy = bare = None
+        static = proxy = bare = bare_worker = None
         try:
             idle = settled_memory(service)
             entry_id = service.post(IMAGE_QUERY, ttl=3600)
@@ -470,11 +473,15 @@ def run_profile(profile: str, args: argparse.Namespace, work: Path) -> dict[str,
                 readme_proxy_block(port, service.port, work / "nginx-proxy" / "cache"),
             )
             bare = BareGunicorn(free_port(), static_root / "chart.png")
+            bare_worker = BareGunicorn(
+                free_port(), static_root / "chart.png", gunicorn_config.worker_class
+            )
             image_path = f"/image/{entry_id}"
             urls = {
                 "nginx_static": static.url("/chart.png"),
                 "service_get": service.url + image_path,
                 "bare_gunicorn": bare.url,
+                "bare_service_worker": bare_worker.url,
                 "proxied_get": proxy.url(image_path),
             }
             for url in urls.values():
@@ -503,6 +510,7 @@ def run_profile(profile: str, args: argparse.Namespace, work: Path) -> dict[str,
                     "nginx_static": sampled("nginx_static"),
                     "service_get": sampled("service_get"),
                     "bare_gunicorn": sampled("bare_gunicorn"),
+                    "bare_service_worker": sampled("bare_service_worker"),
                     "nginx_static_2": sampled("nginx_static"),
                     "proxied_get": sampled("proxied_get"),
                     "identical_posts": lambda: wrk(
@@ -522,7 +530,7 @@ def run_profile(profile: str, args: argparse.Namespace, work: Path) -> dict[str,
             crowd = waiters(service, sim, args.waiters, 3.0)
             after = service_memory(service_pids(service))
         finally:
-            for server in (static, proxy, bare):
+            for server in (static, proxy, bare, bare_worker):
                 if server is not None:
                     server.stop()
             service.drop()
@@ -547,6 +555,13 @@ def run_profile(profile: str, args: argparse.Namespace, work: Path) -> dict[str,
             rates["bare_gunicorn"],
             "req/s",
             rates["bare_gunicorn"] / nginx,
+        ),
+        figure(
+            "The same bare app, with the service's worker class (the cached GET:"
+            f" {rates['service_get'] / rates['bare_service_worker']:.2f}x of it)",
+            rates["bare_service_worker"],
+            "req/s",
+            rates["bare_service_worker"] / nginx,
         ),
         figure(
             "Same GET through the README's nginx cache",
