@@ -160,10 +160,13 @@ GROUP BY e.fetch_id, f.state
 """
 # The newest live entries, along `entry_created`, each fetch read by key;
 # those of the fetches not ready are left out by key (NOT IN, added below).
+# CROSS JOIN keeps the entries the outer loop on SQLite, whose planner would
+# otherwise scan the fetches and sort every live entry (PostgreSQL plans it
+# as the inner join it is).
 _INFO_READY = """
 SELECT e.id, e.expires_at, f.media_type, f.size, f.error_status, f.state
-FROM imagecache_entry AS e JOIN imagecache_fetch AS f ON f.id = e.fetch_id
-WHERE e.expires_at > %s{not_ready}
+FROM imagecache_entry AS e CROSS JOIN imagecache_fetch AS f
+WHERE f.id = e.fetch_id AND e.expires_at > %s{not_ready}
 ORDER BY e.created_at DESC
 LIMIT %s
 """
