@@ -15,10 +15,10 @@ import pytest
 import time_machine
 from django.db import transaction
 
+from imagecache import selectors
 from imagecache.hashing import query_hash
 from imagecache.ids import ENTRY_ID_RE, entry_id_make
 from imagecache.models import Entry, Fetch, FetchState
-from imagecache import selectors
 from imagecache.services import fetching
 from imagecache.simulator.render import render_chart
 from tests.harness.api import Api, body_of, chart_query, json_error, pending
