@@ -526,14 +526,14 @@ def test_info_lists_only_ready_entries_however_many_fetches_are_not(
 def test_info_leaves_out_an_entry_whose_fetch_left_the_ready_state(api, sim, fetched):
     """A fetch that left the ready state after the counts were read (evicted,
     refetched) is not listed as ready."""
-    with time_machine.travel(NOW, tick=False):
+    with time_machine.travel(NOW, tick=False) as clock:
         kept = fetched(chart_query("png", "A"))
-    with time_machine.travel(NOW.timestamp() + 1, tick=False):
+        clock.shift(1)
         gone = fetched(chart_query("svg", "B"))
-    Fetch.objects.filter(entries__pk=gone).update(state=FetchState.PENDING)
+        Fetch.objects.filter(entries__pk=gone).update(state=FetchState.PENDING)
 
-    live = Entry.objects.filter(expires_at__gt=NOW)
-    rows = selectors._ready_entries(live, NOW, not_ready=set(), limit=100)
+        live = Entry.objects.filter(expires_at__gt=NOW)
+        rows = selectors._ready_entries(live, NOW, not_ready=set(), limit=100)
 
     assert [row["id"] for row in rows] == [kept]
 

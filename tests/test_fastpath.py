@@ -140,6 +140,18 @@ def test_pruned_image_is_404_at_once(fast, django_app, ready):
     assert call(fast, f"/image/{entry_id}")[0] == 404
 
 
+def test_prune_removes_the_links_of_the_entries_it_deletes(fast, django_app, ready):
+    """The batch removes them itself: an entry whose expiry an operator moved
+    earlier keeps a later expiry in its id, which the fast path would serve
+    until the sweep for stray links at the end of the prune."""
+    with time_machine.travel(NOW, tick=False):
+        entry_id = ready(ttl=1000)
+        Entry.objects.filter(pk=entry_id).update(expires_at=NOW)
+        assert housekeeping._expired_entries_delete(now=NOW)[0] == 1
+        assert not (links.directory() / entry_id).is_symlink()
+        assert call(fast, f"/image/{entry_id}")[0] == 404
+
+
 def test_refetched_entry_leaves_the_fast_path(fast, django_app, ready, settings):
     settings.ENTRY_WAIT_TIMEOUT = 0
     entry_id = ready()
