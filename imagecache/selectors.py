@@ -26,7 +26,6 @@ from django.db.models import (
 )
 from django.db.models.functions import TruncHour
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from imagecache.errors import EntryNotFound
 from imagecache.ids import ENTRY_ID_RE
@@ -80,12 +79,14 @@ def kentik_holds(*, fetch: Fetch) -> bool:
 def kentik_status(*, now: datetime | None = None) -> dict[str, Any]:
     """The deployment's Kentik budget and pause, for /info, /metrics and the admin."""
     now = now or timezone.now()
-    gate = Lock.objects.filter(name=KENTIK_LOCK).first()
+    paused_until, pause_reason, probe_owner = Lock.objects.filter(name=KENTIK_LOCK).values_list(
+        "paused_until", "pause_reason", "probe_owner"
+    ).first() or (None, "", "")
     return _kentik_status(
         calls=KentikCall.objects.filter(at__gt=now - KENTIK_WINDOW).count(),
-        paused_until=gate.paused_until if gate is not None else None,
-        pause_reason=gate.pause_reason if gate is not None else "",
-        probe_owner=gate.probe_owner if gate is not None else "",
+        paused_until=paused_until,
+        pause_reason=pause_reason,
+        probe_owner=probe_owner,
     )
 
 
@@ -155,7 +156,7 @@ LEFT JOIN imagecache_lock AS gate ON gate.name = %s
 _INFO_NOT_READY = """
 SELECT e.fetch_id, f.state, COUNT(*)
 FROM imagecache_entry AS e JOIN imagecache_fetch AS f ON f.id = e.fetch_id
-WHERE e.expires_at > %s AND f.state IN (%s, %s, %s)
+WHERE e.expires_at > %s AND f.state IN ({states})
 GROUP BY e.fetch_id, f.state
 """
 # The newest live entries, along `entry_created`, each fetch read by key;
@@ -183,12 +184,16 @@ def cache_info(*, limit: int) -> dict[str, Any]:
     """
     now = timezone.now()
     at = connection.ops.adapt_datetimefield_value
+    not_ready_states = [*IN_FLIGHT, FetchState.FAILED]
     with connection.cursor() as cursor:
         cursor.execute(
             _INFO_TOTALS, [at(now), FetchState.READY, at(now - KENTIK_WINDOW), KENTIK_LOCK]
         )
         total, ready_bytes, calls, paused_until, pause_reason, probe_owner = cursor.fetchone()
-        cursor.execute(_INFO_NOT_READY, [at(now), *IN_FLIGHT, FetchState.FAILED])
+        cursor.execute(
+            _INFO_NOT_READY.format(states=", ".join(["%s"] * len(not_ready_states))),
+            [at(now), *not_ready_states],
+        )
         others = cursor.fetchall()
     pending = failed = 0
     not_ready: set[int] = set()
@@ -225,11 +230,10 @@ def cache_info(*, limit: int) -> dict[str, Any]:
     }
 
 
-def _read_datetime(value: Any) -> datetime | None:
+def _read_datetime(value: datetime | None) -> datetime | None:
     """A datetime column as written-out SQL reads it: aware on PostgreSQL;
-    naive in the connection's time zone on SQLite, as Django stores it."""
-    if isinstance(value, str):
-        value = parse_datetime(value)
+    naive in the connection's time zone on SQLite (Django's converter for
+    the column's declared type), as Django stores it."""
     if value is not None and timezone.is_naive(value):
         value = timezone.make_aware(value, connection.timezone)
     return value
