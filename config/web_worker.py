@@ -77,28 +77,44 @@ class HeadersFirstWorker(ThreadWorker):
             self._dispatch(conn)
             return
         conn.sock.setblocking(False)
+        # Readable (the poller said so), or new: what has come is read now,
+        # not after another trip through the poller.
+        arrived = self._read(conn)
+        if arrived is not None:
+            self._taken(conn, arrived)
+            return
         conn.header_deadline = time.monotonic() + self.header_timeout
         self.arriving.append(conn)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_bytes, conn))
 
     def _on_bytes(self, conn: Any, client: Any) -> None:
+        arrived = self._read(conn)
+        if arrived is not None:
+            self._forget(conn)
+            self._taken(conn, arrived)
+
+    def _read(self, conn: Any) -> bool | None:
+        """Read what the client sent: True once a thread can take the request,
+        False when the client closed, None while it is still arriving."""
         try:
             data = conn.sock.recv(65536)
         except BlockingIOError:
-            return
+            return None
         except OSError as exc:
             if exc.errno not in (errno.ECONNRESET, errno.ENOTCONN, errno.EPIPE):
                 self.log.debug("Reading a request failed: %s", exc)
             data = b""
         if not data:
-            self._forget(conn)
+            return False
+        conn.arrived += data
+        return True if self._arrived(conn) else None
+
+    def _taken(self, conn: Any, arrived: bool) -> None:
+        if arrived:
+            self._dispatch(conn)
+        else:
             self.nr_conns -= 1
             conn.close()
-            return
-        conn.arrived += data
-        if self._arrived(conn):
-            self._forget(conn)
-            self._dispatch(conn)
 
     def _arrived(self, conn: Any) -> bool:
         """Whether the thread can take the request: its head has come (with a

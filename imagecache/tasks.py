@@ -6,7 +6,9 @@ here. Only queue workers import this module, and with it the fetch pipeline
 and the Kentik client; web processes enqueue by name.
 """
 
-from imagecache.services import fetching, housekeeping, workers
+from django.utils import timezone
+
+from imagecache.services import fetching, housekeeping, shield, workers
 
 
 def fetch_image(fetch_id: int) -> None:
@@ -15,10 +17,12 @@ def fetch_image(fetch_id: int) -> None:
 
 def maintain_cache() -> str:
     """The periodic work: prune, evict past CACHE_MAX_BYTES, reap abandoned
-    fetches, forget the heartbeats of workers long gone."""
+    fetches, forget the heartbeats of workers long gone and the Kentik calls
+    that left the budget's window."""
     result = housekeeping.cache_prune() + housekeeping.cache_evict()
     reaped = housekeeping.fetch_reap()
     workers.workers_forget()
+    shield.calls_forget(now=timezone.now())
     return (
         f"pruned {result.entries} entries, {result.fetches} fetches, {result.files} files, "
         f"{result.bytes_freed} bytes; re-enqueued {len(reaped)} fetches"

@@ -13,11 +13,20 @@ import pytest
 import time_machine
 from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from prometheus_client import REGISTRY
 
-from imagecache import kentik, selectors
-from imagecache.models import KENTIK_LOCK, Entry, Fetch, FetchPriority, FetchState, Lock
+from imagecache import kentik, selectors, tasks
+from imagecache.models import (
+    KENTIK_LOCK,
+    Entry,
+    Fetch,
+    FetchPriority,
+    FetchState,
+    KentikCall,
+    Lock,
+)
 from imagecache.services import fetching, housekeeping, shield
 from imagecache.services.entries import entry_create
 from tests.harness.data import PNG, QUERY
@@ -155,6 +164,22 @@ def test_no_limit_counts_calls_but_never_waits(settings):
     }
 
 
+def test_calls_that_left_the_window_go_with_the_maintenance_not_the_claim(settings, clock):
+    settings.KENTIK_RATE_LIMIT = 0
+    settings.KENTIK_MAX_CONCURRENCY = 10
+    first = claim(pending(1)).fetch
+    assert first is not None
+    # Done with, so that the maintenance has no fetch to take over.
+    Fetch.objects.filter(pk=first.pk).update(state=FetchState.FAILED)
+    clock.shift(61)
+    claim(pending(2))
+    # The second claim left the first call in the table; the window does not count it.
+    assert KentikCall.objects.count() == 2
+    assert selectors.kentik_status()["calls_last_minute"] == 1
+    tasks.maintain_cache()
+    assert list(KentikCall.objects.values_list("at", flat=True)) == [timezone.now()]
+
+
 def test_a_retry_takes_its_call_from_the_budget(settings):
     settings.KENTIK_RATE_LIMIT = 2
     claim(pending(1))
@@ -201,6 +226,13 @@ def test_retry_after_is_capped_and_its_absence_means_a_doubling_backoff(settings
     assert shield.pause(reason="503", retry_after=None) == timezone.now() + timedelta(seconds=4)
     shield.resume()
     assert shield.pause(reason="503", retry_after=None) == timezone.now() + timedelta(seconds=1)
+
+
+def test_a_call_that_ends_with_nothing_paused_writes_nothing():
+    # On SQLite an UPDATE takes the write lock even when it changes nothing.
+    with CaptureQueriesContext(connection) as queries:
+        shield.resume()
+    assert [q["sql"].split()[0] for q in queries.captured_queries] == ["SELECT"]
 
 
 def test_after_a_pause_one_call_goes_first_and_the_others_follow_if_it_succeeds(clock):

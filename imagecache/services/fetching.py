@@ -105,12 +105,16 @@ def fetch_claim(*, fetch_id: int, waited: bool = False) -> Claim:
 def _line_first(*, fetch_id: int, now: datetime, waited: bool) -> Fetch | None:
     """The first claimable fetch in line, failing on the way those that used
     up FETCH_MAX_ATTEMPTS; None when there is none."""
-    own = Fetch.objects.filter(pk=fetch_id, state__in=IN_FLIGHT)
     line = Fetch.objects.filter(
         Q(state=FetchState.PENDING) | Q(state=FetchState.FETCHING, lease_until__lte=now)
     ).order_by("priority", "created_at", "pk")
+    first = list(line[:LINE_LOOK])
+    if all(fetch.pk != fetch_id for fetch in first):
+        # Its own fetch, read only when not among them (most often it is the
+        # only one in line): held by a worker that may have died, or far back.
+        first += Fetch.objects.filter(pk=fetch_id, state__in=IN_FLIGHT)
     candidates = sorted(
-        {fetch.pk: fetch for fetch in [*own, *line[:LINE_LOOK]]}.values(),
+        {fetch.pk: fetch for fetch in first}.values(),
         key=lambda fetch: (
             fetch.priority,
             waited and fetch.created_at,
@@ -237,12 +241,12 @@ def _fetch_call(fetch: Fetch, *, probe: bool) -> bool:
             _fetch_fail(fetch=fetch, status=502, message=message)
             _fetch_observe(fetch=fetch, status=502, started=started, message=message)
             return True
-        shield.resume()
         # Room first, so that the directory never holds more than the bound.
         housekeeping.cache_evict(incoming=len(chart.data))
         try:
             saved_name, content_hash = _file_save(fetch=fetch, chart=chart)
         except OSError as exc:
+            shield.resume()
             # The image cannot be kept: fail at once (asking Kentik again
             # would not help), saying why without a path.
             message = _store_failure(exc)
@@ -250,6 +254,9 @@ def _fetch_call(fetch: Fetch, *, probe: bool) -> bool:
             _fetch_observe(fetch=fetch, status=507, started=started, message=message)
             return True
         _fetch_record(fetch=fetch, chart=chart, saved_name=saved_name, content_hash=content_hash)
+        # Kentik answered: once the image's waiters have been woken, not before
+        # (a statement less between Kentik's answer and theirs).
+        shield.resume()
     _fetch_observe(fetch=fetch, status=200, started=started, chart=chart)
     return True
 
