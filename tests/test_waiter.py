@@ -1,7 +1,19 @@
 import threading
 import time
+from datetime import timedelta
 
-from imagecache.waiting.waiter import FetchWaiter
+import pytest
+import time_machine
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from imagecache import selectors
+from imagecache.errors import EntryNotFound
+from imagecache.models import Entry, Fetch, FetchState
+from imagecache.services.entries import entry_create
+from imagecache.waiting import ready
+from imagecache.waiting.waiter import FetchWaiter, Look
+from tests.harness.data import NOW, QUERY
 
 
 class Board:
@@ -116,3 +128,84 @@ def test_a_wake_for_an_id_nobody_waits_on_does_not_look():
     assert results == [True]
     # The wake for 2 made no look of its own before the one for 1.
     assert board.queries <= looked + 1
+
+
+# --- The waiter of the web processes, wired to the database -------------------
+
+
+def test_a_look_hands_the_row_it_read_to_every_request_it_wakes():
+    rows = {1: "in flight"}
+    waiter = FetchWaiter(
+        lambda ids: Look(
+            in_flight={i for i in ids if rows.get(i) == "in flight"},
+            settled={i: rows[i] for i in ids if rows.get(i) not in (None, "in flight")},
+        ),
+        interval=600,
+    )
+    results: list[tuple[bool, object]] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(waiter.wait_row(1, timeout=600)))
+        for _ in range(20)
+    ]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: waiter.watched_count == 20)
+    rows[1] = "ready"
+    waiter.wake(1)
+    for thread in threads:
+        thread.join(timeout=10)
+    assert results == [(True, "ready")] * 20
+    # Gone with its last waiter.
+    assert waiter.watched_count == 0
+    # A fetch gone from the database wakes its requests without a row; one
+    # still in flight when the wait runs out, too.
+    assert waiter.wait_row(2, timeout=600) == (True, None)
+    rows[3] = "in flight"
+    assert waiter.wait_row(3, timeout=0.05) == (False, None)
+
+
+def waited_entry(n: int) -> Entry:
+    """A pending entry as its request read it before waiting."""
+    created = entry_create(api_query={**QUERY, "n": n}, ttl=3600)
+    return selectors.entry_get(entry_id=created.pk)
+
+
+@pytest.mark.django_db
+def test_the_requests_a_look_wakes_take_the_fetch_it_read_without_a_query_each():
+    with time_machine.travel(NOW, tick=False):
+        entry = waited_entry(1)
+        assert ready._fetches_in_flight([entry.fetch_id]).in_flight == {entry.fetch_id}
+        Fetch.objects.filter(pk=entry.fetch_id).update(state=FetchState.READY, size=3)
+        look = ready._fetches_in_flight([entry.fetch_id])
+        assert look.in_flight == set()
+        with CaptureQueriesContext(connection) as queries:
+            answers = [
+                ready._entry_after_wait(waited_copy(entry), look.settled[entry.fetch_id])
+                for _ in range(100)
+            ]
+        assert not queries.captured_queries
+        assert {(a.fetch.state, a.fetch.size) for a in answers} == {(FetchState.READY, 3)}
+
+
+@pytest.mark.django_db
+def test_a_woken_request_without_a_row_or_whose_entry_expired_reads_again():
+    with time_machine.travel(NOW, tick=False):
+        entry = waited_entry(1)
+        # The wait ran out: no row, read again.
+        with CaptureQueriesContext(connection) as queries:
+            again = ready._entry_after_wait(waited_copy(entry), None)
+        assert again.fetch.state == FetchState.PENDING
+        assert len(queries.captured_queries) == 1
+        Fetch.objects.filter(pk=entry.fetch_id).update(state=FetchState.READY)
+        settled = ready._fetches_in_flight([entry.fetch_id]).settled[entry.fetch_id]
+    # Expired during the wait: not found, as before it.
+    with time_machine.travel(NOW + timedelta(seconds=3601), tick=False):
+        with pytest.raises(EntryNotFound):
+            ready._entry_after_wait(waited_copy(entry), settled)
+
+
+def waited_copy(entry: Entry) -> Entry:
+    """Each waiting request holds an entry object of its own."""
+    return Entry(
+        id=entry.pk, fetch=entry.fetch, created_at=entry.created_at, expires_at=entry.expires_at
+    )

@@ -9,13 +9,14 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import DatabaseError, connection
+from django.utils import timezone
 
 from imagecache import notify, selectors
 from imagecache.errors import FetchFailed, FetchPending, FetchStillPending
 from imagecache.models import IN_FLIGHT, Entry, Fetch, FetchPriority, FetchState
 from imagecache.ops import metrics
 from imagecache.services import housekeeping
-from imagecache.waiting.waiter import FetchWaiter
+from imagecache.waiting.waiter import FetchWaiter, Look
 
 # The Retry-After of a 202 to a client that asked not to wait: it polls, and
 # most charts take Kentik a few seconds.
@@ -82,8 +83,10 @@ def entry_get_ready(*, entry_id: str, wait: float | None = None) -> Answer:
             if connection.vendor != "sqlite":
                 connection.close()
             left = deadline - time.monotonic()
-            waiter().wait(entry.fetch_id, min(left, STALE_LOOK) if fallback else left)
-            entry = selectors.entry_get(entry_id=entry_id)
+            _, settled = waiter().wait_row(
+                entry.fetch_id, min(left, STALE_LOOK) if fallback else left
+            )
+            entry = _entry_after_wait(entry, settled)
             if entry.fetch.state not in IN_FLIGHT or deadline <= time.monotonic():
                 break
             if fallback is not None and selectors.kentik_holds(fetch=entry.fetch):
@@ -120,14 +123,31 @@ def stale_answer(entry: Entry, stale: Fetch, *, reason: str) -> Answer:
     return Answer(entry, stale, stale=reason)
 
 
-def _fetches_in_flight(fetch_ids: list[int]) -> list[int]:
+def _fetches_in_flight(fetch_ids: list[int]) -> Look:
+    """The waiter's look (one query): those of `fetch_ids` still in flight,
+    and the rows of the others, for the requests it wakes: one read for all
+    of a fetch's waiters, not one each, when a thousand wait on one chart
+    (bench/NOTES.md, section 10)."""
     try:
-        return list(
-            Fetch.objects.filter(pk__in=fetch_ids, state__in=IN_FLIGHT).values_list("pk", flat=True)
-        )
+        rows = list(Fetch.objects.filter(pk__in=fetch_ids))
     except DatabaseError:
         connection.close()  # reconnect on the next tick
         raise
+    return Look(
+        in_flight={row.pk for row in rows if row.state in IN_FLIGHT},
+        settled={row.pk: row for row in rows if row.state not in IN_FLIGHT},
+    )
+
+
+def _entry_after_wait(entry: Entry, fetch: Fetch | None) -> Entry:
+    """The entry once its wait ends: with its fetch as the waiter's look read
+    it when it left flight (a fetch that left flight never returns to it);
+    read again without one (the wait ran out, or the fetch is gone), or when
+    the entry expired meanwhile."""
+    if fetch is None or entry.expires_at <= timezone.now():
+        return selectors.entry_get(entry_id=entry.pk)
+    entry.fetch = fetch
+    return entry
 
 
 def _reap(fetch_ids: list[int]) -> None:

@@ -11,13 +11,27 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
 from imagecache.ops import metrics
 
 logger = logging.getLogger(__name__)
 
-InFlight = Callable[[list[int]], Iterable[int]]
 Reap = Callable[[list[int]], object]
+
+
+@dataclass(frozen=True)
+class Look:
+    """What one look saw: the ids still in flight, and the rows it read of
+    those that left flight, which the requests it wakes take (one read for
+    all of a fetch's waiters, not one each)."""
+
+    in_flight: set[int]
+    settled: dict[int, Any] = field(default_factory=dict)
+
+
+InFlight = Callable[[list[int]], "Iterable[int] | Look"]
 
 
 class FetchWaiter:
@@ -29,7 +43,8 @@ class FetchWaiter:
         reap_interval: float = 5.0,
         listen: Callable[[Callable[[int], None]], object] | None = None,
     ) -> None:
-        """`in_flight(ids)` returns those of `ids` still in flight (one query).
+        """`in_flight(ids)` returns those of `ids` still in flight (one query),
+        or a `Look` that also carries the rows of the others.
 
         `reap(ids)`, called every `reap_interval` while there are waiters,
         takes over the watched fetches whose worker died, so that a waiting
@@ -45,7 +60,9 @@ class FetchWaiter:
         self._last_reap = 0.0
         self._listen = listen
         self._lock = threading.Lock()
-        self._watched: dict[int, tuple[threading.Event, int]] = {}
+        # Per fetch id: the event its requests wait on, how many they are, and
+        # the row the look read once it left flight.
+        self._watched: dict[int, tuple[threading.Event, int, Any]] = {}
         self._work = threading.Event()
         # Set by `wake`: the next look is now.
         self._poke = threading.Event()
@@ -54,9 +71,14 @@ class FetchWaiter:
 
     def wait(self, fetch_id: int, timeout: float) -> bool:
         """Block until the fetch is no longer in flight; False on timeout."""
+        return self.wait_row(fetch_id, timeout)[0]
+
+    def wait_row(self, fetch_id: int, timeout: float) -> tuple[bool, Any]:
+        """As `wait`, with the row of the fetch that the look read when it saw
+        it leave flight (None without one)."""
         with self._lock:
-            event, count = self._watched.get(fetch_id, (threading.Event(), 0))
-            self._watched[fetch_id] = (event, count + 1)
+            event, count, row = self._watched.get(fetch_id, (threading.Event(), 0, None))
+            self._watched[fetch_id] = (event, count + 1, row)
             self._ensure_thread()
         self._work.set()
         if not count:
@@ -65,14 +87,15 @@ class FetchWaiter:
             self._poke.set()
         try:
             with metrics.WAITERS.track_inprogress():
-                return event.wait(timeout)
+                left = event.wait(timeout)
         finally:
             with self._lock:
-                event, count = self._watched[fetch_id]
+                event, count, row = self._watched[fetch_id]
                 if count == 1:
                     del self._watched[fetch_id]
                 else:
-                    self._watched[fetch_id] = (event, count - 1)
+                    self._watched[fetch_id] = (event, count - 1, row)
+        return left, row if left else None
 
     def wake(self, fetch_id: int) -> None:
         """A fetch left flight: look at once, rather than at the next tick.
@@ -88,7 +111,7 @@ class FetchWaiter:
     @property
     def watched_count(self) -> int:
         with self._lock:
-            return sum(count for _, count in self._watched.values())
+            return sum(count for _, count, _ in self._watched.values())
 
     def _ensure_thread(self) -> None:
         # A forked child inherits the object but not the thread.
@@ -117,13 +140,16 @@ class FetchWaiter:
                 ):
                     self._last_reap = time.monotonic()
                     self._reap(ids)
-                still = set(self._in_flight(ids))
+                looked = self._in_flight(ids)
+                look = looked if isinstance(looked, Look) else Look(set(looked))
             except Exception:  # the waiter must outlive a database hiccup
                 logger.exception("The fetch waiter could not read the pending fetches")
                 time.sleep(max(self._interval, 0.5))
                 continue
             with self._lock:
                 for fetch_id in ids:
-                    if fetch_id not in still and fetch_id in self._watched:
-                        self._watched[fetch_id][0].set()
+                    if fetch_id not in look.in_flight and fetch_id in self._watched:
+                        event, count, _ = self._watched[fetch_id]
+                        self._watched[fetch_id] = (event, count, look.settled.get(fetch_id))
+                        event.set()
             self._poke.wait(self._interval)

@@ -2,8 +2,12 @@
 
 import os
 import signal
+import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import requests
@@ -56,3 +60,60 @@ def test_a_slow_get_in_flight_when_sigterm_arrives_still_completes_with_200(
 def _waiters(service: Service) -> float:
     text = requests.get(f"{service.url}/metrics", timeout=5).text
     return value(parse(text), "imagecache_waiters")
+
+
+def test_a_stop_in_the_middle_of_a_worker_heartbeat_keeps_no_lock_from_the_fetch_in_flight(
+    simulator: KentikSimulator, tmp_path
+):
+    # On the embedded database, whatever the profile: SQLite's single write
+    # lock is what a heartbeat's transaction held while the stop waited.
+    database = tmp_path / "db.sqlite3"
+    interval = 0.2
+    service = Service(
+        tmp_path,
+        simulator.url,
+        DATABASE_URL=f"sqlite:///{database}",
+        WORKER_HEARTBEAT_INTERVAL=interval,
+        ENTRY_WAIT_TIMEOUT=60,
+    ).start()
+    try:
+        query = unique_query("stopped-in-a-heartbeat")
+        simulator.add_rule(match="stopped-in-a-heartbeat", delay=3)
+        entry_id = service.post(query)
+        wait_for(lambda: simulator.calls()["in_flight"] == 1)
+        wait_for(lambda: _heartbeat_age(database) < 3 * interval)
+        holder = sqlite3.connect(database, timeout=30, isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            # The worker's next heartbeat waits for the lock inside its transaction.
+            wait_for(lambda: _heartbeat_age(database) > 3 * interval)
+            assert service.process is not None
+            service.process.send_signal(signal.SIGTERM)
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        # The fetch in flight records its image as soon as Kentik answers
+        # (in 3 s), not after SQLite's busy timeout (30 s).
+        wait_for(lambda: _fetch_state(database) == "ready", timeout=20)
+        assert service.process.wait(timeout=60) == 0
+    finally:
+        service.drop()
+    assert "the database did not answer" not in service.log()
+    # Its one Kentik call stands: the image is kept for the entry.
+    assert simulator.calls()["total"] == 1
+    assert entry_id
+
+
+def _heartbeat_age(database: Path) -> float:
+    """Seconds since the worker's last heartbeat, read beside the lock's holder."""
+    with closing(sqlite3.connect(database, timeout=30)) as db:
+        (seen,) = db.execute("SELECT max(seen_at) FROM imagecache_workerheartbeat").fetchone()
+    if seen is None:
+        return float("inf")
+    return (datetime.now(UTC) - datetime.fromisoformat(seen).replace(tzinfo=UTC)).total_seconds()
+
+
+def _fetch_state(database: Path) -> str:
+    with closing(sqlite3.connect(database, timeout=30)) as db:
+        (state,) = db.execute("SELECT state FROM imagecache_fetch").fetchone()
+    return str(state)

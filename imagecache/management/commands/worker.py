@@ -1,5 +1,7 @@
 import importlib
 import logging
+import signal
+import threading
 from typing import Any
 
 from django.conf import settings
@@ -22,15 +24,25 @@ class Command(BaseCommand):
         # share those pages, and no worker's first fetch waits for the
         # imports (0.2-0.35 s; bench/NOTES.md).
         importlib.import_module("imagecache.tasks")
-        # Cluster() takes SIGTERM and SIGINT: its handler stops the sentinel,
-        # which ends the loop below.
         cluster = Cluster()
         cluster.start()
+        # Cluster() takes SIGTERM and SIGINT, and its handler waits, in this
+        # thread, for the sentinel to stop, which waits for the fetches in
+        # flight. A signal in the middle of a heartbeat left the heartbeat's
+        # transaction open meanwhile: on SQLite its write lock kept those
+        # fetches from recording their images until the busy timeout (30 s).
+        # Here the handler only says to stop, and the loop stops the cluster
+        # between two heartbeats.
+        stopping = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stopping.set())
         try:
-            while cluster.sentinel.is_alive():
+            while cluster.sentinel.is_alive() and not stopping.is_set():
                 if cluster.is_running and not cluster.is_stopping:
                     self.beat()
-                cluster.sentinel.join(settings.WORKER_HEARTBEAT_INTERVAL)
+                stopping.wait(settings.WORKER_HEARTBEAT_INTERVAL)
+            if stopping.is_set():
+                cluster.stop()
         finally:
             try:
                 workers.worker_gone()
