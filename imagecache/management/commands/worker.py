@@ -1,7 +1,7 @@
 import importlib
 import logging
+import queue
 import signal
-import threading
 from typing import Any
 
 from django.conf import settings
@@ -32,16 +32,23 @@ class Command(BaseCommand):
         # transaction open meanwhile: on SQLite its write lock kept those
         # fetches from recording their images until the busy timeout (30 s).
         # Here the handler only says to stop, and the loop stops the cluster
-        # between two heartbeats.
-        stopping = threading.Event()
+        # between two heartbeats. (A SimpleQueue, whose put may be called
+        # from a signal handler: an Event's set would wait for the lock its
+        # wait holds, in the same thread.)
+        signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stopping.set())
+            signal.signal(signum, lambda signum, _frame: signals.put(signum))
+        stopping = False
         try:
-            while cluster.sentinel.is_alive() and not stopping.is_set():
+            while cluster.sentinel.is_alive() and not stopping:
                 if cluster.is_running and not cluster.is_stopping:
                     self.beat()
-                stopping.wait(settings.WORKER_HEARTBEAT_INTERVAL)
-            if stopping.is_set():
+                try:
+                    signals.get(timeout=settings.WORKER_HEARTBEAT_INTERVAL)
+                    stopping = True
+                except queue.Empty:
+                    pass
+            if stopping:
                 cluster.stop()
         finally:
             try:
