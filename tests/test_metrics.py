@@ -24,7 +24,7 @@ from imagecache.api import examples
 from imagecache.models import Entry, Fetch, WorkerHeartbeat
 from imagecache.ops.metrics_dir import METRICS_DIR, METRICS_DIR_PREPARED, metrics_dir_prepare
 from imagecache.simulator.server import KentikSimulator
-from imagecache.waiting.waiter import FetchWaiter
+from imagecache.waiting.waiter import FetchWaiter, Look
 from tests.harness.data import NOW
 from tests.harness.prometheus import Samples, parse, value
 
@@ -112,7 +112,9 @@ def test_unknown_paths_and_methods_are_counted_without_new_series(client):
 
 def test_waiters_gauge_counts_the_requests_waiting_now():
     done = threading.Event()
-    waiter = FetchWaiter(lambda ids: [] if done.is_set() else ids, interval=0.005)
+    waiter = FetchWaiter(
+        lambda ids: Look(in_flight=set() if done.is_set() else set(ids)), interval=0.005
+    )
 
     def waiting() -> float:
         return REGISTRY.get_sample_value("imagecache_waiters") or 0.0

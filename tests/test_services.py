@@ -85,6 +85,18 @@ def test_identical_requests_within_a_second_share_one_entry_and_write_nothing(fe
 
 
 @time_machine.travel(NOW, tick=False)
+def test_a_new_request_reads_its_entry_once_before_it_makes_it():
+    with CaptureQueriesContext(connection) as queries:
+        entry_create(api_query=QUERY)
+    entry_reads = [
+        q["sql"] for q in queries if q["sql"].startswith('SELECT "imagecache_entry"."id"')
+    ]
+    # The lookup for an entry to share; then made, not looked up again.
+    assert len(entry_reads) == 1
+    assert Entry.objects.count() == 1
+
+
+@time_machine.travel(NOW, tick=False)
 def test_request_within_the_second_of_a_failure_takes_a_new_fetch(fetch_chart):
     fetch_chart.side_effect = kentik.KentikError(503, "down")
     failed = entry_create(api_query=QUERY)

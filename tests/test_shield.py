@@ -228,6 +228,19 @@ def test_retry_after_is_capped_and_its_absence_means_a_doubling_backoff(settings
     assert shield.pause(reason="503", retry_after=None) == timezone.now() + timedelta(seconds=1)
 
 
+def test_a_claim_whose_own_fetch_is_in_line_reads_the_fetches_once():
+    fetch = pending(1)
+    with CaptureQueriesContext(connection) as queries:
+        assert claim(fetch).outcome == CLAIMED
+    reads = [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].startswith('SELECT "imagecache_fetch"."id"')
+    ]
+    # The line, with its own fetch in it; not its own fetch again.
+    assert len(reads) == 1
+
+
 def test_a_call_that_ends_with_nothing_paused_writes_nothing():
     # On SQLite an UPDATE takes the write lock even when it changes nothing.
     with CaptureQueriesContext(connection) as queries:

@@ -24,9 +24,9 @@ class Board:
         self.in_flight = set(in_flight)
         self.queries = 0
 
-    def __call__(self, ids: list[int]) -> list[int]:
+    def __call__(self, ids: list[int]) -> Look:
         self.queries += 1
-        return [i for i in ids if i in self.in_flight]
+        return Look(in_flight={i for i in ids if i in self.in_flight})
 
 
 def test_wait_returns_once_the_fetch_leaves_flight():
@@ -66,11 +66,11 @@ def test_many_waiters_cost_one_query_per_tick():
 def test_waiter_survives_a_failing_query():
     calls = {"n": 0}
 
-    def flaky(ids: list[int]) -> list[int]:
+    def flaky(ids: list[int]) -> Look:
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("database is locked")
-        return []
+        return Look(in_flight=set())
 
     waiter = FetchWaiter(flaky, interval=0.01)
     assert waiter.wait(1, timeout=5) is True

@@ -10,7 +10,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,20 +31,20 @@ class Look:
     settled: dict[int, Any] = field(default_factory=dict)
 
 
-InFlight = Callable[[list[int]], "Iterable[int] | Look"]
+LookAt = Callable[[list[int]], Look]
 
 
 class FetchWaiter:
     def __init__(
         self,
-        in_flight: InFlight,
+        look: LookAt,
         interval: float,
         reap: Reap | None = None,
         reap_interval: float = 5.0,
         listen: Callable[[Callable[[int], None]], object] | None = None,
     ) -> None:
-        """`in_flight(ids)` returns those of `ids` still in flight (one query),
-        or a `Look` that also carries the rows of the others.
+        """`look(ids)` tells which of `ids` are still in flight, with the rows
+        of the others (one query).
 
         `reap(ids)`, called every `reap_interval` while there are waiters,
         takes over the watched fetches whose worker died, so that a waiting
@@ -53,7 +53,7 @@ class FetchWaiter:
         `listen(wake)`, started once per process, pushes fetch ids that left
         flight (PostgreSQL NOTIFY): the poll is then only a fallback.
         """
-        self._in_flight = in_flight
+        self._look = look
         self._interval = interval
         self._reap = reap
         self._reap_interval = reap_interval
@@ -140,8 +140,7 @@ class FetchWaiter:
                 ):
                     self._last_reap = time.monotonic()
                     self._reap(ids)
-                looked = self._in_flight(ids)
-                look = looked if isinstance(looked, Look) else Look(set(looked))
+                look = self._look(ids)
             except Exception:  # the waiter must outlive a database hiccup
                 logger.exception("The fetch waiter could not read the pending fetches")
                 time.sleep(max(self._interval, 0.5))
