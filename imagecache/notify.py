@@ -32,7 +32,7 @@ def available() -> bool:
 
 def fetch_done(fetch_id: int) -> None:
     """Notify the listeners that a fetch left flight; sent when the caller's
-    transaction commits."""
+    transaction commits, at once outside one (its change committed already)."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, str(fetch_id)])

@@ -1,5 +1,6 @@
 import os
 import subprocess
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -9,8 +10,9 @@ from unittest import mock
 import pytest
 import time_machine
 from django.core.files.storage import default_storage
-from django.db import connection
+from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
+from django_q.models import Success
 
 from imagecache import kentik, leases
 from imagecache.files.storage import TEMP_PREFIX, TEMP_SUFFIX
@@ -96,6 +98,68 @@ def test_a_new_request_reads_its_entry_once_before_it_makes_it():
     assert Entry.objects.count() == 1
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_new_request_makes_its_fetch_and_entry_without_savepoints():
+    # Outside any test transaction, as a POST runs: its own is the outermost.
+    with (
+        mock.patch.object(queue, "async_task", autospec=True),  # the fetch not run at commit
+        CaptureQueriesContext(connection) as queries,
+    ):
+        entry = entry_create(api_query=QUERY)
+    assert not [q["sql"] for q in queries if "SAVEPOINT" in q["sql"].upper()]
+    assert Entry.objects.get().fetch_id == entry.fetch_id == Fetch.objects.get().pk
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_request_that_loses_the_race_for_the_fetch_joins_the_winners(
+    django_capture_on_commit_callbacks,
+):
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite: a write transaction holds the lock from its start; nothing races it")
+    winner: list[int] = []
+
+    def make_winner() -> None:
+        try:
+            winner.append(
+                Fetch.objects.create(
+                    query_hash=query_hash(QUERY), query_json="{}", created_at=NOW
+                ).pk
+            )
+        finally:
+            connections.close_all()
+
+    def race(execute, sql, params, many, context):
+        if not winner and sql.startswith('INSERT INTO "imagecache_fetch"'):
+            # Another web process (a thread: a connection of its own) makes
+            # the query's fetch between this request's read and its insert,
+            # and commits first.
+            other = threading.Thread(target=make_winner)
+            other.start()
+            other.join()
+        return execute(sql, params, many, context)
+
+    with (
+        mock.patch.object(queue, "async_task", autospec=True) as enqueue,
+        django_capture_on_commit_callbacks(execute=True),
+        connection.execute_wrapper(race),
+    ):
+        entry = entry_create(api_query=QUERY)
+    assert winner and entry.fetch_id == winner[0]
+    assert Fetch.objects.count() == 1
+    assert Entry.objects.get().fetch_id == winner[0]
+    # The winner enqueues its own fetch.
+    enqueue.assert_not_called()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_fetch_task_leaves_its_outcome_in_its_fetch_not_in_a_task_result(fetch_chart):
+    # django-q2's monitor read every saved result (SAVE_LIMIT of them) to
+    # prune one after each task: 3 ms of CPU per new image (bench/NOTES.md).
+    entry = entry_create(api_query=QUERY)  # run at its commit (the test profile's queue)
+    assert Fetch.objects.get(pk=entry.fetch_id).state == FetchState.READY
+    assert not Success.objects.exists()
+
+
 @time_machine.travel(NOW, tick=False)
 def test_request_within_the_second_of_a_failure_takes_a_new_fetch(fetch_chart):
     fetch_chart.side_effect = kentik.KentikError(503, "down")
@@ -155,6 +219,29 @@ def test_fetch_run_stores_image_and_marks_ready(fetch_chart):
         assert image.read() == PNG
     fetch_chart.assert_called_once()
     assert fetch_chart.call_args.args == (fetch.query_json,)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_ready_mark_is_one_statement_committed_before_the_waiters_are_told(fetch_chart):
+    with mock.patch.object(queue, "async_task", autospec=True):  # not run at its commit
+        entry = entry_create(api_query=QUERY)
+    seen: list[tuple[str, bool]] = []
+
+    def record(execute, sql, params, many, context):
+        # Each statement after Kentik's answer, and whether a transaction held it.
+        if fetch_chart.called:
+            seen.append((sql, connection.in_atomic_block))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(record):
+        fetching.fetch_run(fetch_id=entry.fetch_id)
+    assert Fetch.objects.get(pk=entry.fetch_id).state == FetchState.READY
+    ready_mark = next(i for i, (sql, _) in enumerate(seen) if sql.startswith("UPDATE"))
+    assert '"state" = %s' in seen[ready_mark][0]
+    assert not seen[ready_mark][1], "the ready mark ran inside a transaction"
+    if connection.vendor == "postgresql":
+        # Told in a statement of its own, after the mark committed.
+        assert seen[ready_mark + 1] == ("SELECT pg_notify(%s, %s)", False)
 
 
 def test_fetch_run_is_idempotent(fetch_chart):

@@ -239,6 +239,8 @@ def test_a_claim_whose_own_fetch_is_in_line_reads_the_fetches_once():
     ]
     # The line, with its own fetch in it; not its own fetch again.
     assert len(reads) == 1
+    # The calls in flight are counted in the same statement.
+    assert not [q for q in queries.captured_queries if q["sql"].startswith("SELECT COUNT(")]
 
 
 def test_a_call_that_ends_with_nothing_paused_writes_nothing():

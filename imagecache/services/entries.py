@@ -43,11 +43,34 @@ def entry_create(*, api_query: dict[str, Any], ttl: int | None = None) -> Entry:
     if shared is not None:
         metrics.SHARED_FETCHES.inc()
         return shared
+    query_json = json.dumps(api_query)
+    try:
+        return _entry_register(
+            entry_id=entry_id, key=key, query_json=query_json, now=now, expiry=expiry, raced=False
+        )
+    except IntegrityError:
+        # An identical request made the query's fetch, or this entry, between
+        # this one's reads and its writes: once more, joining what it made.
+        return _entry_register(
+            entry_id=entry_id, key=key, query_json=query_json, now=now, expiry=expiry, raced=True
+        )
+
+
+def _entry_register(
+    *, entry_id: str, key: str, query_json: str, now: datetime, expiry: int, raced: bool
+) -> Entry:
+    """`entry_create`'s transaction. A first try (most often alone: the lookup
+    before it found no entry to share) inserts without savepoints, and a
+    conflict rolls back the whole transaction: two statements fewer for each
+    of its inserts (four round trips to PostgreSQL on the path of every new
+    image). A try after a race reads what the other request made."""
     with transaction.atomic():
         fetch, created = fetch_share(
-            query_key=key, query_json=json.dumps(api_query), now=now, ready_too=True
+            query_key=key, query_json=query_json, now=now, ready_too=True, raced=raced
         )
-        entry, new = _entry_make(entry_id=entry_id, fetch=fetch, now=now, expiry=expiry)
+        entry, new = _entry_make(
+            entry_id=entry_id, fetch=fetch, now=now, expiry=expiry, raced=raced
+        )
         if not new and entry.fetch_id != fetch.pk:
             # Asked again within the second, and the entry's fetch may not be
             # reused (it failed, or is older than REUSE_MAX_AGE): the entry
@@ -71,22 +94,20 @@ def entry_create(*, api_query: dict[str, Any], ttl: int | None = None) -> Entry:
     return entry
 
 
-def _entry_make(*, entry_id: str, fetch: Fetch, now: datetime, expiry: int) -> tuple[Entry, bool]:
-    """The entry of this id, made now (True) unless it exists. Made first and
-    read on a conflict, the reverse of `get_or_create`: the lookup before the
-    transaction found no entry to share, so it is most often new, and one
-    statement fewer is on the path of every new image."""
-    try:
-        with transaction.atomic():
-            entry = Entry.objects.create(
-                id=entry_id,
-                fetch=fetch,
-                created_at=now,
-                expires_at=datetime.fromtimestamp(expiry, tz=UTC),
-            )
-        return entry, True
-    except IntegrityError:
-        return Entry.objects.get(pk=entry_id), False
+def _entry_make(
+    *, entry_id: str, fetch: Fetch, now: datetime, expiry: int, raced: bool
+) -> tuple[Entry, bool]:
+    """The entry of this id, made now (True) unless it exists. Made first, the
+    reverse of `get_or_create`: the lookup before the transaction found no
+    entry to share, so it is most often new, and one statement fewer is on
+    the path of every new image. A conflict is the caller's to retry (`raced`:
+    it read first)."""
+    if raced and (entry := Entry.objects.filter(pk=entry_id).first()) is not None:
+        return entry, False
+    entry = Entry.objects.create(
+        id=entry_id, fetch=fetch, created_at=now, expires_at=datetime.fromtimestamp(expiry, tz=UTC)
+    )
+    return entry, True
 
 
 def _reusable(now: datetime, prefix: str = "", ready_too: bool = True) -> Q:
@@ -151,20 +172,27 @@ def _refresh_used(*, fetch: Fetch) -> None:
 
 
 def fetch_share(
-    *, query_key: str, query_json: str, now: datetime, ready_too: bool
+    *, query_key: str, query_json: str, now: datetime, ready_too: bool, raced: bool = True
 ) -> tuple[Fetch, bool]:
     """The fetch that serves a query: the one in flight, or (`ready_too`) the
     newest ready within REUSE_MAX_AGE; else a new pending one (True), created
     with `query_json`, the query text sent to Kentik as the client wrote it.
 
     One fetch in flight per query is a constraint: a request that loses the
-    race to create it joins the winner's. The caller enqueues a new fetch.
+    race to create it joins the winner's; unless `raced` is False, when the
+    IntegrityError is the caller's, who retries its whole transaction (no
+    savepoint around the insert). The caller enqueues a new fetch.
     """
     candidates = Fetch.objects.filter(_reusable(now, ready_too=ready_too), query_hash=query_key)
     # Newest ready image first; an in-flight fetch (no finish time) after it.
     fetch = candidates.order_by(F("finished_at").desc(nulls_last=True)).first()
     if fetch is not None:
         return fetch, False
+    if not raced:
+        fetch = Fetch.objects.create(
+            query_hash=query_key, query_json=query_json, created_at=now, enqueued_at=now
+        )
+        return fetch, True
     try:
         with transaction.atomic():
             fetch = Fetch.objects.create(

@@ -14,12 +14,14 @@ import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
 
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Q
+from django.db.models import Count, Q, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from imagecache import kentik, leases, notify
@@ -73,11 +75,11 @@ def fetch_claim(*, fetch_id: int, waited: bool = False) -> Claim:
     owner = leases.owner_id()
     with transaction.atomic():
         gate = shield.gate_lock()
-        fetch = _line_first(fetch_id=fetch_id, now=now, waited=waited)
-        if fetch is None:
+        first = _line_first(fetch_id=fetch_id, now=now, waited=waited)
+        if first is None:
             return Claim(ClaimOutcome.SKIPPED)
-        live = Fetch.objects.filter(state=FetchState.FETCHING, lease_until__gt=now)
-        if live.count() >= settings.KENTIK_MAX_CONCURRENCY:
+        fetch, live = first
+        if live >= settings.KENTIK_MAX_CONCURRENCY:
             return Claim(ClaimOutcome.WAIT, reason="busy", wait=SLOT_POLL)
         admission = shield.admit(gate=gate, now=now)
         if not admission.open:
@@ -102,17 +104,32 @@ def fetch_claim(*, fetch_id: int, waited: bool = False) -> Claim:
     return Claim(ClaimOutcome.CLAIMED, fetch, probe=admission.probe)
 
 
-def _line_first(*, fetch_id: int, now: datetime, waited: bool) -> Fetch | None:
+def _line_first(*, fetch_id: int, now: datetime, waited: bool) -> tuple[Fetch, int] | None:
     """The first claimable fetch in line, failing on the way those that used
-    up FETCH_MAX_ATTEMPTS; None when there is none."""
-    line = Fetch.objects.filter(
-        Q(state=FetchState.PENDING) | Q(state=FetchState.FETCHING, lease_until__lte=now)
-    ).order_by("priority", "created_at", "pk")
+    up FETCH_MAX_ATTEMPTS, with the count of the calls in flight (live
+    leases, read in the same statement: one fewer under the lock row, and
+    counted before the failures, so that a claim may wait a SLOT_POLL more);
+    None when there is none."""
+    live = Subquery(
+        Fetch.objects.filter(state=FetchState.FETCHING, lease_until__gt=now)
+        .values("state")
+        .annotate(count=Count("pk"))
+        .values("count")
+    )
+    line = (
+        Fetch.objects.filter(
+            Q(state=FetchState.PENDING) | Q(state=FetchState.FETCHING, lease_until__lte=now)
+        )
+        .annotate(live=Coalesce(live, 0))
+        .order_by("priority", "created_at", "pk")
+    )
     first = list(line[:LINE_LOOK])
     if all(fetch.pk != fetch_id for fetch in first):
         # Its own fetch, read only when not among them (most often it is the
         # only one in line): held by a worker that may have died, or far back.
-        first += Fetch.objects.filter(pk=fetch_id, state__in=IN_FLIGHT)
+        first += Fetch.objects.filter(pk=fetch_id, state__in=IN_FLIGHT).annotate(
+            live=Coalesce(live, 0)
+        )
     candidates = sorted(
         {fetch.pk: fetch for fetch in first}.values(),
         key=lambda fetch: (
@@ -137,7 +154,7 @@ def _line_first(*, fetch_id: int, now: datetime, waited: bool) -> Fetch | None:
                 "fetch %s: failed (502), given up after %s attempts", fetch.pk, fetch.attempts
             )
             continue
-        return fetch
+        return fetch, cast(Any, fetch).live
     return None
 
 
@@ -410,20 +427,23 @@ def _fetch_record(*, fetch: Fetch, chart: kentik.Chart, saved_name: str, content
 def _fetch_mark_ready(
     *, fetch: Fetch, saved_name: str, media_type: str, size: int, content_hash: str, now: datetime
 ) -> bool:
-    with transaction.atomic():
-        stored = Fetch.objects.filter(pk=fetch.pk, state=FetchState.FETCHING).update(
-            state=FetchState.READY,
-            file_name=saved_name,
-            media_type=media_type,
-            size=size,
-            content_hash=content_hash,
-            finished_at=now,
-            last_read_at=now,
-            lease_until=None,
-            lease_owner="",
-        )
-        if stored:
-            notify.fetch_done(fetch.pk)
+    # One statement, committed on its own, and then the waiters told: no
+    # transaction around the two (BEGIN and COMMIT were two round trips more
+    # to PostgreSQL between Kentik's answer and the waiters'). A worker that
+    # dies between them leaves the waiters to their poll.
+    stored = Fetch.objects.filter(pk=fetch.pk, state=FetchState.FETCHING).update(
+        state=FetchState.READY,
+        file_name=saved_name,
+        media_type=media_type,
+        size=size,
+        content_hash=content_hash,
+        finished_at=now,
+        last_read_at=now,
+        lease_until=None,
+        lease_owner="",
+    )
+    if stored:
+        notify.fetch_done(fetch.pk)
     return bool(stored)
 
 
@@ -471,15 +491,15 @@ def _fetch_fail(
     states: tuple[str, ...] = (FetchState.FETCHING,),
     transient: bool = False,
 ) -> None:
-    with transaction.atomic():
-        failed = Fetch.objects.filter(pk=fetch.pk, state__in=states).update(
-            state=FetchState.FAILED,
-            error_status=status,
-            error_message=message,
-            error_transient=transient,
-            finished_at=timezone.now(),
-            lease_until=None,
-            lease_owner="",
-        )
-        if failed:
-            notify.fetch_done(fetch.pk)
+    # As `_fetch_mark_ready`: the change committed, then told.
+    failed = Fetch.objects.filter(pk=fetch.pk, state__in=states).update(
+        state=FetchState.FAILED,
+        error_status=status,
+        error_message=message,
+        error_transient=transient,
+        finished_at=timezone.now(),
+        lease_until=None,
+        lease_owner="",
+    )
+    if failed:
+        notify.fetch_done(fetch.pk)

@@ -46,6 +46,8 @@ def task_enqueue(*, fetch_id: int) -> bool:
             fetch_id,
             task_name=f"fetch-{fetch_id}",
             timeout=settings.FETCH_TASK_TIMEOUT,
+            # A fetch's outcome is its row (and its log line): no result saved.
+            save=False,
             broker=broker(),
         )
     # Each of django-q2's brokers (the ORM, Redis, SQS, ...) fails with errors
