@@ -43,7 +43,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.waiters import added_latency, waiters  # noqa: E402
+from bench.waiters import added_latency, service_pids, waiters  # noqa: E402
 from config import gunicorn as gunicorn_config  # noqa: E402
 from imagecache.api.examples import chart_query  # noqa: E402
 from imagecache.hashing import query_hash  # noqa: E402
@@ -291,21 +291,6 @@ def readme_proxy_block(port: int, upstream_port: int, cache_dir: Path) -> str:
     if servers != 1:
         raise RuntimeError(f"README.md's proxy-cache block has {servers} server blocks, not 1")
     return f"    sendfile on;\n    tcp_nopush on;\n{block}"
-
-
-def service_pids(service: Service) -> list[int]:
-    """Every process of the service: its session (the harness starts it in a
-    new one; the supervisor puts each child in a process group of its own)."""
-    assert service.process is not None
-    session = os.getsid(service.process.pid)
-    pids = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if os.getsid(int(proc.name)) == session:
-                pids.append(int(proc.name))
-        except (OSError, ValueError):
-            continue
-    return pids
 
 
 def _cmdline(pid: int) -> str:

@@ -21,6 +21,7 @@ Usage: .venv/bin/python bench/waiters.py [--waiters 1000] [--rounds 20] [--json 
 import argparse
 import asyncio
 import json
+import os
 import resource
 import statistics
 import sys
@@ -48,6 +49,21 @@ from tests.harness.service import Service  # noqa: E402
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def service_pids(service: Service) -> list[int]:
+    """Every process of the service: its session (the harness starts it in a
+    new one; the supervisor puts each child in a process group of its own)."""
+    assert service.process is not None
+    session = os.getsid(service.process.pid)
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if os.getsid(int(proc.name)) == session:
+                pids.append(int(proc.name))
+        except (OSError, ValueError):
+            continue
+    return pids
 
 
 def added_latency(service: Service, sim: KentikSimulator, rounds: int, delay: float) -> dict:
