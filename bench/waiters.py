@@ -14,6 +14,7 @@ On PostgreSQL + Redis when DATABASE_URL and REDIS_URL say so (as
 PostgreSQL sampled during the waiters.
 
 Usage: .venv/bin/python bench/waiters.py [--waiters 1000] [--rounds 20] [--json out.json]
+       .venv/bin/python bench/waiters.py --against ../earlier-checkout --rounds 100 --delay 0.3
        DATABASE_URL=postgres://postgres@127.0.0.1:5432/imagecache \
        REDIS_URL=redis://127.0.0.1:6379/0 .venv/bin/python bench/waiters.py
 """
@@ -68,22 +69,7 @@ def service_pids(service: Service) -> list[int]:
 
 def added_latency(service: Service, sim: KentikSimulator, rounds: int, delay: float) -> dict:
     sim.add_rule(delay=delay)
-    added = []
-    for i in range(rounds):
-        api_query = unique_query(f"latency-{i}-{time.time()}")
-        # Kentik's own time for this query (delay and drawing), asked directly.
-        started = time.perf_counter()
-        requests.post(
-            f"{sim.url}/query/topXchart",
-            json=api_query,
-            headers={"X-CH-Auth-Email": E2E_EMAIL, "X-CH-Auth-API-Token": E2E_TOKEN},
-            timeout=30,
-        ).raise_for_status()
-        kentik_time = time.perf_counter() - started
-        started = time.perf_counter()
-        response = service.get_image(service.post(api_query))
-        assert response.status_code == 200, response.text
-        added.append((time.perf_counter() - started - kentik_time) * 1000)
+    added = [_added_once(service, sim, f"latency-{i}") for i in range(rounds)]
     sim.reset()
     return {
         "rounds": rounds,
@@ -92,6 +78,48 @@ def added_latency(service: Service, sim: KentikSimulator, rounds: int, delay: fl
         "added_ms_p90": round(percentile(added, 0.9), 1),
         "added_ms_max": round(max(added), 1),
     }
+
+
+def added_latency_paired(
+    services: dict[str, Service], sim: KentikSimulator, rounds: int, delay: float
+) -> dict:
+    """The added wait latency of two services side by side (two checkouts),
+    their rounds interleaved and taken in turns first, so that what the host
+    does meanwhile falls on both: on a busy host, medians of separate runs
+    swing more than most changes move them."""
+    (first, a), (second, b) = services.items()
+    sim.add_rule(delay=delay)
+    added: dict[str, list[float]] = {first: [], second: []}
+    for i in range(rounds):
+        for name, service in ((first, a), (second, b)) if i % 2 == 0 else ((second, b), (first, a)):
+            added[name].append(_added_once(service, sim, f"latency-{name}-{i}"))
+    sim.reset()
+    return {
+        "rounds": rounds,
+        "simulator_delay_s": delay,
+        **{f"{name}_added_ms_median": round(statistics.median(v), 2) for name, v in added.items()},
+        f"{second}_minus_{first}_ms_paired_median": round(
+            statistics.median(y - x for x, y in zip(added[first], added[second], strict=True)), 2
+        ),
+    }
+
+
+def _added_once(service: Service, sim: KentikSimulator, tag: str) -> float:
+    """One new query: GET total (from the POST) less Kentik's own time for it, in ms."""
+    api_query = unique_query(f"{tag}-{time.time()}")
+    # Kentik's own time for this query (delay and drawing), asked directly.
+    started = time.perf_counter()
+    requests.post(
+        f"{sim.url}/query/topXchart",
+        json=api_query,
+        headers={"X-CH-Auth-Email": E2E_EMAIL, "X-CH-Auth-API-Token": E2E_TOKEN},
+        timeout=30,
+    ).raise_for_status()
+    kentik_time = time.perf_counter() - started
+    started = time.perf_counter()
+    response = service.get_image(service.post(api_query))
+    assert response.status_code == 200, response.text
+    return (time.perf_counter() - started - kentik_time) * 1000
 
 
 @dataclass
@@ -236,11 +264,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--delay", type=float, default=1.0, help="simulator delay, s")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--against",
+        type=Path,
+        help="a checkout (an earlier commit) to run beside this one: the added wait"
+        " latency of both, rounds interleaved, and nothing else",
+    )
     args = parser.parse_args(argv)
     with (
         tempfile.TemporaryDirectory() as tmp,
         KentikSimulator(email=E2E_EMAIL, token=E2E_TOKEN) as sim,
     ):
+        if args.against:
+            return _paired(Path(tmp), sim, args)
         service = Service(Path(tmp), sim.url, ENTRY_WAIT_TIMEOUT=120, REUSE_MAX_AGE=60)
         service.env["KT_AUTH_EMAIL"], service.env["KT_AUTH_TOKEN"] = E2E_EMAIL, E2E_TOKEN
         service.start()
@@ -256,6 +292,34 @@ def main(argv: list[str] | None = None) -> int:
                 "coalescing": [coalescing(service, sim, n) for n in (20, 100)],
             }
         finally:
+            service.drop()
+    text = json.dumps(figures, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    return 0
+
+
+def _paired(tmp: Path, sim: KentikSimulator, args: argparse.Namespace) -> int:
+    services = {
+        "against": Service(tmp / "against", sim.url),
+        "this": Service(tmp / "this", sim.url),
+    }
+    services["against"].root = args.against
+    try:
+        for service in services.values():
+            service.env.update(ENTRY_WAIT_TIMEOUT="120", REUSE_MAX_AGE="60")
+            service.start()
+            for n in range(3):  # every worker warm
+                service.get_image(service.post(unique_query(f"warm-up-{n}")))
+        figures = {
+            "date": datetime.now().isoformat(timespec="seconds"),
+            "against": str(args.against),
+            "database": services["this"].env["DATABASE_URL"].split(":", 1)[0],
+            "added_wait_latency": added_latency_paired(services, sim, args.rounds, args.delay),
+        }
+    finally:
+        for service in services.values():
             service.drop()
     text = json.dumps(figures, indent=2)
     print(text)

@@ -130,6 +130,53 @@ def test_a_wake_for_an_id_nobody_waits_on_does_not_look():
     assert board.queries <= looked + 1
 
 
+def test_a_wake_looks_in_the_callers_thread_and_gives_back_what_it_took():
+    board = Board({1})
+    looked_in: list[threading.Thread] = []
+    done: list[bool] = []
+
+    def look(ids: list[int]) -> Look:
+        looked_in.append(threading.current_thread())
+        return board(ids)
+
+    waiter = FetchWaiter(look, interval=600, look_done=lambda: done.append(True))
+    results: list[bool] = []
+    thread = threading.Thread(target=lambda: results.append(waiter.wait(1, timeout=600)))
+    thread.start()
+    wait_for(lambda: waiter.watched_count == 1 and board.queries >= 1)
+    board.in_flight.discard(1)
+    # The listener's thread (here, this one) looks and wakes the request
+    # itself: the waiter's thread, on a 600 s tick, never looks again.
+    waiter.wake(1)
+    thread.join(timeout=10)
+    assert results == [True]
+    assert looked_in[-1] is threading.current_thread()
+    assert done == [True]
+
+
+def test_a_wake_whose_look_fails_leaves_it_to_the_waiters_thread():
+    board = Board({1})
+    failing = {"next": False}
+
+    def look(ids: list[int]) -> Look:
+        if failing["next"]:
+            failing["next"] = False
+            raise RuntimeError("database is locked")
+        return board(ids)
+
+    waiter = FetchWaiter(look, interval=600)
+    results: list[bool] = []
+    thread = threading.Thread(target=lambda: results.append(waiter.wait(1, timeout=600)))
+    thread.start()
+    wait_for(lambda: waiter.watched_count == 1 and board.queries >= 1)
+    board.in_flight.discard(1)
+    failing["next"] = True
+    waiter.wake(1)
+    thread.join(timeout=10)
+    assert results == [True]
+    assert board.queries >= 2
+
+
 # --- The waiter of the web processes, wired to the database -------------------
 
 

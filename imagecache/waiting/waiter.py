@@ -42,6 +42,7 @@ class FetchWaiter:
         reap: Reap | None = None,
         reap_interval: float = 5.0,
         listen: Callable[[Callable[[int], None]], object] | None = None,
+        look_done: Callable[[], object] | None = None,
     ) -> None:
         """`look(ids)` tells which of `ids` are still in flight, with the rows
         of the others (one query).
@@ -52,6 +53,10 @@ class FetchWaiter:
 
         `listen(wake)`, started once per process, pushes fetch ids that left
         flight (PostgreSQL NOTIFY): the poll is then only a fallback.
+
+        `look_done()` is called after each look that a wake made in the
+        listener's thread (to give back what the look took: a connection
+        of PostgreSQL's pool).
         """
         self._look = look
         self._interval = interval
@@ -59,6 +64,7 @@ class FetchWaiter:
         self._reap_interval = reap_interval
         self._last_reap = 0.0
         self._listen = listen
+        self._look_done = look_done
         self._lock = threading.Lock()
         # Per fetch id: the event its requests wait on, how many they are, and
         # the row the look read once it left flight.
@@ -98,15 +104,27 @@ class FetchWaiter:
         return left, row if left else None
 
     def wake(self, fetch_id: int) -> None:
-        """A fetch left flight: look at once, rather than at the next tick.
+        """A fetch left flight: look at it at once, in the caller's thread
+        (the listener's), rather than at the next tick: a wake-up of the
+        waiter's thread less between the news and the requests.
 
         The look, not the message, wakes the requests: a message may come
         from another deployment sharing the channel, or before the change is
-        visible here."""
+        visible here. A look that fails leaves it to the waiter's thread."""
         with self._lock:
             watched = fetch_id in self._watched
-        if watched:
+        if not watched:
+            return
+        try:
+            look = self._look([fetch_id])
+        except Exception:
+            logger.warning("A wake's look failed; the waiter's thread looks again", exc_info=True)
             self._poke.set()
+            return
+        finally:
+            if self._look_done is not None:
+                self._look_done()
+        self._settle([fetch_id], look)
 
     @property
     def watched_count(self) -> int:
@@ -145,10 +163,14 @@ class FetchWaiter:
                 logger.exception("The fetch waiter could not read the pending fetches")
                 time.sleep(max(self._interval, 0.5))
                 continue
-            with self._lock:
-                for fetch_id in ids:
-                    if fetch_id not in look.in_flight and fetch_id in self._watched:
-                        event, count, _ = self._watched[fetch_id]
-                        self._watched[fetch_id] = (event, count, look.settled.get(fetch_id))
-                        event.set()
+            self._settle(ids, look)
             self._poke.wait(self._interval)
+
+    def _settle(self, ids: list[int], look: Look) -> None:
+        """Wake the requests of those of `ids` that the look saw out of flight."""
+        with self._lock:
+            for fetch_id in ids:
+                if fetch_id not in look.in_flight and fetch_id in self._watched:
+                    event, count, _ = self._watched[fetch_id]
+                    self._watched[fetch_id] = (event, count, look.settled.get(fetch_id))
+                    event.set()
