@@ -275,24 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         tempfile.TemporaryDirectory() as tmp,
         KentikSimulator(email=E2E_EMAIL, token=E2E_TOKEN) as sim,
     ):
-        if args.against:
-            return _paired(Path(tmp), sim, args)
-        service = Service(Path(tmp), sim.url, ENTRY_WAIT_TIMEOUT=120, REUSE_MAX_AGE=60)
-        service.env["KT_AUTH_EMAIL"], service.env["KT_AUTH_TOKEN"] = E2E_EMAIL, E2E_TOKEN
-        service.start()
-        try:
-            # Warm every gunicorn worker and thread pool before measuring.
-            service.get_image(service.post(unique_query("warm-up")))
-            figures: dict[str, Any] = {
-                "date": datetime.now().isoformat(timespec="seconds"),
-                "added_wait_latency": added_latency(service, sim, args.rounds, args.delay),
-                "database": service.env["DATABASE_URL"].split(":", 1)[0],
-                "broker": "redis" if "REDIS_URL" in service.env else "orm",
-                "concurrent_waiters": waiters(service, sim, args.waiters, 3.0),
-                "coalescing": [coalescing(service, sim, n) for n in (20, 100)],
-            }
-        finally:
-            service.drop()
+        figures = (_paired if args.against else _alone)(Path(tmp), sim, args)
     text = json.dumps(figures, indent=2)
     print(text)
     if args.json:
@@ -300,7 +283,26 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _paired(tmp: Path, sim: KentikSimulator, args: argparse.Namespace) -> int:
+def _alone(tmp: Path, sim: KentikSimulator, args: argparse.Namespace) -> dict[str, Any]:
+    service = Service(tmp, sim.url, ENTRY_WAIT_TIMEOUT=120, REUSE_MAX_AGE=60)
+    service.env["KT_AUTH_EMAIL"], service.env["KT_AUTH_TOKEN"] = E2E_EMAIL, E2E_TOKEN
+    service.start()
+    try:
+        # Warm every gunicorn worker and thread pool before measuring.
+        service.get_image(service.post(unique_query("warm-up")))
+        return {
+            "date": datetime.now().isoformat(timespec="seconds"),
+            "added_wait_latency": added_latency(service, sim, args.rounds, args.delay),
+            "database": service.env["DATABASE_URL"].split(":", 1)[0],
+            "broker": "redis" if "REDIS_URL" in service.env else "orm",
+            "concurrent_waiters": waiters(service, sim, args.waiters, 3.0),
+            "coalescing": [coalescing(service, sim, n) for n in (20, 100)],
+        }
+    finally:
+        service.drop()
+
+
+def _paired(tmp: Path, sim: KentikSimulator, args: argparse.Namespace) -> dict[str, Any]:
     services = {
         "against": Service(tmp / "against", sim.url),
         "this": Service(tmp / "this", sim.url),
@@ -312,7 +314,7 @@ def _paired(tmp: Path, sim: KentikSimulator, args: argparse.Namespace) -> int:
             service.start()
             for n in range(3):  # every worker warm
                 service.get_image(service.post(unique_query(f"warm-up-{n}")))
-        figures = {
+        return {
             "date": datetime.now().isoformat(timespec="seconds"),
             "against": str(args.against),
             "database": services["this"].env["DATABASE_URL"].split(":", 1)[0],
@@ -321,11 +323,6 @@ def _paired(tmp: Path, sim: KentikSimulator, args: argparse.Namespace) -> int:
     finally:
         for service in services.values():
             service.drop()
-    text = json.dumps(figures, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
-    return 0
 
 
 if __name__ == "__main__":
