@@ -48,6 +48,10 @@ def summarize(collapsed: Path, top: int) -> str:
     samples = 0
     for line in collapsed.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            # A frame whose name holds a newline (py-spy writes it as it is):
+            # its stack's lines are dropped, not the whole summary.
+            continue
         count = int(count_text)
         # py-spy prefixes each stack with the process and the thread.
         frames = [f for f in stack.split(";") if not f.startswith(("process ", "thread "))]
