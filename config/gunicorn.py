@@ -8,6 +8,8 @@ the worker, so the worker keeps answering its heartbeat during long waits
 import gc
 import json
 import os
+import queue
+import signal
 import socket
 from pathlib import Path
 from typing import Any
@@ -121,3 +123,25 @@ def pre_fork(server: Any, worker: Any) -> None:
     # reach, its objects' pages stay shared with the workers instead of being
     # copied into each by the collector's writes.
     gc.freeze()
+
+
+# The stops that a worker must not miss between its fork and its own handlers.
+STOPS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """A stop that comes between the fork and the worker's own signal handlers
+    goes to the master's handler, copied into the worker, which queues it in
+    the worker's copy of the master's queue: lost, and the master would wait
+    its graceful timeout (30 s) for a worker that never heard it (a stop just
+    after a start, on a busy machine). One that came is taken here; one that
+    comes until the worker's handlers are in ends the worker at once."""
+    for stop in STOPS:
+        signal.signal(stop, lambda *_: os._exit(0))
+    while True:
+        try:
+            pending = server.SIG_QUEUE.get_nowait()
+        except queue.Empty:
+            return
+        if pending in STOPS:
+            os._exit(0)

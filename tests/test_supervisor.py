@@ -90,6 +90,46 @@ def test_the_stop_deadline_outlasts_gunicorns_graceful_timeout():
     assert supervisor.STOP_TIMEOUT > gunicorn.graceful_timeout
 
 
+# A web worker just forked, before its own signal handlers: the master's queue
+# as the fork copied it (argv[1]: a signal already in it, or "none"), then a
+# stop sent to the worker itself ("kill"), or nothing.
+JUST_FORKED = """
+import os, queue, signal, sys, time, types
+from config import gunicorn
+server = types.SimpleNamespace(SIG_QUEUE=queue.SimpleQueue())
+if sys.argv[1] != "none":
+    server.SIG_QUEUE.put(getattr(signal, sys.argv[1]))
+gunicorn.post_fork(server, None)
+print("booting", flush=True)
+if sys.argv[2] == "kill":
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)  # the handler runs before the sleep ends
+    print("still booting", flush=True)
+"""
+
+
+@pytest.mark.parametrize(
+    ("queued", "then", "printed"),
+    [
+        ("SIGTERM", "", ""),  # the stop came before the hook: taken, not lost
+        ("SIGINT", "", ""),
+        ("none", "kill", "booting\n"),  # it comes after: the worker ends at once
+        ("SIGCHLD", "", "booting\n"),  # not a stop: it boots
+    ],
+)
+def test_a_stop_between_a_web_workers_fork_and_its_handlers_ends_it(queued, then, printed):
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, "-c", JUST_FORKED, queued, then or "-"],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (result.returncode, result.stdout) == (0, printed), result.stderr
+
+
 def _wait_for_file(path: Path) -> None:
     deadline = time.monotonic() + 30
     while not path.exists():

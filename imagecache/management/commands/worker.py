@@ -25,7 +25,6 @@ class Command(BaseCommand):
         # imports (0.2-0.35 s; bench/NOTES.md).
         importlib.import_module("imagecache.tasks")
         cluster = Cluster()
-        cluster.start()
         # Cluster() takes SIGTERM and SIGINT, and its handler waits, in this
         # thread, for the sentinel to stop, which waits for the fetches in
         # flight. A signal in the middle of a heartbeat left the heartbeat's
@@ -34,10 +33,13 @@ class Command(BaseCommand):
         # Here the handler only says to stop, and the loop stops the cluster
         # between two heartbeats. (A SimpleQueue, whose put may be called
         # from a signal handler: an Event's set would wait for the lock its
-        # wait holds, in the same thread.)
+        # wait holds, in the same thread.) It is in before the cluster
+        # starts: Cluster's own, during its start, lost a stop that came
+        # before the sentinel was running, and the cluster ran on.
         signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda signum, _frame: signals.put(signum))
+        cluster.start()
         stopping = False
         try:
             while cluster.sentinel.is_alive() and not stopping:
