@@ -10,7 +10,7 @@ from unittest import mock
 import pytest
 import time_machine
 from django.core.files.storage import default_storage
-from django.db import connection, connections
+from django.db import OperationalError, connection, connections
 from django.test.utils import CaptureQueriesContext
 from django_q.models import Success
 
@@ -242,6 +242,28 @@ def test_the_ready_mark_is_one_statement_committed_before_the_waiters_are_told(f
     if connection.vendor == "postgresql":
         # Told in a statement of its own, after the mark committed.
         assert seen[ready_mark + 1] == ("SELECT pg_notify(%s, %s)", False)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_notify_that_fails_after_the_ready_mark_keeps_the_image(fetch_chart):
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite tells the waiters with a datagram, which never fails the caller")
+    with mock.patch.object(queue, "async_task", autospec=True):  # not run at its commit
+        entry = entry_create(api_query=QUERY)
+
+    def notify_fails(execute, sql, params, many, context):
+        # The database stops answering between the ready mark and the NOTIFY.
+        if "pg_notify" in sql:
+            raise OperationalError("server closed the connection unexpectedly")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(notify_fails):
+        fetching.fetch_run(fetch_id=entry.fetch_id)
+    fetch = Fetch.objects.get(pk=entry.fetch_id)
+    assert fetch.state == FetchState.READY
+    with default_storage.open(fetch.file_name) as image:
+        assert image.read() == PNG
+    fetch_chart.assert_called_once()
 
 
 def test_fetch_run_is_idempotent(fetch_chart):

@@ -429,8 +429,7 @@ def _fetch_mark_ready(
 ) -> bool:
     # One statement, committed on its own, and then the waiters told: no
     # transaction around the two (BEGIN and COMMIT were two round trips more
-    # to PostgreSQL between Kentik's answer and the waiters'). A worker that
-    # dies between them leaves the waiters to their poll.
+    # to PostgreSQL between Kentik's answer and the waiters').
     stored = Fetch.objects.filter(pk=fetch.pk, state=FetchState.FETCHING).update(
         state=FetchState.READY,
         file_name=saved_name,
@@ -443,8 +442,27 @@ def _fetch_mark_ready(
         lease_owner="",
     )
     if stored:
-        notify.fetch_done(fetch.pk)
+        _waiters_tell(fetch.pk)
     return bool(stored)
+
+
+def _waiters_tell(fetch_id: int) -> None:
+    """Tell the waiters that a fetch left flight. Inside a transaction, at its
+    commit (a failure fails the transaction). Outside one the change is
+    committed already, and a NOTIFY that fails must neither undo it nor pass
+    for a failed change (the ready mark, tried again, would find the fetch
+    ready and drop its image): the waiters find it at their poll, as they do
+    when a worker dies between the two."""
+    if connection.in_atomic_block:
+        notify.fetch_done(fetch_id)
+        return
+    try:
+        notify.fetch_done(fetch_id)
+    except DatabaseError:
+        logger.warning(
+            "fetch %s: its waiters were not told (the database did not answer); they poll",
+            fetch_id,
+        )
 
 
 def _stored_image(fetch: Fetch) -> tuple[kentik.Chart, str, str] | None:
@@ -502,4 +520,4 @@ def _fetch_fail(
         lease_owner="",
     )
     if failed:
-        notify.fetch_done(fetch.pk)
+        _waiters_tell(fetch.pk)
