@@ -3,7 +3,8 @@
 A request that waits registers the fetch id and blocks on an Event. A single
 thread looks at every watched id with one query per tick and wakes the
 requests whose fetch left the in-flight states, so a thousand waiters cost
-one query per tick, not a thousand.
+one query per tick, not a thousand. A fetch that a listener hears of (a
+NOTIFY, a datagram) is looked at in the listener's thread, at once.
 """
 
 import logging
