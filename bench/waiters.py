@@ -304,13 +304,12 @@ def _alone(tmp: Path, sim: KentikSimulator, args: argparse.Namespace) -> dict[st
 
 def _paired(tmp: Path, sim: KentikSimulator, args: argparse.Namespace) -> dict[str, Any]:
     services = {
-        "against": Service(tmp / "against", sim.url),
-        "this": Service(tmp / "this", sim.url),
+        name: Service(tmp / name, sim.url, ENTRY_WAIT_TIMEOUT=120, REUSE_MAX_AGE=60)
+        for name in ("against", "this")
     }
     services["against"].root = args.against
     try:
         for service in services.values():
-            service.env.update(ENTRY_WAIT_TIMEOUT="120", REUSE_MAX_AGE="60")
             service.start()
             for n in range(3):  # every worker warm
                 service.get_image(service.post(unique_query(f"warm-up-{n}")))

@@ -110,26 +110,27 @@ def _line_first(*, fetch_id: int, now: datetime, waited: bool) -> tuple[Fetch, i
     leases, read in the same statement: one fewer under the lock row, and
     counted before the failures, so that a claim may wait a SLOT_POLL more);
     None when there is none."""
-    live = Subquery(
-        Fetch.objects.filter(state=FetchState.FETCHING, lease_until__gt=now)
-        .values("state")
-        .annotate(count=Count("pk"))
-        .values("count")
+    live = Coalesce(
+        Subquery(
+            Fetch.objects.filter(state=FetchState.FETCHING, lease_until__gt=now)
+            .values("state")
+            .annotate(count=Count("pk"))
+            .values("count")
+        ),
+        0,
     )
     line = (
         Fetch.objects.filter(
             Q(state=FetchState.PENDING) | Q(state=FetchState.FETCHING, lease_until__lte=now)
         )
-        .annotate(live=Coalesce(live, 0))
+        .annotate(live=live)
         .order_by("priority", "created_at", "pk")
     )
     first = list(line[:LINE_LOOK])
     if all(fetch.pk != fetch_id for fetch in first):
         # Its own fetch, read only when not among them (most often it is the
         # only one in line): held by a worker that may have died, or far back.
-        first += Fetch.objects.filter(pk=fetch_id, state__in=IN_FLIGHT).annotate(
-            live=Coalesce(live, 0)
-        )
+        first += Fetch.objects.filter(pk=fetch_id, state__in=IN_FLIGHT).annotate(live=live)
     candidates = sorted(
         {fetch.pk: fetch for fetch in first}.values(),
         key=lambda fetch: (
@@ -453,12 +454,11 @@ def _waiters_tell(fetch_id: int) -> None:
     for a failed change (the ready mark, tried again, would find the fetch
     ready and drop its image): the waiters find it at their poll, as they do
     when a worker dies between the two."""
-    if connection.in_atomic_block:
-        notify.fetch_done(fetch_id)
-        return
     try:
         notify.fetch_done(fetch_id)
     except DatabaseError:
+        if connection.in_atomic_block:
+            raise
         logger.warning(
             "fetch %s: its waiters were not told (the database did not answer); they poll",
             fetch_id,
