@@ -16,17 +16,30 @@ Bodies of known length up to DATA_UPLOAD_MAX_MEMORY_SIZE (the API's bound) are
 buffered the same way; a chunked or larger body is read by the thread, as
 before. TLS and HTTP/2 connections (neither is configured here) take
 gunicorn's own path.
+
+A request whose head has come whole is also looked at once more: the plainest
+GET or HEAD of an image (`plain_image_request`) is answered by the thread from
+the app's fast path for ready images (imagecache/api/fastpath.py) without
+gunicorn's parser, environ and response objects, which cost a cached GET most
+of its CPU. Every other request, and one the fast path does not answer, is
+parsed by gunicorn from the same bytes.
 """
 
 import errno
+import os
 import re
 import selectors
+import socket
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from typing import Any
 
-from gunicorn import http, util
+from gunicorn import SERVER, http, util
+from gunicorn.config import PostRequest, PreRequest
 from gunicorn.http2 import negotiation
 from gunicorn.workers.gthread import ThreadWorker
 
@@ -35,6 +48,92 @@ _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d{1,12})[ \t]*\
 _CHUNKED = re.compile(rb"\r\ntransfer-encoding[ \t]*:[^\r\n]*chunked", re.I)
 # A client that asks to continue sends its body only once the thread says so.
 _EXPECT = re.compile(rb"\r\nexpect[ \t]*:", re.I)
+
+# The plainest request for an image, whole and alone in the buffer: no body,
+# no pipelined request behind it, HTTP/1.1, header names of RFC 9110's token
+# characters but "_" (which gunicorn drops), values of visible ASCII, space
+# and tab, and well inside gunicorn's limits. Anything else is parsed by
+# gunicorn, as every request was before.
+_PLAIN_IMAGE = re.compile(
+    rb"(GET|HEAD) (/image/[0-9A-Za-z_]{1,128}) HTTP/1\.1\r\n"
+    rb"((?:[!#$%&'*+.^`|~0-9A-Za-z-]{1,64}:[\t -~]{0,2048}\r\n){1,32})\r\n\Z"
+)
+# Fields that change what gunicorn or Django make of a request (a body, an
+# upgrade, a proxy's view of the client, a conditional answer): with any of
+# them, the request is gunicorn's.
+_THEIRS = (b"content-length", b"transfer-encoding", b"expect", b"upgrade", b"http2-settings")
+_THEIRS_PREFIXES = (b"if-", b"x-forwarded-", b"forwarded")
+
+
+@dataclass(frozen=True)
+class PlainImageRequest:
+    """A request the worker answers from the app's ready images itself."""
+
+    method: str
+    path: str
+    host: str
+    close: bool  # the client sent "Connection: close"
+    head: bytes  # as it arrived, for gunicorn if the app does not answer it
+    fields: list[tuple[str, str]]  # for the access log, as gunicorn names them
+
+
+def plain_image_request(arrived: bytes | bytearray) -> PlainImageRequest | None:
+    """The request in `arrived`, if it is a plain GET or HEAD of an image
+    (see _PLAIN_IMAGE); None for any other."""
+    match = _PLAIN_IMAGE.match(arrived)
+    if match is None:
+        return None
+    method, path, block = match.groups()
+    hosts: list[bytes] = []
+    close = False
+    fields = []
+    for line in block.split(b"\r\n")[:-1]:
+        raw_name, _, raw_value = line.partition(b":")
+        name, value = raw_name.lower(), raw_value.strip(b" \t")
+        if name in _THEIRS or name.startswith(_THEIRS_PREFIXES):
+            return None
+        if name == b"host":
+            hosts.append(value)
+        elif name == b"connection":
+            options = {option.strip(b" \t") for option in value.lower().split(b",")}
+            if not options <= {b"keep-alive", b"close"}:
+                return None
+            close = close or b"close" in options
+        fields.append((raw_name.decode("ascii").upper(), value.decode("ascii")))
+    if len(hosts) != 1 or not hosts[0]:
+        return None
+    return PlainImageRequest(
+        method=method.decode("ascii"),
+        path=path.decode("ascii"),
+        host=hosts[0].decode("ascii"),
+        close=close,
+        head=bytes(arrived),
+        fields=fields,
+    )
+
+
+class _ImageFile:
+    """The app's `wsgi.file_wrapper` on the worker's own path: it hands the
+    file back rather than wrapping it."""
+
+    def __init__(self, image: Any, block_size: int = 0) -> None:
+        self.image = image
+
+
+@dataclass
+class _Logged:
+    """What gunicorn's access log reads of an answer."""
+
+    status: str
+    headers: list[tuple[str, str]]
+    sent: int = 0
+
+
+@dataclass
+class _LoggedRequest:
+    """What gunicorn's access log reads of a request."""
+
+    headers: list[tuple[str, str]]
 
 
 class HeadersFirstWorker(ThreadWorker):
@@ -134,12 +233,110 @@ class HeadersFirstWorker(ThreadWorker):
     def _dispatch(self, conn: Any) -> None:
         if conn.parser is None:
             conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
-        conn.parser.unreader.unread(bytes(conn.arrived))
+        conn.plain = self._plain(conn.arrived)
+        if conn.plain is None:
+            conn.parser.unreader.unread(bytes(conn.arrived))
         conn.arrived = bytearray()
         # The bytes are here: handle() must not wait for the socket to be readable.
         conn.data_ready = True
         conn.sock.setblocking(True)
         super().enqueue_req(conn)
+
+    def _plain(self, arrived: bytearray) -> PlainImageRequest | None:
+        """The request, if this worker may answer it itself (see `handle`)."""
+        if (
+            not self.alive
+            or not self.cfg.keepalive
+            or self.nr + 1 >= self.max_requests
+            or self.cfg.pre_request is not PreRequest.default
+            or self.cfg.post_request is not PostRequest.default
+            or os.environ.get("SCRIPT_NAME")
+            or not hasattr(self.wsgi, "ready_image")
+        ):
+            return None
+        return plain_image_request(arrived)
+
+    def handle(self, conn: Any) -> Any:
+        """A plain request for a ready image (`plain_image_request`) is
+        answered here, from the app's fast path (imagecache/api/fastpath.py),
+        without gunicorn's parser, its WSGI environ and its response: most of
+        a cached GET's CPU went there (bench/NOTES.md, section 12). The
+        answer is the one gunicorn sends, byte for byte but its Date. Any
+        other request, and one the fast path does not answer (or fails on),
+        goes gunicorn's way with the bytes that came."""
+        plain, conn.plain = getattr(conn, "plain", None), None
+        if plain is None:
+            return super().handle(conn)
+        started = datetime.now()
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": plain.method,
+            "PATH_INFO": plain.path,
+            "QUERY_STRING": "",
+            "HTTP_HOST": plain.host,
+            "wsgi.url_scheme": "http",
+            "wsgi.file_wrapper": _ImageFile,
+        }
+        answer: list[Any] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+            answer[:] = [status, headers]
+
+        ready_image: Callable[..., Iterable[bytes] | None] = self.wsgi.ready_image
+        try:
+            body = ready_image(environ, start_response)
+        except Exception:  # noqa: BLE001 - gunicorn runs the app again and answers its error
+            body = None
+        if body is None:
+            conn.parser.unreader.unread(plain.head)
+            return super().handle(conn)
+        status, headers = answer
+        logged = _Logged(status, headers)
+        try:
+            keep = self._plain_send(conn, plain, logged, body)
+        except OSError as exc:
+            if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                self.log.exception("Socket error answering a ready image.")
+            keep = False
+        if self.log.access_log_enabled:
+            environ.update(
+                RAW_URI=plain.path,
+                SERVER_PROTOCOL="HTTP/1.1",
+                REMOTE_ADDR=conn.client[0] if isinstance(conn.client, tuple) else str(conn.client),
+                **{f"HTTP_{name.replace('-', '_')}": value for name, value in plain.fields},
+            )
+            self.log.access(logged, _LoggedRequest(plain.fields), environ, datetime.now() - started)
+        return keep
+
+    def _plain_send(
+        self, conn: Any, plain: PlainImageRequest, logged: "_Logged", body: Iterable[bytes]
+    ) -> bool:
+        """Send the fast path's answer: whether the connection stays open."""
+        conn.sock.setblocking(True)
+        conn.init()
+        self.nr += 1
+        close = plain.close or len(self.keepalived_conns) >= self.max_keepalived
+        head = "".join(
+            [
+                f"HTTP/1.1 {logged.status}\r\nServer: {SERVER}\r\nDate: {util.http_date()}\r\n",
+                f"Connection: {'close' if close else 'keep-alive'}\r\n",
+                *[f"{name}: {value}\r\n" for name, value in logged.headers],
+                "\r\n",
+            ]
+        ).encode("latin-1")
+        if not isinstance(body, _ImageFile):  # HEAD
+            conn.sock.sendall(head)
+            return not close
+        with body.image as image:
+            conn.sock.sendall(head, socket.MSG_MORE)
+            size = os.fstat(image.fileno()).st_size
+            while logged.sent < size:
+                sent = os.sendfile(
+                    conn.sock.fileno(), image.fileno(), logged.sent, size - logged.sent
+                )
+                if not sent:  # the file shrank: the answer cannot end well
+                    return False
+                logged.sent += sent
+        return not close
 
     def _forget(self, conn: Any) -> None:
         try:

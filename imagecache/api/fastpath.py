@@ -118,11 +118,20 @@ class FastImages:
         self.hit_head = metrics.REQUESTS.labels("image-get", "HEAD", "200")
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if self.active and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
-            answer = self._answer(environ, start_response)
-            if answer is not None:
-                return answer
+        answer = self.ready_image(environ, start_response)
+        if answer is not None:
+            return answer
         return self.app(environ, start_response)
+
+    def ready_image(
+        self, environ: dict[str, Any], start_response: StartResponse
+    ) -> Iterable[bytes] | None:
+        """The answer to a GET or HEAD of a ready image, or None: the request
+        is the app's. The web worker asks it too, for the plain requests it
+        answers without gunicorn's parser (config/web_worker.py)."""
+        if self.active and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
+            return self._answer(environ, start_response)
+        return None
 
     def _answer(
         self, environ: dict[str, Any], start_response: StartResponse

@@ -1,0 +1,125 @@
+"""Plain requests for ready images, which the web worker answers itself
+(config/web_worker.py), against the real gunicorn: the same answer as
+gunicorn's own path, on connections that carry other requests too."""
+
+import json
+import re
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from imagecache.simulator.server import KentikSimulator
+from tests.harness.data import unique_query
+from tests.harness.service import Service, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def service(
+    simulator: KentikSimulator, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    """With gunicorn's access log, as `make run` has it."""
+    with Service(tmp_path_factory.mktemp("plain"), simulator.url, WEB_ACCESS_LOG=1) as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def ready(service: Service) -> str:
+    entry_id = service.post(unique_query("plain-requests"), ttl=3600)
+    assert service.get_image(entry_id).status_code == 200
+    return entry_id
+
+
+@pytest.fixture
+def conn(service: Service) -> Iterator[socket.socket]:
+    with socket.create_connection(("127.0.0.1", service.port), timeout=20) as sock:
+        yield sock
+
+
+def plain(method: str, entry_id: str, *fields: str) -> bytes:
+    lines = [f"{method} /image/{entry_id} HTTP/1.1", "Host: 127.0.0.1", *fields, "", ""]
+    return "\r\n".join(lines).encode()
+
+
+def answer(sock: socket.socket, method: str = "GET") -> tuple[bytes, bytes]:
+    """One answer read off the connection: its head and its body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before the head: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = re.search(rb"\r\ncontent-length: (\d+)", head, re.I)
+    size = 0 if method == "HEAD" or length is None else int(length.group(1))
+    while len(body) < size:
+        chunk = sock.recv(65536)
+        assert chunk, "closed before the body's end"
+        body += chunk
+    assert len(body) == size, "more than the answer came"
+    return head, body
+
+
+def dated(head: bytes) -> bytes:
+    return re.sub(rb"\r\nDate: [^\r]+", b"\r\nDate: -", head)
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_the_plain_answer_is_gunicorns(service, ready, conn, method):
+    # A field of a proxy's sends the same request through gunicorn's parser.
+    conn.sendall(plain(method, ready))
+    head, body = answer(conn, method)
+    conn.sendall(plain(method, ready, "X-Forwarded-For: 10.0.0.1"))
+    theirs_head, theirs_body = answer(conn, method)
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert dated(head) == dated(theirs_head)
+    assert body == theirs_body
+    if method == "GET":
+        assert body == service.get_image(ready).content
+
+
+def test_a_kept_alive_connection_carries_plain_and_other_requests(service, ready, conn):
+    image = service.get_image(ready).content
+    query = json.dumps({"api_query": unique_query("plain-requests"), "ttl": 3600}).encode()
+    post = (
+        b"POST /requests HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(query), query)
+    )
+    conn.sendall(plain("GET", ready))
+    assert answer(conn)[1] == image
+    conn.sendall(post)
+    head, body = answer(conn)
+    assert head.startswith(b"HTTP/1.1 201") or head.startswith(b"HTTP/1.1 200"), head
+    assert json.loads(body)["id"].split("_")[0] == ready.split("_")[0]
+    conn.sendall(plain("GET", ready))
+    assert answer(conn)[1] == image
+    # Two sent at once (the second is gunicorn's: it is not alone in the buffer).
+    conn.sendall(plain("GET", ready) + plain("HEAD", ready, "Connection: close"))
+    assert answer(conn)[1] == image
+    head, _ = answer(conn, "HEAD")
+    assert b"\r\nConnection: close\r\n" in head
+    assert conn.recv(1) == b""
+
+
+def test_connection_close_is_honoured(ready, conn):
+    conn.sendall(plain("GET", ready, "Connection: close"))
+    head, _ = answer(conn)
+    assert b"\r\nConnection: close\r\n" in head
+    assert conn.recv(1) == b""
+
+
+def test_an_id_the_fast_path_does_not_have_is_the_apps_json_404(ready, conn):
+    unknown = "0" * 64 + "_" + ready.split("_")[1]
+    conn.sendall(plain("GET", unknown))
+    head, body = answer(conn)
+    assert head.startswith(b"HTTP/1.1 404 ")
+    assert b"\r\nContent-Type: application/json" in head
+    assert json.loads(body)["status"] == 404
+
+
+def test_a_plain_answer_is_in_the_access_log(service, ready, conn):
+    conn.sendall(plain("GET", ready, "User-Agent: plain-access-log"))
+    _, body = answer(conn)
+    line = f'127.0.0.1 "GET /image/{ready} HTTP/1.1" 200 {len(body)} '
+    wait_for(lambda: line in service.log_path.read_text(errors="replace"), timeout=10)
