@@ -314,7 +314,7 @@ class HeadersFirstWorker(ThreadWorker):
         conn.sock.setblocking(True)
         conn.init()
         self.nr += 1
-        close = plain.close or len(self.keepalived_conns) >= self.max_keepalived
+        close = plain.close or not self.alive or len(self.keepalived_conns) >= self.max_keepalived
         head = "".join(
             [
                 f"HTTP/1.1 {logged.status}\r\nServer: {SERVER}\r\nDate: {util.http_date()}\r\n",

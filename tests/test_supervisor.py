@@ -3,6 +3,7 @@ its children."""
 
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -150,3 +151,25 @@ def test_the_simulator_replaces_a_token_from_a_file_in_the_childrens_environment
         assert env["KT_AUTH_TOKEN"]
     finally:
         runner.stop()
+
+
+def test_the_address_is_announced_once_the_server_listens(handlers, tmp_path):
+    lines: list[str] = []
+    runner = Supervisor(lines.append)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        port = server.getsockname()[1]
+        checks: list[bool] = []
+
+        def when() -> bool:
+            checks.append(supervisor.listening("127.0.0.1", port))
+            if checks[-1]:
+                runner.stopping = True
+            elif len(checks) == 2:
+                server.listen()
+            return checks[-1]
+
+        assert runner.wait(announce="on :port", when=when) == 0
+    assert checks == [False, False, True]
+    assert lines == ["on :port"]
+    assert supervisor.listening("0.0.0.0", port) is False

@@ -576,6 +576,5 @@ LOGGING = {
     "loggers": {
         # urllib3 logs retried requests with their URL only; keep it quiet anyway.
         "urllib3": {"level": "WARNING"},
-        "django_q": {"level": LOG_LEVEL},
     },
 }

@@ -18,6 +18,7 @@ the qcluster never gets a second signal while its handler of the first runs
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -84,10 +85,16 @@ class Supervisor:
         process = subprocess.Popen(argv, env=env, cwd=Path(settings.BASE_DIR), process_group=0)
         self.children.append((name, process))
 
-    def wait(self) -> int:
-        """Until a signal, or a child exits; then stop every child."""
+    def wait(self, *, announce: str = "", when: Callable[[], bool] | None = None) -> int:
+        """Until a signal, or a child exits; then stop every child. Writes
+        `announce` once `when()` is true (the web server listens): a line
+        written before would send a newcomer's first request to a port that
+        refuses it."""
         code = 0
         while not self.stopping:
+            if announce and (when is None or when()):
+                self.write(announce)
+                announce = ""
             for name, process in self.children:
                 if process.poll() is not None:
                     self.write(f"{name} exited with {process.returncode}; stopping")
@@ -118,6 +125,18 @@ class Supervisor:
         if self.metrics_dir is not None:
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
             self.metrics_dir = None
+
+
+def listening(host: str, port: int) -> bool:
+    """Whether a server takes connections on host:port (a wildcard bind is
+    reached on loopback)."""
+    host = host.strip("[]")
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def child_env() -> dict[str, str]:

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from imagecache.ops import metrics
 from imagecache.ops.metrics_dir import METRICS_DIR
-from imagecache.ops.supervisor import Supervisor, child_env
+from imagecache.ops.supervisor import Supervisor, child_env, listening
 
 # django-q2's qcluster, with the worker's heartbeat (manage.py worker).
 QCLUSTER = [sys.executable, "manage.py", "worker"]
@@ -53,9 +53,14 @@ class Command(BaseCommand):
         except BaseException:
             runner.stop()
             raise
-        bind = f"{bind_host}:{os.environ.get('PORT', '8000')}"
-        self.stdout.write(f"Kentik image cache on http://{bind}/ (cache in {settings.CACHE_PATH})")
-        sys.exit(runner.wait())
+        port = int(os.environ.get("PORT", "8000"))
+        sys.exit(
+            runner.wait(
+                announce=f"Kentik image cache on http://{bind_host}:{port}/"
+                f" (cache in {settings.CACHE_PATH})",
+                when=lambda: listening(bind_host, port),
+            )
+        )
 
     def worker(self, runner: Supervisor, env: dict[str, str], bind_host: str) -> int:
         try:
