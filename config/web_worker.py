@@ -323,8 +323,11 @@ class HeadersFirstWorker(ThreadWorker):
                 "\r\n",
             ]
         ).encode("latin-1")
-        if not isinstance(body, _ImageFile):  # HEAD
+        if not isinstance(body, _ImageFile):  # HEAD, or an app without the file wrapper
             conn.sock.sendall(head)
+            for chunk in body if plain.method != "HEAD" else ():
+                conn.sock.sendall(chunk)
+                logged.sent += len(chunk)
             return not close
         with body.image as image:
             conn.sock.sendall(head, socket.MSG_MORE)

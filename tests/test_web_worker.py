@@ -284,3 +284,14 @@ def test_a_stopping_worker_leaves_plain_requests_to_gunicorn(app_worker, pair):
     _, received = answered(app_worker, pair, PLAIN)
     assert b"Connection: close\r\n" in received
     assert app_worker.wsgi.called == [READY]
+
+
+def test_a_body_the_fast_path_gives_as_bytes_is_sent_and_counted(app_worker, pair):
+    def listed(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Type", "image/png"), ("Content-Length", "6")])
+        return [b"abc", b"def"]
+
+    app_worker.wsgi.ready_image = listed
+    kept, received = answered(app_worker, pair, PLAIN)
+    assert kept is True
+    assert received.endswith(b"Content-Length: 6\r\n\r\nabcdef")
