@@ -245,7 +245,8 @@ class HeadersFirstWorker(ThreadWorker):
     def _plain(self, arrived: bytearray) -> PlainImageRequest | None:
         """The request, if this worker may answer it itself (see `handle`)."""
         if (
-            not self.alive
+            not arrived.startswith((b"GET /image/", b"HEAD /image/"))
+            or not self.alive
             or not self.cfg.keepalive
             or self.nr + 1 >= self.max_requests
             or self.cfg.pre_request is not PreRequest.default
