@@ -34,8 +34,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
-from functools import partial
+from datetime import timedelta
+from functools import cached_property, partial
 from typing import Any
 
 from gunicorn import SERVER, http, util
@@ -242,17 +242,26 @@ class HeadersFirstWorker(ThreadWorker):
         conn.sock.setblocking(True)
         super().enqueue_req(conn)
 
+    @cached_property
+    def _plain_route(self) -> bool:
+        """Whether this worker answers plain requests itself at all: with
+        keep-alive, gunicorn's own request hooks, no SCRIPT_NAME, and an app
+        with a fast path (read once the worker has loaded its app)."""
+        return bool(
+            self.cfg.keepalive
+            and self.cfg.pre_request is PreRequest.default
+            and self.cfg.post_request is PostRequest.default
+            and not os.environ.get("SCRIPT_NAME")
+            and hasattr(self.wsgi, "ready_image")
+        )
+
     def _plain(self, arrived: bytearray) -> PlainImageRequest | None:
         """The request, if this worker may answer it itself (see `handle`)."""
         if (
             not arrived.startswith((b"GET /image/", b"HEAD /image/"))
             or not self.alive
-            or not self.cfg.keepalive
             or self.nr + 1 >= self.max_requests
-            or self.cfg.pre_request is not PreRequest.default
-            or self.cfg.post_request is not PostRequest.default
-            or os.environ.get("SCRIPT_NAME")
-            or not hasattr(self.wsgi, "ready_image")
+            or not self._plain_route
         ):
             return None
         return plain_image_request(arrived)
@@ -268,7 +277,7 @@ class HeadersFirstWorker(ThreadWorker):
         plain, conn.plain = getattr(conn, "plain", None), None
         if plain is None:
             return super().handle(conn)
-        started = datetime.now()
+        started = time.perf_counter()
         environ: dict[str, Any] = {
             "REQUEST_METHOD": plain.method,
             "PATH_INFO": plain.path,
@@ -305,11 +314,12 @@ class HeadersFirstWorker(ThreadWorker):
                 REMOTE_ADDR=conn.client[0] if isinstance(conn.client, tuple) else str(conn.client),
                 **{f"HTTP_{name.replace('-', '_')}": value for name, value in plain.fields},
             )
-            self.log.access(logged, _LoggedRequest(plain.fields), environ, datetime.now() - started)
+            took = timedelta(seconds=time.perf_counter() - started)
+            self.log.access(logged, _LoggedRequest(plain.fields), environ, took)
         return keep
 
     def _plain_send(
-        self, conn: Any, plain: PlainImageRequest, logged: "_Logged", body: Iterable[bytes]
+        self, conn: Any, plain: PlainImageRequest, logged: _Logged, body: Iterable[bytes]
     ) -> bool:
         """Send the fast path's answer: whether the connection stays open."""
         conn.sock.setblocking(True)

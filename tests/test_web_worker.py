@@ -295,3 +295,21 @@ def test_a_body_the_fast_path_gives_as_bytes_is_sent_and_counted(app_worker, pai
     kept, received = answered(app_worker, pair, PLAIN)
     assert kept is True
     assert received.endswith(b"Content-Length: 6\r\n\r\nabcdef")
+
+
+def test_a_worker_that_begins_to_stop_after_the_look_closes_after_the_answer(
+    app_worker, pair, image
+):
+    client, server = pair
+    client.sendall(PLAIN)
+    conn = connection(app_worker, server)
+    app_worker.enqueue_req(conn)
+    app_worker.alive = False  # a stop, between the worker's loop and its thread
+    assert app_worker.handle(conn) is False
+    server.shutdown(socket.SHUT_WR)
+    received = b""
+    while chunk := client.recv(65536):
+        received += chunk
+    assert b"\r\nConnection: close\r\n" in received
+    assert received.endswith(image.read_bytes())
+    assert app_worker.wsgi.called == []

@@ -15,7 +15,7 @@ from imagecache.hashing import query_hash
 from imagecache.simulator.server import KentikSimulator
 from tests.harness import run_tests
 from tests.harness.data import E2E_EMAIL, E2E_TOKEN, unique_query
-from tests.harness.service import Service, free_port
+from tests.harness.service import Service, free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -354,3 +354,10 @@ def test_concurrent_posts_joining_a_ready_image_all_succeed(service, simulator):
         responses = list(pool.map(service.get_image, ids))
     assert {r.status_code for r in responses} == {200}
     assert simulator.calls()["by_query"] == {query_hash(api_query): 1}
+
+
+def test_serve_announces_its_address_once_it_answers(service):
+    # The harness waited for an answer; the line is there by then (the
+    # supervisor writes it once the port takes connections).
+    line = f"Kentik image cache on http://127.0.0.1:{service.port}/"
+    wait_for(lambda: line in service.log_path.read_text(errors="replace"), timeout=10)
