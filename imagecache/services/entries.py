@@ -4,12 +4,12 @@ and the reads of its image recorded (web processes)."""
 import json
 import logging
 import math
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from imagecache.files import links
@@ -39,7 +39,8 @@ def entry_create(*, api_query: dict[str, Any], ttl: int | None = None) -> Entry:
     key = query_hash(api_query)
     expiry = math.ceil(now.timestamp() + (ttl or settings.DEFAULT_TTL))
     entry_id = entry_id_make(query_key=key, expires_at=expiry)
-    shared = Entry.objects.filter(_reusable(now, prefix="fetch__"), pk=entry_id).first()
+    reusable, params = _reusable(now)
+    shared = _first(Entry.objects.raw(_SHARED.format(reusable=reusable), [entry_id, *params]))
     if shared is not None:
         metrics.SHARED_FETCHES.inc()
         return shared
@@ -110,29 +111,42 @@ def _entry_make(
     return entry, True
 
 
-def _reusable(now: datetime, prefix: str = "", ready_too: bool = True) -> Q:
+# The reads of a POST, written out: building them took the ORM 0.5 ms each
+# (hot, in a loop), on the path of every new image (bench/NOTES.md, section
+# 13). `reusable` is `_reusable`'s condition on the fetch `f`.
+_SHARED = f"""
+SELECT e.* FROM {Entry._meta.db_table} AS e JOIN {Fetch._meta.db_table} AS f ON f.id = e.fetch_id
+WHERE e.id = %s AND {{reusable}}
+"""
+_SHARE = f"""
+SELECT f.* FROM {Fetch._meta.db_table} AS f
+WHERE f.query_hash = %s AND {{reusable}}
+ORDER BY f.finished_at DESC NULLS LAST
+LIMIT 1
+"""
+
+
+def _reusable(now: datetime, ready_too: bool = True) -> tuple[str, list[Any]]:
     """Fetches a new request may share: in flight, ready within REUSE_MAX_AGE,
-    or refused by Kentik as bad (400) within NEGATIVE_TTL. Other failures are
-    never shared: a transient one is worth asking again once its pause is over
-    (and the pause keeps the new fetch waiting until then), and 401, 403 or
-    404 may be mended (credentials, a device) at any time."""
-    reusable = Q(**{f"{prefix}state__in": IN_FLIGHT})
+    or refused by Kentik as bad (400) within NEGATIVE_TTL; as a condition on
+    the fetch `f`, with its parameters. Other failures are never shared: a
+    transient one is worth asking again once its pause is over (and the
+    pause keeps the new fetch waiting until then), and 401, 403 or 404 may
+    be mended (credentials, a device) at any time."""
+    at = connection.ops.adapt_datetimefield_value
+    terms = [f"f.state IN ({', '.join(['%s'] * len(IN_FLIGHT))})"]
+    params: list[Any] = [*IN_FLIGHT]
     if ready_too and settings.REUSE_MAX_AGE > 0:
-        reusable |= Q(
-            **{
-                f"{prefix}state": FetchState.READY,
-                f"{prefix}finished_at__gte": now - timedelta(seconds=settings.REUSE_MAX_AGE),
-            }
-        )
+        terms.append("(f.state = %s AND f.finished_at >= %s)")
+        params += [FetchState.READY, at(now - timedelta(seconds=settings.REUSE_MAX_AGE))]
     if ready_too and settings.NEGATIVE_TTL > 0:
-        reusable |= Q(
-            **{
-                f"{prefix}state": FetchState.FAILED,
-                f"{prefix}error_status": 400,
-                f"{prefix}finished_at__gte": now - timedelta(seconds=settings.NEGATIVE_TTL),
-            }
-        )
-    return reusable
+        terms.append("(f.state = %s AND f.error_status = %s AND f.finished_at >= %s)")
+        params += [FetchState.FAILED, 400, at(now - timedelta(seconds=settings.NEGATIVE_TTL))]
+    return f"({' OR '.join(terms)})", params
+
+
+def _first(rows: Iterable[Any]) -> Any:
+    return next(iter(rows), None)
 
 
 def _refresh_ahead(*, fetch: Fetch, now: datetime) -> None:
@@ -183,9 +197,9 @@ def fetch_share(
     IntegrityError is the caller's, who retries its whole transaction (no
     savepoint around the insert). The caller enqueues a new fetch.
     """
-    candidates = Fetch.objects.filter(_reusable(now, ready_too=ready_too), query_hash=query_key)
+    reusable, params = _reusable(now, ready_too=ready_too)
     # Newest ready image first; an in-flight fetch (no finish time) after it.
-    fetch = candidates.order_by(F("finished_at").desc(nulls_last=True)).first()
+    fetch = _first(Fetch.objects.raw(_SHARE.format(reusable=reusable), [query_key, *params]))
     if fetch is not None:
         return fetch, False
     if not raced:

@@ -20,8 +20,6 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Count, Q, Subquery
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from imagecache import kentik, leases, notify
@@ -104,33 +102,37 @@ def fetch_claim(*, fetch_id: int, waited: bool = False) -> Claim:
     return Claim(ClaimOutcome.CLAIMED, fetch, probe=admission.probe)
 
 
+# The claim's line read, and its own fetch's, written out as the ORM built
+# them: building the first took the ORM 0.85 ms (hot, in a loop), on the path
+# of every new image (bench/NOTES.md, section 13). Each counts the calls in
+# flight (the live leases) in a scalar subquery.
+_FETCHES = Fetch._meta.db_table
+_LIVE = f"SELECT COUNT(*) FROM {_FETCHES} AS held WHERE held.state = %s AND held.lease_until > %s"
+_LINE = f"""
+SELECT f.*, ({_LIVE}) AS live FROM {_FETCHES} AS f
+WHERE f.state = %s OR (f.state = %s AND f.lease_until <= %s)
+ORDER BY f.priority, f.created_at, f.id
+LIMIT %s
+"""
+_OWN = f"""
+SELECT f.*, ({_LIVE}) AS live FROM {_FETCHES} AS f
+WHERE f.id = %s AND f.state IN ({", ".join(["%s"] * len(IN_FLIGHT))})
+"""
+
+
 def _line_first(*, fetch_id: int, now: datetime, waited: bool) -> tuple[Fetch, int] | None:
     """The first claimable fetch in line, failing on the way those that used
     up FETCH_MAX_ATTEMPTS, with the count of the calls in flight (live
     leases, read in the same statement: one fewer under the lock row, and
     counted before the failures, so that a claim may wait a SLOT_POLL more);
     None when there is none."""
-    live = Coalesce(
-        Subquery(
-            Fetch.objects.filter(state=FetchState.FETCHING, lease_until__gt=now)
-            .values("state")
-            .annotate(count=Count("pk"))
-            .values("count")
-        ),
-        0,
-    )
-    line = (
-        Fetch.objects.filter(
-            Q(state=FetchState.PENDING) | Q(state=FetchState.FETCHING, lease_until__lte=now)
-        )
-        .annotate(live=live)
-        .order_by("priority", "created_at", "pk")
-    )
-    first = list(line[:LINE_LOOK])
+    live = [FetchState.FETCHING, connection.ops.adapt_datetimefield_value(now)]
+    line = [FetchState.PENDING, FetchState.FETCHING, live[1], LINE_LOOK]
+    first = list(Fetch.objects.raw(_LINE, [*live, *line]))
     if all(fetch.pk != fetch_id for fetch in first):
         # Its own fetch, read only when not among them (most often it is the
         # only one in line): held by a worker that may have died, or far back.
-        first += Fetch.objects.filter(pk=fetch_id, state__in=IN_FLIGHT).annotate(live=live)
+        first += Fetch.objects.raw(_OWN, [*live, fetch_id, *IN_FLIGHT])
     candidates = sorted(
         {fetch.pk: fetch for fetch in first}.values(),
         key=lambda fetch: (
