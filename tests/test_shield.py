@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import time_machine
-from django.db import connection
+from django.db import OperationalError, connection, transaction
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -592,3 +592,31 @@ def test_a_pause_that_begins_while_a_client_waits_answers_it_stale(settings, clo
     response = Client().get(f"/image/{entry.pk}")
     pauser.join()
     assert (response.status_code, response["X-Image-Stale"]) == (200, "paused")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claims_gate_is_locked_until_its_transaction_ends():
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite: a claim holds the write lock from its start (IMMEDIATE)")
+    other: list[str] = []
+
+    def take_the_gate() -> None:
+        try:
+            with transaction.atomic():
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL lock_timeout = '50ms'")
+                shield.gate_lock()
+                other.append("taken")
+        except OperationalError:
+            other.append("held")
+        finally:
+            connection.close()
+
+    with transaction.atomic():
+        shield.gate_lock()
+        thread = threading.Thread(target=take_the_gate)
+        thread.start()
+        thread.join(30)
+    take_the_gate()
+    # Held while the first claim's transaction lasts; free once it ended.
+    assert other == ["held", "taken"]

@@ -82,16 +82,14 @@ def fetch_claim(*, fetch_id: int, waited: bool = False) -> Claim:
         admission = shield.admit(gate=gate, now=now)
         if not admission.open:
             return Claim(ClaimOutcome.WAIT, reason=admission.reason, wait=admission.wait)
-        lease = {
+        lease = {  # in _LEASE's order
             "state": FetchState.FETCHING,
             "started_at": now,
             "lease_until": now + timedelta(seconds=settings.FETCH_LEASE),
             "lease_owner": owner,
             "attempts": fetch.attempts + 1,
         }
-        claimed = Fetch.objects.filter(
-            pk=fetch.pk, state=fetch.state, attempts=fetch.attempts
-        ).update(**lease)
+        claimed = _update(_LEASE, [*lease.values(), fetch.pk, fetch.state, fetch.attempts])
         if not claimed:
             return Claim(ClaimOutcome.WAIT, reason="raced", wait=0)
         if admission.probe:
@@ -118,6 +116,26 @@ _OWN = f"""
 SELECT f.*, ({_LIVE}) AS live FROM {_FETCHES} AS f
 WHERE f.id = %s AND f.state IN ({", ".join(["%s"] * len(IN_FLIGHT))})
 """
+
+# The claim's lease and the ready mark, written out as well (0.17 ms each to
+# build in the ORM).
+_LEASE = f"""
+UPDATE {_FETCHES} SET state = %s, started_at = %s, lease_until = %s, lease_owner = %s, attempts = %s
+WHERE id = %s AND state = %s AND attempts = %s
+"""
+_READY = f"""
+UPDATE {_FETCHES} SET state = %s, file_name = %s, media_type = %s, size = %s, content_hash = %s,
+    finished_at = %s, last_read_at = %s, lease_until = NULL, lease_owner = ''
+WHERE id = %s AND state = %s
+"""
+
+
+def _update(sql: str, params: list[Any]) -> int:
+    """Run a written-out UPDATE: how many rows it changed."""
+    at = connection.ops.adapt_datetimefield_value
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [at(p) if isinstance(p, datetime) else p for p in params])
+        return cursor.rowcount
 
 
 def _line_first(*, fetch_id: int, now: datetime, waited: bool) -> tuple[Fetch, int] | None:
@@ -433,17 +451,8 @@ def _fetch_mark_ready(
     # One statement, committed on its own, and then the waiters told: no
     # transaction around the two (BEGIN and COMMIT were two round trips more
     # to PostgreSQL between Kentik's answer and the waiters').
-    stored = Fetch.objects.filter(pk=fetch.pk, state=FetchState.FETCHING).update(
-        state=FetchState.READY,
-        file_name=saved_name,
-        media_type=media_type,
-        size=size,
-        content_hash=content_hash,
-        finished_at=now,
-        last_read_at=now,
-        lease_until=None,
-        lease_owner="",
-    )
+    ready = [FetchState.READY, saved_name, media_type, size, content_hash, now, now]
+    stored = _update(_READY, [*ready, fetch.pk, FetchState.FETCHING])
     if stored:
         _waiters_tell(fetch.pk)
     return bool(stored)
