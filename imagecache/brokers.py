@@ -21,6 +21,7 @@ from django_q.conf import Conf
 from django_q.models import OrmQ
 
 from imagecache import wake
+from imagecache.models import insert
 
 CHANNEL = "queue"
 
@@ -42,7 +43,10 @@ class WakingORM(ORM):
     _failed = 0
 
     def enqueue(self, task: str) -> int:
-        pk = super().enqueue(task)
+        """ORM.enqueue, its insert built once (imagecache.models.insert)."""
+        self.get_connection()  # as ORM: a stale connection closed first
+        package = OrmQ(key=self.list_key or Conf.CLUSTER_NAME, payload=task, lock=timezone.now())
+        pk = insert(package, using=Conf.ORM or DEFAULT_DB_ALIAS).pk
         # Outside a transaction (the usual case: queue.task_enqueue runs on
         # commit), at once.
         transaction.on_commit(lambda: wake.send(settings.WAKE_DIR, CHANNEL), using=Conf.ORM)

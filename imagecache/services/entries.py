@@ -15,7 +15,7 @@ from django.utils import timezone
 from imagecache.files import links
 from imagecache.hashing import query_hash
 from imagecache.ids import entry_id_make
-from imagecache.models import IN_FLIGHT, Entry, Fetch, FetchPriority, FetchState
+from imagecache.models import IN_FLIGHT, Entry, Fetch, FetchPriority, FetchState, insert
 from imagecache.ops import metrics
 from imagecache.services import queue
 
@@ -105,9 +105,8 @@ def _entry_make(
     it read first)."""
     if raced and (entry := Entry.objects.filter(pk=entry_id).first()) is not None:
         return entry, False
-    entry = Entry.objects.create(
-        id=entry_id, fetch=fetch, created_at=now, expires_at=datetime.fromtimestamp(expiry, tz=UTC)
-    )
+    expires_at = datetime.fromtimestamp(expiry, tz=UTC)
+    entry = insert(Entry(id=entry_id, fetch=fetch, created_at=now, expires_at=expires_at))
     return entry, True
 
 
@@ -203,14 +202,14 @@ def fetch_share(
     if fetch is not None:
         return fetch, False
     if not raced:
-        fetch = Fetch.objects.create(
-            query_hash=query_key, query_json=query_json, created_at=now, enqueued_at=now
+        fetch = insert(
+            Fetch(query_hash=query_key, query_json=query_json, created_at=now, enqueued_at=now)
         )
         return fetch, True
     try:
         with transaction.atomic():
-            fetch = Fetch.objects.create(
-                query_hash=query_key, query_json=query_json, created_at=now, enqueued_at=now
+            fetch = insert(
+                Fetch(query_hash=query_key, query_json=query_json, created_at=now, enqueued_at=now)
             )
         return fetch, True
     except IntegrityError:
