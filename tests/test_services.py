@@ -590,10 +590,8 @@ def test_insert_writes_the_row_that_create_writes():
     inserted = insert(Fetch(query_hash="b" * 64, query_json="{}", created_at=NOW))
     assert inserted.pk is not None and inserted.pk != made.pk
     assert not inserted._state.adding
-    rows = {
-        row.pop("id"): row for row in Fetch.objects.values().filter(pk__in=[made.pk, inserted.pk])
-    }
-    assert rows[inserted.pk] == {**rows[made.pk], "query_hash": "b" * 64}
+    rows = {row["id"]: row for row in Fetch.objects.values().filter(pk__in=[made.pk, inserted.pk])}
+    assert rows[inserted.pk] == {**rows[made.pk], "id": inserted.pk, "query_hash": "b" * 64}
     # A primary key of its own, and a foreign key.
     entry = insert(Entry(id="x" * 70, fetch=inserted, created_at=NOW, expires_at=NOW))
     assert Entry.objects.get(pk="x" * 70).fetch_id == inserted.pk == entry.fetch_id
