@@ -532,7 +532,9 @@ def test_info_leaves_out_an_entry_whose_fetch_left_the_ready_state(api, sim, fet
         gone = fetched(chart_query("svg", "B"))
         Fetch.objects.filter(entries__pk=gone).update(state=FetchState.PENDING)
 
-        live = Entry.objects.filter(expires_at__gt=NOW)
+        def live() -> Any:
+            return Entry.objects.filter(expires_at__gt=NOW)
+
         rows = selectors._ready_entries(live, NOW, not_ready=set(), limit=100)
 
     assert [row["id"] for row in rows] == [kept]
