@@ -5,13 +5,14 @@ gunicorn's own path, on connections that carry other requests too."""
 import json
 import re
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from imagecache.simulator.server import KentikSimulator
 from tests.harness.data import unique_query
-from tests.harness.service import Service, wait_for
+from tests.harness.service import Service, same_but_max_age, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -62,18 +63,28 @@ def answer(sock: socket.socket, method: str = "GET") -> tuple[bytes, bytes]:
 
 
 def dated(head: bytes) -> bytes:
-    return re.sub(rb"\r\nDate: [^\r]+", b"\r\nDate: -", head)
+    """The head without its Date and Cache-Control (a second of the clock may turn between two)."""
+    return re.sub(rb"\r\n(Date|Cache-Control): [^\r]+", rb"\r\n\1: -", head)
+
+
+def cache_control(head: bytes) -> str:
+    found = re.search(rb"\r\nCache-Control: ([^\r]+)", head)
+    assert found is not None, head
+    return found.group(1).decode()
 
 
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
 def test_the_plain_answer_is_gunicorns(service, ready, conn, method):
     # A field of a proxy's sends the same request through gunicorn's parser.
+    asked = time.monotonic()
     conn.sendall(plain(method, ready))
     head, body = answer(conn, method)
     conn.sendall(plain(method, ready, "X-Forwarded-For: 10.0.0.1"))
     theirs_head, theirs_body = answer(conn, method)
+    elapsed = time.monotonic() - asked
     assert head.startswith(b"HTTP/1.1 200 OK\r\n")
     assert dated(head) == dated(theirs_head)
+    assert same_but_max_age(cache_control(head), cache_control(theirs_head), elapsed)
     assert body == theirs_body
     if method == "GET":
         assert body == service.get_image(ready).content

@@ -2,7 +2,9 @@
 the django-q2 cluster) on loopback ports, against a Kentik stand-in."""
 
 import contextlib
+import math
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -32,6 +34,21 @@ def wait_for(condition: Callable[[], Any], timeout: float = 30, interval: float 
             return value
         time.sleep(interval)
     raise AssertionError(f"not true within {timeout} s: {condition}")
+
+
+_MAX_AGE = re.compile(r"max-age=(\d+)")
+
+
+def same_but_max_age(first: str, second: str, elapsed: float) -> bool:
+    """Whether two Cache-Control values of one image, asked `elapsed` seconds
+    apart (the first first), agree: the same, but that the second's max-age
+    may be less by the seconds of the clock that turned meanwhile."""
+    ages = [_MAX_AGE.search(value) for value in (first, second)]
+    if ages[0] is None or ages[1] is None:
+        return first == second
+    turned = int(ages[0].group(1)) - int(ages[1].group(1))
+    masked = [_MAX_AGE.sub("max-age=-", value) for value in (first, second)]
+    return masked[0] == masked[1] and 0 <= turned <= math.floor(elapsed) + 1
 
 
 def free_port() -> int:
