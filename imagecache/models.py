@@ -7,6 +7,7 @@ serve many entries.
 """
 
 import functools
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -196,6 +197,11 @@ def insert(obj: _M, *, using: str = DEFAULT_DB_ALIAS) -> _M:
             obj.pk = cursor.fetchone()[0]
     obj._state.adding, obj._state.db = False, using
     return obj
+
+
+def first(rows: Iterable[_M]) -> _M | None:
+    """The first of `rows` (a raw query's, say), or None."""
+    return next(iter(rows), None)
 
 
 @functools.cache

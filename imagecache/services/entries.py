@@ -4,7 +4,6 @@ and the reads of its image recorded (web processes)."""
 import json
 import logging
 import math
-from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +14,7 @@ from django.utils import timezone
 from imagecache.files import links
 from imagecache.hashing import query_hash
 from imagecache.ids import entry_id_make
-from imagecache.models import IN_FLIGHT, Entry, Fetch, FetchPriority, FetchState, insert
+from imagecache.models import IN_FLIGHT, Entry, Fetch, FetchPriority, FetchState, first, insert
 from imagecache.ops import metrics
 from imagecache.services import queue
 
@@ -40,7 +39,7 @@ def entry_create(*, api_query: dict[str, Any], ttl: int | None = None) -> Entry:
     expiry = math.ceil(now.timestamp() + (ttl or settings.DEFAULT_TTL))
     entry_id = entry_id_make(query_key=key, expires_at=expiry)
     reusable, params = _reusable(now)
-    shared = _first(Entry.objects.raw(_SHARED.format(reusable=reusable), [entry_id, *params]))
+    shared = first(Entry.objects.raw(_SHARED.format(reusable=reusable), [entry_id, *params]))
     if shared is not None:
         metrics.SHARED_FETCHES.inc()
         return shared
@@ -144,10 +143,6 @@ def _reusable(now: datetime, ready_too: bool = True) -> tuple[str, list[Any]]:
     return f"({' OR '.join(terms)})", params
 
 
-def _first(rows: Iterable[Any]) -> Any:
-    return next(iter(rows), None)
-
-
 def _refresh_ahead(*, fetch: Fetch, now: datetime) -> None:
     """A reused image older than REFRESH_AHEAD of REUSE_MAX_AGE: one refresh of
     its query, last in line, unless one is in flight already. A query nobody
@@ -198,7 +193,7 @@ def fetch_share(
     """
     reusable, params = _reusable(now, ready_too=ready_too)
     # Newest ready image first; an in-flight fetch (no finish time) after it.
-    fetch = _first(Fetch.objects.raw(_SHARE.format(reusable=reusable), [query_key, *params]))
+    fetch = first(Fetch.objects.raw(_SHARE.format(reusable=reusable), [query_key, *params]))
     if fetch is not None:
         return fetch, False
     if not raced:

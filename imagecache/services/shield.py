@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from imagecache.models import KENTIK_LOCK, KentikCall, Lock, insert
+from imagecache.models import KENTIK_LOCK, KentikCall, Lock, first, insert
 from imagecache.ops import metrics
 from imagecache.selectors import KENTIK_WINDOW as WINDOW
 
@@ -57,7 +57,7 @@ _GATE = f"SELECT * FROM {Lock._meta.db_table} WHERE name = %s"
 def gate_lock() -> Lock:
     """The Kentik lock row, locked until the transaction ends."""
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    gate = next(iter(Lock.objects.raw(_GATE + lock, [KENTIK_LOCK])), None)
+    gate = first(Lock.objects.raw(_GATE + lock, [KENTIK_LOCK]))
     if gate is None:  # a database whose migration 0002 row was deleted by hand
         gate, _ = Lock.objects.get_or_create(name=KENTIK_LOCK)
     return gate
