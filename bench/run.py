@@ -43,6 +43,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import hops  # noqa: E402
 from bench.waiters import added_latency, service_pids, waiters  # noqa: E402
 from config import gunicorn as gunicorn_config  # noqa: E402
 from imagecache.api.examples import chart_query  # noqa: E402
@@ -71,6 +72,10 @@ ADDED_LATENCY_TARGET_MS = {"embedded": 15, "production": 10}
 # Sequential new queries for the added wait latency: the median of 20 moved
 # by 2-3 ms between runs of the same code (bench/NOTES.md, section 13).
 LATENCY_ROUNDS = 40
+# What this machine charges a process, or a server, that wakes after 1 s
+# idle, as the latency's rounds leave the service (bench/hops.py; bench/NOTES.md,
+# section 14): measured in the same run, beside the latency.
+WAKE_ROUNDS = 8
 # Issue 14: `make run` idle, every process together, and each web worker.
 PSS_IDLE_TARGET_MIB = 300
 WEB_WORKER_PRIVATE_TARGET_MIB = 40
@@ -304,6 +309,18 @@ def _parent(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
+def host_wakes(service: Service) -> dict[str, float]:
+    """The median cost of a wake after 1 s idle, us, per probe of
+    bench/hops.py: a process hop, and the profile's own servers."""
+    database_url = service.env["DATABASE_URL"]
+    with hops.probes(
+        database_url=database_url if database_url.startswith("postgres") else "",
+        redis_url=service.env.get("REDIS_URL", ""),
+    ) as found:
+        figures = hops.measure(found, [1.0], WAKE_ROUNDS)
+    return {name: by_gap["after 1.0 s idle"]["cold_us"] for name, by_gap in figures.items()}
+
+
 def service_memory(pids: list[int]) -> dict[str, int]:
     """Total RSS and PSS of these processes, in bytes, and the largest private
     memory (its own pages, clean or dirty) of one gunicorn worker. Forked
@@ -520,6 +537,7 @@ def run_profile(profile: str, args: argparse.Namespace, work: Path) -> dict[str,
                 wrk(service.url + "/info", args.seconds) for _ in range(args.rounds)
             )
             latency = added_latency(service, sim, LATENCY_ROUNDS, 1.0)
+            wakes = host_wakes(service)
             crowd = waiters(service, sim, args.waiters, 3.0)
             after = service_memory(service_pids(service))
         finally:
@@ -600,6 +618,10 @@ def run_profile(profile: str, args: argparse.Namespace, work: Path) -> dict[str,
             f"<= {latency_target} ms",
             latency["added_ms_median"] <= latency_target,
         ),
+        *(
+            figure(f"Reference: {name} after 1 s idle (bench/hops.py)", us, "us")
+            for name, us in wakes.items()
+        ),
         figure("RSS, all processes, idle", idle["rss"] / 2**20, "MiB"),
         figure("RSS, all processes, after the run", after["rss"] / 2**20, "MiB"),
         figure(
@@ -633,6 +655,7 @@ def run_profile(profile: str, args: argparse.Namespace, work: Path) -> dict[str,
         "identical_posts_kentik_calls": post_calls,
         "samples_checked": samples,
         "added_wait_latency": latency,
+        "wakes_after_1s_idle_us": wakes,
         "concurrent_waiters": crowd,
         "memory_idle_bytes": idle,
         "memory_after_bytes": after,

@@ -74,6 +74,7 @@ def added_latency(service: Service, sim: KentikSimulator, rounds: int, delay: fl
     return {
         "rounds": rounds,
         "simulator_delay_s": delay,
+        "added_ms_min": round(min(added), 1),
         "added_ms_median": round(statistics.median(added), 1),
         "added_ms_p90": round(percentile(added, 0.9), 1),
         "added_ms_max": round(max(added), 1),

@@ -123,11 +123,18 @@ _LEASE = f"""
 UPDATE {_FETCHES} SET state = %s, started_at = %s, lease_until = %s, lease_owner = %s, attempts = %s
 WHERE id = %s AND state = %s AND attempts = %s
 """
+# The mark matches its own row again once made (ready, with this attempt's
+# file): a mark that committed but whose answer was lost, tried again, finds
+# it made rather than taken for another worker's and its image dropped.
 _READY = f"""
 UPDATE {_FETCHES} SET state = %s, file_name = %s, media_type = %s, size = %s, content_hash = %s,
     finished_at = %s, last_read_at = %s, lease_until = NULL, lease_owner = ''
-WHERE id = %s AND state = %s
+WHERE id = %s AND (state = %s OR (state = %s AND file_name = %s))
 """
+# On PostgreSQL the mark tells the waiters in the same statement: the NOTIFY
+# leaves at its commit, and a round trip fewer lies between Kentik's answer
+# and theirs (bench/NOTES.md, section 14).
+_READY_TOLD = f"WITH marked AS ({_READY} RETURNING id) SELECT pg_notify(%s, id::text) FROM marked"
 
 
 def _update(sql: str, params: list[Any]) -> int:
@@ -448,11 +455,14 @@ def _fetch_record(*, fetch: Fetch, chart: kentik.Chart, saved_name: str, content
 def _fetch_mark_ready(
     *, fetch: Fetch, saved_name: str, media_type: str, size: int, content_hash: str, now: datetime
 ) -> bool:
-    # One statement, committed on its own, and then the waiters told: no
-    # transaction around the two (BEGIN and COMMIT were two round trips more
-    # to PostgreSQL between Kentik's answer and the waiters').
+    # One statement, committed on its own, and the waiters told: by it on
+    # PostgreSQL, after it on SQLite. No transaction around them (BEGIN and
+    # COMMIT were two round trips more between Kentik's answer and the waiters').
     ready = [FetchState.READY, saved_name, media_type, size, content_hash, now, now]
-    stored = _update(_READY, [*ready, fetch.pk, FetchState.FETCHING])
+    mine = [fetch.pk, FetchState.FETCHING, FetchState.READY, saved_name]
+    if connection.vendor == "postgresql":
+        return bool(_update(_READY_TOLD, [*ready, *mine, notify.CHANNEL]))
+    stored = _update(_READY, [*ready, *mine])
     if stored:
         _waiters_tell(fetch.pk)
     return bool(stored)
