@@ -30,6 +30,9 @@ def service(
 def ready(service: Service) -> str:
     entry_id = service.post(unique_query("plain-requests"), ttl=3600)
     assert service.get_image(entry_id).status_code == 200
+    # The worker links a ready image for the fast path once its waiters are
+    # told, not before: a plain request before the link gets Django's answer.
+    wait_for(lambda: (service.workdir / "cache" / "by-id" / entry_id).exists(), timeout=10)
     return entry_id
 
 
