@@ -103,6 +103,8 @@ def postgres(url: str) -> Callable[[], float] | None:
 
 
 def redis(url: str) -> Callable[[], float] | None:
+    if not url:
+        return None
     try:
         import redis as client
 
@@ -153,12 +155,8 @@ def probes(
     plain, plain_stop = ring(hops, touch=False)
     touching, touching_stop = ring(hops, touch=True)
     found = {"process hop": plain, "process hop reading 1 MiB": touching}
-    for name, probe in (
-        ("PostgreSQL SELECT 1", postgres(database_url) if database_url else None),
-        ("Redis PING", redis(redis_url) if redis_url else None),
-    ):
-        if probe is not None:
-            found[name] = probe
+    servers = {"PostgreSQL SELECT 1": postgres(database_url), "Redis PING": redis(redis_url)}
+    found.update({name: probe for name, probe in servers.items() if probe is not None})
     try:
         yield found
     finally:

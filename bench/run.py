@@ -312,10 +312,8 @@ def _parent(pid: int) -> int:
 def host_wakes(service: Service) -> dict[str, float]:
     """The median cost of a wake after 1 s idle, us, per probe of
     bench/hops.py: a process hop, and the profile's own servers."""
-    database_url = service.env["DATABASE_URL"]
     with hops.probes(
-        database_url=database_url if database_url.startswith("postgres") else "",
-        redis_url=service.env.get("REDIS_URL", ""),
+        database_url=service.env["DATABASE_URL"], redis_url=service.env.get("REDIS_URL", "")
     ) as found:
         figures = hops.measure(found, [1.0], WAKE_ROUNDS)
     return {name: by_gap["after 1.0 s idle"]["cold_us"] for name, by_gap in figures.items()}

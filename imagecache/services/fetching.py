@@ -131,10 +131,6 @@ UPDATE {_FETCHES} SET state = %s, file_name = %s, media_type = %s, size = %s, co
     finished_at = %s, last_read_at = %s, lease_until = NULL, lease_owner = ''
 WHERE id = %s AND (state = %s OR (state = %s AND file_name = %s))
 """
-# On PostgreSQL the mark tells the waiters in the same statement: the NOTIFY
-# leaves at its commit, and a round trip fewer lies between Kentik's answer
-# and theirs (bench/NOTES.md, section 14).
-_READY_TOLD = f"WITH marked AS ({_READY} RETURNING id) SELECT pg_notify(%s, id::text) FROM marked"
 
 
 def _update(sql: str, params: list[Any]) -> int:
@@ -460,8 +456,9 @@ def _fetch_mark_ready(
     # COMMIT were two round trips more between Kentik's answer and the waiters').
     ready = [FetchState.READY, saved_name, media_type, size, content_hash, now, now]
     mine = [fetch.pk, FetchState.FETCHING, FetchState.READY, saved_name]
-    if connection.vendor == "postgresql":
-        return bool(_update(_READY_TOLD, [*ready, *mine, notify.CHANNEL]))
+    told = notify.told(_READY)
+    if told is not None:
+        return bool(_update(told, [*ready, *mine]))
     stored = _update(_READY, [*ready, *mine])
     if stored:
         _waiters_tell(fetch.pk)
@@ -472,9 +469,8 @@ def _waiters_tell(fetch_id: int) -> None:
     """Tell the waiters that a fetch left flight. Inside a transaction, at its
     commit (a failure fails the transaction). Outside one the change is
     committed already, and a NOTIFY that fails must neither undo it nor pass
-    for a failed change (the ready mark, tried again, would find the fetch
-    ready and drop its image): the waiters find it at their poll, as they do
-    when a worker dies between the two."""
+    for a failed change: the waiters find it at their poll, as they do when a
+    worker dies between the two."""
     try:
         notify.fetch_done(fetch_id)
     except DatabaseError:
