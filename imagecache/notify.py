@@ -9,13 +9,17 @@ each web process's socket (`imagecache.wake`) once the change commits; the
 slow poll catches what it cannot reach.
 """
 
+import contextlib
+import copy
 import logging
 import threading
 import time
 from collections.abc import Callable
 
 from django.conf import settings
-from django.db import connection, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.utils import load_backend
 
 from imagecache import wake
 
@@ -80,16 +84,38 @@ def _listen_local(listener: wake.Listener, on_done: Callable[[int], None]) -> No
 
 
 def _listen(on_done: Callable[[int], None]) -> None:
-    import psycopg
-
+    """Hear the notifications on a connection of this thread's own, and run
+    `on_done` on it: the look that a notification starts goes to the server
+    process that has just woken to send it, not to a pool connection idle
+    since the fetch began (bench/NOTES.md, section 15)."""
     while True:
+        database = _own_connection()
         try:
-            params = connections["default"].get_connection_params()
-            with psycopg.connect(**params, autocommit=True) as conn:
-                conn.execute(f"LISTEN {CHANNEL}")
-                for notification in conn.notifies():
-                    if notification.payload.isdigit():
-                        on_done(int(notification.payload))
+            with database.cursor() as cursor:
+                cursor.execute(f"LISTEN {CHANNEL}")
+            while True:
+                # Those that come during `on_done`'s look wait in psycopg's
+                # backlog for the next round; the generator holds the
+                # connection's lock, so it is left before the look.
+                heard = [n.payload for n in database.connection.notifies(stop_after=1)]
+                for payload in heard:
+                    if payload.isdigit():
+                        on_done(int(payload))
         except Exception:  # the listener must outlive a database restart
             logger.exception("The fetch listener lost its connection; reconnecting")
+            with contextlib.suppress(Exception):
+                database.close()
             time.sleep(1)
+
+
+def _own_connection() -> BaseDatabaseWrapper:
+    """This thread's connection for the default database, outside the web
+    process's pool (it is held for good, and a LISTEN must not go back to the
+    pool with it)."""
+    settings_dict = copy.deepcopy(connections.settings[DEFAULT_DB_ALIAS])
+    settings_dict["OPTIONS"].pop("pool", None)
+    settings_dict["CONN_MAX_AGE"] = None
+    backend = load_backend(settings_dict["ENGINE"])
+    database: BaseDatabaseWrapper = backend.DatabaseWrapper(settings_dict, DEFAULT_DB_ALIAS)
+    connections[DEFAULT_DB_ALIAS] = database
+    return database

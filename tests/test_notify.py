@@ -5,7 +5,7 @@ import queue
 import time
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 
 from imagecache import notify
 
@@ -48,3 +48,31 @@ def test_rolled_back_fetch_done_is_never_heard(heard):
 
 def test_notifications_are_available_on_both_databases():
     assert notify.available()
+
+
+def test_the_look_a_notification_starts_runs_on_the_listening_connection():
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite's notifications are datagrams: no server process to wake")
+    # The look goes to the server process that has just woken to pass the
+    # notification on, not to a pool connection idle since the fetch began;
+    # and the LISTEN stays on a connection of the listener's own.
+    channels: queue.Queue[list[str]] = queue.Queue()
+
+    def look(fetch_id: int) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_listening_channels()")
+            channels.put([row[0] for row in cursor.fetchall()])
+
+    notify.listen(look)
+    deadline = time.monotonic() + 10
+    while True:
+        notify.fetch_done(0)
+        try:
+            looked_on = channels.get(timeout=0.2)
+            break
+        except queue.Empty:
+            assert time.monotonic() < deadline, "the listener never subscribed"
+    assert looked_on == [notify.CHANNEL]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_listening_channels()")
+        assert cursor.fetchall() == []

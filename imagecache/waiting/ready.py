@@ -173,12 +173,4 @@ def waiter() -> FetchWaiter:
         reap=_reap,
         reap_interval=settings.FETCH_LEASE / 3,
         listen=notify.listen if pushed else None,
-        look_done=_listener_look_done,
     )
-
-
-def _listener_look_done() -> None:
-    # The listener's thread waits for the next notification: its PostgreSQL
-    # connection goes back to the pool. SQLite's is a file handle it keeps.
-    if connection.vendor != "sqlite":
-        connection.close()

@@ -43,7 +43,6 @@ class FetchWaiter:
         reap: Reap | None = None,
         reap_interval: float = 5.0,
         listen: Callable[[Callable[[int], None]], object] | None = None,
-        look_done: Callable[[], object] | None = None,
     ) -> None:
         """`look(ids)` tells which of `ids` are still in flight, with the rows
         of the others (one query).
@@ -54,10 +53,6 @@ class FetchWaiter:
 
         `listen(wake)`, started once per process, pushes fetch ids that left
         flight (PostgreSQL NOTIFY): the poll is then only a fallback.
-
-        `look_done()` is called after each look that a wake made in the
-        listener's thread (to give back what the look took: a connection
-        of PostgreSQL's pool).
         """
         self._look = look
         self._interval = interval
@@ -65,7 +60,6 @@ class FetchWaiter:
         self._reap_interval = reap_interval
         self._last_reap = 0.0
         self._listen = listen
-        self._look_done = look_done
         self._lock = threading.Lock()
         # Per fetch id: the event its requests wait on, how many they are, and
         # the row the look read once it left flight.
@@ -122,9 +116,6 @@ class FetchWaiter:
             logger.warning("A wake's look failed; the waiter's thread looks again", exc_info=True)
             self._poke.set()
             return
-        finally:
-            if self._look_done is not None:
-                self._look_done()
         self._settle([fetch_id], look)
 
     @property
