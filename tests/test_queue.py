@@ -3,6 +3,7 @@ its id, and the fetch is enqueued again once the broker answers. The brokers
 are real: Redis on a port where nothing listens, then django-q2's ORM broker."""
 
 import json
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -28,6 +29,22 @@ def broker_down(monkeypatch) -> Iterator[None]:
     monkeypatch.setattr(Conf, "REDIS", f"redis://127.0.0.1:{free_port()}/0")
     queue.broker.cache_clear()
     yield
+    queue.broker.cache_clear()
+
+
+@pytest.fixture
+def broker_silent(monkeypatch) -> Iterator[None]:
+    """Tasks go to a Redis that accepts connections and never answers (a hung
+    server, or a firewall that drops its replies)."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        monkeypatch.setattr(Conf, "SYNC", False)
+        monkeypatch.setattr(Conf, "ORM", None)
+        monkeypatch.setattr(Conf, "BROKER_CLASS", None)
+        monkeypatch.setattr(Conf, "REDIS", f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
+        queue.broker.cache_clear()
+        yield
     queue.broker.cache_clear()
 
 
@@ -60,3 +77,16 @@ def test_post_while_the_broker_is_down_gives_the_id_and_enqueues_on_its_return(
     assert Fetch.objects.get(pk=fetch.pk).enqueued_at is not None
     assert OrmQ.objects.count() == 1
     assert OrmQ.objects.get().task["args"] == (fetch.pk,)
+
+
+def test_post_while_redis_never_answers_gives_the_id_and_marks_the_fetch(
+    client: Client, broker_silent, settings
+):
+    # redis-py's own socket timeout (5 s) bounds the hold: a POST is not held
+    # until gunicorn kills its worker, and the fetch is left for the retry.
+    settings.ENQUEUE_RETRY_INTERVAL = 3600
+    response = client.post("/requests", {"api_query": QUERY}, content_type="application/json")
+
+    assert response.status_code == 200, response.content
+    fetch = Fetch.objects.get(entries__pk=json.loads(response.content)["id"])
+    assert (fetch.state, fetch.enqueued_at) == (FetchState.PENDING, None)
