@@ -180,6 +180,16 @@ class Entry(models.Model):
         return self.id
 
 
+# How many entries expire in each minute (UTC), in rows of `shard`s to sum:
+# a table that the database's triggers keep (migration 0006), no model.
+ENTRY_TALLY = "imagecache_entry_tally"
+
+
+def tally_minute(at: datetime) -> datetime:
+    """The minute of ENTRY_TALLY that holds the entries expiring at `at`."""
+    return at.replace(second=0, microsecond=0)
+
+
 _M = TypeVar("_M", bound=models.Model)
 
 

@@ -39,6 +39,7 @@ from imagecache.models import (
     KentikCall,
     Lock,
     WorkerHeartbeat,
+    tally_minute,
 )
 
 
@@ -140,14 +141,18 @@ _INFO_EXCLUDE_MAX = 500
 
 # `/info` is what dashboards and probes poll, so its three statements are
 # written out: built by the ORM, they cost 3 of its 5 ms (bench/NOTES.md,
-# section 9). The plans are in bench/NOTES.md. The totals: live entries (an
-# index-only count along `entry_expires`), bytes of ready images, Kentik
-# calls in the budget's window, and the Kentik pause.
+# section 9). The plans are in bench/NOTES.md. The totals: live entries
+# (the tally of the minutes after this one, and this minute's rows counted
+# along `entry_expires`: a count of all the rows grew with the cache, 52-64
+# ms at 1,000,000, section 16), bytes of ready images, Kentik calls in the
+# budget's window, and the Kentik pause.
 _INFO_TOTALS = """
 SELECT totals.live, totals.stored, totals.calls,
        gate.paused_until, gate.pause_reason, gate.probe_owner
 FROM (
-    SELECT (SELECT COUNT(*) FROM imagecache_entry WHERE expires_at > %s) AS live,
+    SELECT (SELECT COALESCE(SUM(n), 0) FROM imagecache_entry_tally WHERE minute > %s)
+           + (SELECT COUNT(*) FROM imagecache_entry WHERE expires_at > %s AND expires_at < %s)
+           AS live,
            (SELECT COALESCE(SUM(size), 0) FROM imagecache_fetch WHERE state = %s) AS stored,
            (SELECT COUNT(*) FROM imagecache_kentikcall WHERE at > %s) AS calls
 ) AS totals
@@ -184,13 +189,23 @@ def cache_info(*, limit: int) -> dict[str, Any]:
     changes they may disagree by the entries that changed between two of them.
     """
     now = timezone.now()
+    minute = tally_minute(now)
     at = connection.ops.adapt_datetimefield_value
     not_ready_states = [*IN_FLIGHT, FetchState.FAILED]
     with connection.cursor() as cursor:
         cursor.execute(
-            _INFO_TOTALS, [at(now), FetchState.READY, at(now - KENTIK_WINDOW), KENTIK_LOCK]
+            _INFO_TOTALS,
+            [
+                at(minute),
+                at(now),
+                at(minute + timedelta(minutes=1)),
+                FetchState.READY,
+                at(now - KENTIK_WINDOW),
+                KENTIK_LOCK,
+            ],
         )
         total, ready_bytes, calls, paused_until, pause_reason, probe_owner = cursor.fetchone()
+        total = int(total)  # PostgreSQL sums to numeric
         cursor.execute(
             _INFO_NOT_READY.format(states=", ".join(["%s"] * len(not_ready_states))),
             [at(now), *not_ready_states],

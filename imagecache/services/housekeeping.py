@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from imagecache import leases
 from imagecache.files import links
-from imagecache.models import Entry, Fetch, FetchState
+from imagecache.models import ENTRY_TALLY, Entry, Fetch, FetchState, tally_minute
 from imagecache.services import queue
 
 # The name the service's log lines have always carried.
@@ -150,6 +150,7 @@ def cache_prune(*, dry_run: bool = False) -> RemovalResult:
         doomed = list(orphans.values_list("pk", "file_name", "size"))
     else:
         entry_count, fetch_ids = _expired_entries_delete(now=now)
+        _tally_forget(now=now)
         doomed = _orphan_fetches_delete(candidates=fetch_ids, now=now)
     files = fetch_files(doomed)
     if not dry_run:
@@ -208,6 +209,17 @@ def _expired_entries_delete(*, now: datetime) -> tuple[int, set[int]]:
         if len(batch) < PRUNE_BATCH:
             return count, fetch_ids
         _yield_write_lock(time.perf_counter() - started)
+
+
+def _tally_forget(*, now: datetime) -> None:
+    """Drop the tally of the minutes gone by: `/info` sums only those after
+    the current one. An expired entry deleted later, by the next prune,
+    adds a negative row there again, for that prune to drop."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {ENTRY_TALLY} WHERE minute < %s",
+            [connection.ops.adapt_datetimefield_value(tally_minute(now))],
+        )
 
 
 def stale_kept(*, now: datetime) -> Q:
