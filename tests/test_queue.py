@@ -20,32 +20,31 @@ from tests.harness.service import free_port
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def broker_down(monkeypatch) -> Iterator[None]:
-    """Tasks go to a real broker (not run in the test's process), which is down."""
+def tasks_to_redis(monkeypatch, port: int) -> Iterator[None]:
+    """Tasks go to a real Redis broker at `port` (not run in the test's process)."""
     monkeypatch.setattr(Conf, "SYNC", False)
     monkeypatch.setattr(Conf, "ORM", None)
     monkeypatch.setattr(Conf, "BROKER_CLASS", None)
-    monkeypatch.setattr(Conf, "REDIS", f"redis://127.0.0.1:{free_port()}/0")
+    monkeypatch.setattr(Conf, "REDIS", f"redis://127.0.0.1:{port}/0")
     queue.broker.cache_clear()
     yield
     queue.broker.cache_clear()
 
 
 @pytest.fixture
+def broker_down(monkeypatch) -> Iterator[None]:
+    """The broker is down: nothing listens on its port."""
+    yield from tasks_to_redis(monkeypatch, free_port())
+
+
+@pytest.fixture
 def broker_silent(monkeypatch) -> Iterator[None]:
-    """Tasks go to a Redis that accepts connections and never answers (a hung
-    server, or a firewall that drops its replies)."""
+    """The broker accepts connections and never answers (a hung server, or a
+    firewall that drops its replies)."""
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)
-        monkeypatch.setattr(Conf, "SYNC", False)
-        monkeypatch.setattr(Conf, "ORM", None)
-        monkeypatch.setattr(Conf, "BROKER_CLASS", None)
-        monkeypatch.setattr(Conf, "REDIS", f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
-        queue.broker.cache_clear()
-        yield
-    queue.broker.cache_clear()
+        yield from tasks_to_redis(monkeypatch, silent.getsockname()[1])
 
 
 def broker_back(monkeypatch) -> None:

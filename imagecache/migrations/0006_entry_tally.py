@@ -22,6 +22,21 @@ from django.apps.registry import Apps
 from django.db import migrations
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 
+# A statement's rows added to (or taken from) the tally, by minute: in minute
+# order, so that two statements that take several rows of one shard take
+# them in the same order.
+_PG_ADD = """
+    CREATE FUNCTION imagecache_entry_tally_{operation}() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO imagecache_entry_tally AS t (minute, shard, n)
+        SELECT date_trunc('minute', expires_at, 'UTC'), pg_backend_pid() % 16, {n}
+        FROM {rows} GROUP BY 1 ORDER BY 1
+        ON CONFLICT (minute, shard) DO UPDATE SET n = t.n + EXCLUDED.n;
+        RETURN NULL;
+    END $$
+"""
+
 POSTGRESQL = [
     """
     CREATE TABLE imagecache_entry_tally (
@@ -31,30 +46,8 @@ POSTGRESQL = [
         PRIMARY KEY (minute, shard)
     )
     """,
-    # In minute order, so that two statements that take several rows of one
-    # shard take them in the same order.
-    """
-    CREATE FUNCTION imagecache_entry_tally_insert() RETURNS trigger
-    LANGUAGE plpgsql AS $$
-    BEGIN
-        INSERT INTO imagecache_entry_tally AS t (minute, shard, n)
-        SELECT date_trunc('minute', expires_at, 'UTC'), pg_backend_pid() % 16, COUNT(*)
-        FROM new_rows GROUP BY 1 ORDER BY 1
-        ON CONFLICT (minute, shard) DO UPDATE SET n = t.n + EXCLUDED.n;
-        RETURN NULL;
-    END $$
-    """,
-    """
-    CREATE FUNCTION imagecache_entry_tally_delete() RETURNS trigger
-    LANGUAGE plpgsql AS $$
-    BEGIN
-        INSERT INTO imagecache_entry_tally AS t (minute, shard, n)
-        SELECT date_trunc('minute', expires_at, 'UTC'), pg_backend_pid() % 16, -COUNT(*)
-        FROM old_rows GROUP BY 1 ORDER BY 1
-        ON CONFLICT (minute, shard) DO UPDATE SET n = t.n + EXCLUDED.n;
-        RETURN NULL;
-    END $$
-    """,
+    _PG_ADD.format(operation="insert", rows="new_rows", n="COUNT(*)"),
+    _PG_ADD.format(operation="delete", rows="old_rows", n="-COUNT(*)"),
     """
     CREATE FUNCTION imagecache_entry_tally_update() RETURNS trigger
     LANGUAGE plpgsql AS $$
