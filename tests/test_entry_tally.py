@@ -2,12 +2,13 @@
 minute of expiry (migration 0006): exact whichever way the entries change,
 and as the clock passes each expiry, on both databases."""
 
-from datetime import timedelta
+import threading
+from datetime import datetime, timedelta
 
 import pytest
 import time_machine
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, transaction
 
 from imagecache import selectors
 from imagecache.models import ENTRY_TALLY, Entry, Fetch, FetchState
@@ -134,3 +135,61 @@ def test_a_cache_filled_before_the_tally_is_counted_from_its_rows():
     make_entries(make_fetch("b"), EXPIRIES, "b")
     call_command("migrate", "imagecache", verbosity=0)
     assert_exact()
+
+
+def test_a_prune_leaves_a_minute_another_prune_holds_for_the_next():
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite has one writer at a time: nothing to skip")
+    make_entries(make_fetch("a"), [3600], "a")
+    minute = connection.ops.adapt_datetimefield_value(NOW - timedelta(minutes=5))
+    with connection.cursor() as cursor:
+        # Shard 99: no server process adds to it (they use 0-15).
+        cursor.execute(
+            f"INSERT INTO {ENTRY_TALLY} (minute, shard, n) VALUES (%s, 99, 0), (%s, 98, 0)",
+            [minute, minute],
+        )
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        # As a concurrent prune's batch does until it commits.
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(f"SELECT 1 FROM {ENTRY_TALLY} WHERE shard = 99 FOR UPDATE")
+                locked.set()
+                release.wait(60)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        pruned = threading.Event()
+
+        def prune() -> None:
+            prune_at(NOW)
+            pruned.set()
+
+        threading.Thread(target=prune).start()
+        assert pruned.wait(30), "the prune waited for the held minute"
+        assert tally_shards() == [99]  # only the held one is left
+    finally:
+        release.set()
+        holder.join(10)
+    prune_at(NOW)
+    assert tally_shards() == []
+    assert_exact()
+
+
+def prune_at(at: datetime) -> None:
+    try:
+        with time_machine.travel(at, tick=False):
+            housekeeping.cache_prune()
+    finally:
+        connection.close()
+
+
+def tally_shards() -> list[int]:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT shard FROM {ENTRY_TALLY} WHERE minute < %s ORDER BY shard", [NOW])
+        return [shard for (shard,) in cursor.fetchall()]

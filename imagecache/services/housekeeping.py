@@ -214,10 +214,21 @@ def _expired_entries_delete(*, now: datetime) -> tuple[int, set[int]]:
 def _tally_forget(*, now: datetime) -> None:
     """Drop the tally of the minutes gone by: `/info` sums only those after
     the current one. An expired entry deleted later, by the next prune,
-    adds a negative row there again, for that prune to drop."""
+    adds a negative row there again, for that prune to drop.
+
+    On PostgreSQL, rows that another statement holds are left for the next
+    prune: a second prune at once (the schedule's and `prune_cache`) holds
+    rows of these minutes until its batch commits, and waiting for them here
+    could deadlock with it. SQLite has one writer at a time."""
+    condition = "minute < %s"
+    if connection.vendor == "postgresql":
+        condition = (
+            f"(minute, shard) IN (SELECT minute, shard FROM {ENTRY_TALLY}"
+            " WHERE minute < %s FOR UPDATE SKIP LOCKED)"
+        )
     with connection.cursor() as cursor:
         cursor.execute(
-            f"DELETE FROM {ENTRY_TALLY} WHERE minute < %s",
+            f"DELETE FROM {ENTRY_TALLY} WHERE {condition}",
             [connection.ops.adapt_datetimefield_value(tally_minute(now))],
         )
 
