@@ -3,7 +3,8 @@ minute of expiry (migration 0006): exact whichever way the entries change,
 and as the clock passes each expiry, on both databases."""
 
 import threading
-from datetime import datetime, timedelta
+from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 import time_machine
@@ -16,6 +17,14 @@ from imagecache.services import housekeeping, operators
 from tests.harness.data import NOW
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _frozen() -> Iterator[None]:
+    """The whole test at NOW; `counted` moves the clock within it."""
+    with time_machine.travel(NOW, tick=False):
+        yield
+
 
 # Seconds from NOW (12:00:00 sharp) to each entry's expiry: in minutes gone
 # by, on a minute's first and last seconds, within NOW's minute, and far on.
@@ -82,10 +91,9 @@ def test_the_count_follows_single_inserts_deletes_and_extensions():
             expires_at=NOW + timedelta(seconds=seconds),
         )
     assert_exact()
-    with time_machine.travel(NOW, tick=False):
-        # Across a minute's edge, and within one.
-        assert operators.entry_extend(entry_ids=["one5", "one6", "one11"], seconds=45) == 3
-        assert operators.entry_extend(entry_ids=["one9"], seconds=1) == 1
+    # Across a minute's edge, and within one.
+    assert operators.entry_extend(entry_ids=["one5", "one6", "one11"], seconds=45) == 3
+    assert operators.entry_extend(entry_ids=["one9"], seconds=1) == 1
     assert_exact()
     Entry.objects.filter(pk__in=["one4", "one8", "one12"]).delete()
     assert_exact()
@@ -167,7 +175,10 @@ def test_a_prune_leaves_a_minute_another_prune_holds_for_the_next():
         pruned = threading.Event()
 
         def prune() -> None:
-            prune_at(NOW)
+            try:
+                housekeeping.cache_prune()
+            finally:
+                connection.close()
             pruned.set()
 
         threading.Thread(target=prune).start()
@@ -176,17 +187,9 @@ def test_a_prune_leaves_a_minute_another_prune_holds_for_the_next():
     finally:
         release.set()
         holder.join(10)
-    prune_at(NOW)
+    housekeeping.cache_prune()
     assert tally_shards() == []
     assert_exact()
-
-
-def prune_at(at: datetime) -> None:
-    try:
-        with time_machine.travel(at, tick=False):
-            housekeeping.cache_prune()
-    finally:
-        connection.close()
 
 
 def tally_shards() -> list[int]:

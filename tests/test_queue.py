@@ -7,6 +7,7 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+import time_machine
 from django.test import Client
 from django_q.conf import Conf
 from django_q.models import OrmQ
@@ -14,7 +15,7 @@ from django_q.models import OrmQ
 from imagecache.models import Fetch, FetchState
 from imagecache.ops import metrics
 from imagecache.services import queue
-from tests.harness.data import QUERY
+from tests.harness.data import NOW, QUERY
 from tests.harness.service import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -78,6 +79,7 @@ def test_post_while_the_broker_is_down_gives_the_id_and_enqueues_on_its_return(
     assert OrmQ.objects.get().task["args"] == (fetch.pk,)
 
 
+@time_machine.travel(NOW, tick=False)
 def test_post_while_redis_never_answers_gives_the_id_and_marks_the_fetch(
     client: Client, broker_silent, settings
 ):

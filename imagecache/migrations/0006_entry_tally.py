@@ -138,7 +138,7 @@ SQLITE = [
     + " END",
     "INSERT INTO imagecache_entry_tally (minute, shard, n)"
     f" SELECT {_SQLITE_MINUTE.format(row='imagecache_entry')}, 0, COUNT(*)"
-    " FROM imagecache_entry WHERE 1 GROUP BY 1",
+    " FROM imagecache_entry GROUP BY 1",
 ]
 
 SQLITE_REVERSE = [
