@@ -155,6 +155,54 @@ def test_a_request_that_loses_the_race_for_the_fetch_joins_the_winners(
 
 
 @pytest.mark.django_db(transaction=True)
+@time_machine.travel(NOW, tick=False)
+def test_a_request_that_loses_the_fetch_and_then_the_entry_joins_both(
+    django_capture_on_commit_callbacks,
+):
+    # Three identical POSTs within one second (CI saw it as a 503): one makes
+    # the fetch, so this one tries again; a third makes the entry between
+    # this one's second read and its insert.
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite: a write transaction holds the lock from its start; nothing races it")
+    made: dict[str, Any] = {}
+
+    def make(model: type[Fetch] | type[Entry], **fields: Any) -> None:
+        try:
+            made[model.__name__] = model.objects.create(**fields)
+        finally:
+            connections.close_all()
+
+    def race(execute, sql, params, many, context):
+        if sql.startswith('INSERT INTO "imagecache_fetch"') and "Fetch" not in made:
+            fields = {"query_hash": query_hash(QUERY), "query_json": "{}", "created_at": NOW}
+            other = threading.Thread(target=make, args=(Fetch,), kwargs=fields)
+        elif sql.startswith('INSERT INTO "imagecache_entry"') and "Entry" not in made:
+            fields = {
+                "id": params[0],
+                "fetch": made["Fetch"],
+                "created_at": NOW,
+                "expires_at": NOW + timedelta(seconds=300),
+            }
+            other = threading.Thread(target=make, args=(Entry,), kwargs=fields)
+        else:
+            return execute(sql, params, many, context)
+        other.start()
+        other.join()
+        return execute(sql, params, many, context)
+
+    with (
+        mock.patch.object(queue, "async_task", autospec=True) as enqueue,
+        django_capture_on_commit_callbacks(execute=True),
+        connection.execute_wrapper(race),
+    ):
+        entry = entry_create(api_query=QUERY)
+    assert entry.id == made["Entry"].id
+    assert entry.fetch_id == made["Fetch"].pk
+    assert Entry.objects.count() == Fetch.objects.count() == 1
+    enqueue.assert_not_called()
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_fetch_task_leaves_its_outcome_in_its_fetch_not_in_a_task_result(fetch_chart):
     # django-q2's monitor read every saved result (SAVE_LIMIT of them) to
     # prune one after each task: 3 ms of CPU per new image (bench/NOTES.md).

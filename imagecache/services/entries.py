@@ -100,13 +100,22 @@ def _entry_make(
     """The entry of this id, made now (True) unless it exists. Made first, the
     reverse of `get_or_create`: the lookup before the transaction found no
     entry to share, so it is most often new, and one statement fewer is on
-    the path of every new image. A conflict is the caller's to retry (`raced`:
-    it read first)."""
-    if raced and (entry := Entry.objects.filter(pk=entry_id).first()) is not None:
-        return entry, False
+    the path of every new image. A first try's conflict is the caller's to
+    retry; a retry (`raced`) reads first, and joins an entry made after its
+    read."""
     expires_at = datetime.fromtimestamp(expiry, tz=UTC)
-    entry = insert(Entry(id=entry_id, fetch=fetch, created_at=now, expires_at=expires_at))
-    return entry, True
+    made = Entry(id=entry_id, fetch=fetch, created_at=now, expires_at=expires_at)
+    if not raced:
+        return insert(made), True
+    if (entry := Entry.objects.filter(pk=entry_id).first()) is not None:
+        return entry, False
+    try:
+        with transaction.atomic():
+            return insert(made), True
+    except IntegrityError:
+        # A third identical request made the entry after the read: its
+        # insert has committed (this one waited for it), so it can be read.
+        return Entry.objects.get(pk=entry_id), False
 
 
 # The reads of a POST, written out: building them took the ORM 0.5 ms each
