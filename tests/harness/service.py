@@ -201,12 +201,23 @@ class Service:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]
 
+    def problems(self) -> str:
+        """The service's log lines at ERROR or worse, and their tracebacks: a
+        failure's cause among a busy test's many lines."""
+        kept, keep = [], False
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if line[:4].isdigit() or line.startswith("["):  # a new line, time first
+                keep = any(level in line for level in (" ERROR ", " CRITICAL ", "[ERROR]"))
+            if keep:
+                kept.append(line)
+        return "\n".join(kept)[-5000:]
+
     def post(self, api_query: dict[str, Any], ttl: int | None = None) -> str:
         body: dict[str, Any] = {"api_query": api_query}
         if ttl is not None:
             body["ttl"] = ttl
         response = requests.post(f"{self.url}/requests", json=body, timeout=10)
-        assert response.status_code == 200, response.text
+        assert response.status_code == 200, f"{response.text}\n{self.problems()}"
         return str(response.json()["id"])
 
     def get_image(self, entry_id: str, timeout: float = 60) -> requests.Response:
