@@ -3,6 +3,7 @@ import re
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from unittest import mock
 import pytest
 import time_machine
 from django.core.files.storage import default_storage
-from django.db import OperationalError, connection, connections
+from django.db import OperationalError, connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 from django_q.models import Success
 
@@ -21,7 +22,7 @@ from imagecache.hashing import query_hash
 from imagecache.ids import entry_id_make
 from imagecache.models import Entry, Fetch, FetchState, insert
 from imagecache.services import fetching, housekeeping, queue
-from imagecache.services.entries import entry_create, fetch_mark_read
+from imagecache.services.entries import entry_create, fetch_mark_read, fetch_share
 from tests.harness.data import PNG, QUERY, unique_query
 
 pytestmark = pytest.mark.django_db
@@ -200,6 +201,49 @@ def test_a_request_that_loses_the_fetch_and_then_the_entry_joins_both(
     assert entry.fetch_id == made["Fetch"].pk
     assert Entry.objects.count() == Fetch.objects.count() == 1
     enqueue.assert_not_called()
+
+
+@pytest.mark.django_db(transaction=True)
+@time_machine.travel(NOW, tick=False)
+def test_a_fetch_that_wins_the_race_and_leaves_flight_at_once_still_serves_the_loser(settings):
+    # A quick Kentik: the winner's fetch is ready before the loser reads it.
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite: a write transaction holds the lock from its start; nothing races it")
+    settings.REUSE_MAX_AGE = 0  # a ready fetch is not shared on its own merits
+    winner: list[Fetch] = []
+
+    def other(step: Callable[[], None]) -> None:
+        # Another web process, then a worker: connections of their own.
+        def run() -> None:
+            try:
+                step()
+            finally:
+                connections.close_all()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join()
+
+    def race(execute, sql, params, many, context):
+        if sql.startswith('INSERT INTO "imagecache_fetch"') and not winner:
+            other(
+                lambda: winner.append(
+                    Fetch.objects.create(
+                        query_hash=query_hash(QUERY), query_json="{}", created_at=NOW
+                    )
+                )
+            )
+        elif sql.startswith("SELECT") and winner and winner[0].state != FetchState.READY:
+            winner[0].state = FetchState.READY
+            other(lambda: winner[0].save(update_fields=["state"]))
+        return execute(sql, params, many, context)
+
+    with transaction.atomic(), connection.execute_wrapper(race):
+        fetch, created = fetch_share(
+            query_key=query_hash(QUERY), query_json="{}", now=NOW, ready_too=True
+        )
+    assert (fetch.pk, created) == (winner[0].pk, False)
+    assert Fetch.objects.count() == 1
 
 
 @pytest.mark.django_db(transaction=True)

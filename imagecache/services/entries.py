@@ -217,8 +217,10 @@ def fetch_share(
             )
         return fetch, True
     except IntegrityError:
-        # Another request created the in-flight fetch of this query first.
-        return Fetch.objects.get(query_hash=query_key, state__in=IN_FLIGHT), False
+        # Another request created the query's in-flight fetch after the read:
+        # the query's newest, which serves this request even if a quick
+        # Kentik has taken it out of flight since.
+        return Fetch.objects.filter(query_hash=query_key).latest("pk"), False
 
 
 def fetch_mark_read(*, fetch: Fetch) -> None:
