@@ -1,12 +1,12 @@
 import os
 import re
 import subprocess
-import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from unittest import mock
 
 import pytest
@@ -28,6 +28,7 @@ from tests.harness.data import PNG, QUERY, unique_query
 pytestmark = pytest.mark.django_db
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
+T = TypeVar("T")
 
 
 @time_machine.travel(NOW, tick=False)
@@ -114,81 +115,50 @@ def test_a_new_request_makes_its_fetch_and_entry_without_savepoints():
     assert Entry.objects.get().fetch_id == entry.fetch_id == Fetch.objects.get().pk
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_request_that_loses_the_race_for_the_fetch_joins_the_winners(
-    django_capture_on_commit_callbacks,
-):
+def only_where_requests_race() -> None:
     if connection.vendor != "postgresql":
         pytest.skip("SQLite: a write transaction holds the lock from its start; nothing races it")
-    winner: list[int] = []
 
-    def make_winner() -> None:
+
+def elsewhere(step: Callable[[], T]) -> T:
+    """`step`, done and committed by another web process or a worker (a
+    thread: a connection of its own) while this one waits."""
+
+    def run() -> T:
         try:
-            winner.append(
-                Fetch.objects.create(
-                    query_hash=query_hash(QUERY), query_json="{}", created_at=NOW
-                ).pk
-            )
+            return step()
         finally:
             connections.close_all()
 
-    def race(execute, sql, params, many, context):
-        if not winner and sql.startswith('INSERT INTO "imagecache_fetch"'):
-            # Another web process (a thread: a connection of its own) makes
-            # the query's fetch between this request's read and its insert,
-            # and commits first.
-            other = threading.Thread(target=make_winner)
-            other.start()
-            other.join()
-        return execute(sql, params, many, context)
+    with ThreadPoolExecutor(1) as other:
+        return other.submit(run).result()
 
-    with (
-        mock.patch.object(queue, "async_task", autospec=True) as enqueue,
-        django_capture_on_commit_callbacks(execute=True),
-        connection.execute_wrapper(race),
-    ):
-        entry = entry_create(api_query=QUERY)
-    assert winner and entry.fetch_id == winner[0]
-    assert Fetch.objects.count() == 1
-    assert Entry.objects.get().fetch_id == winner[0]
-    # The winner enqueues its own fetch.
-    enqueue.assert_not_called()
+
+def make_fetch() -> Fetch:
+    return Fetch.objects.create(query_hash=query_hash(QUERY), query_json="{}", created_at=NOW)
 
 
 @pytest.mark.django_db(transaction=True)
 @time_machine.travel(NOW, tick=False)
-def test_a_request_that_loses_the_fetch_and_then_the_entry_joins_both(
-    django_capture_on_commit_callbacks,
+@pytest.mark.parametrize("then_the_entry", [False, True], ids=["fetch", "fetch-then-entry"])
+def test_a_request_that_loses_the_race_for_the_fetch_joins_the_winners(
+    django_capture_on_commit_callbacks, then_the_entry
 ):
-    # Three identical POSTs within one second (CI saw it as a 503): one makes
-    # the fetch, so this one tries again; a third makes the entry between
-    # this one's second read and its insert.
-    if connection.vendor != "postgresql":
-        pytest.skip("SQLite: a write transaction holds the lock from its start; nothing races it")
-    made: dict[str, Any] = {}
-
-    def make(model: type[Fetch] | type[Entry], **fields: Any) -> None:
-        try:
-            made[model.__name__] = model.objects.create(**fields)
-        finally:
-            connections.close_all()
+    # Another web process makes the query's fetch between this request's
+    # read and its insert, and commits first: this request tries again. Then
+    # (three identical POSTs within one second; CI saw it as a 503) a third
+    # makes the entry between this one's second read and its insert.
+    only_where_requests_race()
+    fetches: list[Fetch] = []
+    entries: list[Entry] = []
 
     def race(execute, sql, params, many, context):
-        if sql.startswith('INSERT INTO "imagecache_fetch"') and "Fetch" not in made:
-            fields = {"query_hash": query_hash(QUERY), "query_json": "{}", "created_at": NOW}
-            other = threading.Thread(target=make, args=(Fetch,), kwargs=fields)
-        elif sql.startswith('INSERT INTO "imagecache_entry"') and "Entry" not in made:
-            fields = {
-                "id": params[0],
-                "fetch": made["Fetch"],
-                "created_at": NOW,
-                "expires_at": NOW + timedelta(seconds=300),
-            }
-            other = threading.Thread(target=make, args=(Entry,), kwargs=fields)
-        else:
-            return execute(sql, params, many, context)
-        other.start()
-        other.join()
+        if sql.startswith('INSERT INTO "imagecache_fetch"') and not fetches:
+            fetches.append(elsewhere(make_fetch))
+        elif sql.startswith('INSERT INTO "imagecache_entry"') and then_the_entry and not entries:
+            expires_at = NOW + timedelta(seconds=300)
+            fields = {"id": params[0], "fetch": fetches[0], "expires_at": expires_at}
+            entries.append(elsewhere(lambda: Entry.objects.create(created_at=NOW, **fields)))
         return execute(sql, params, many, context)
 
     with (
@@ -197,9 +167,11 @@ def test_a_request_that_loses_the_fetch_and_then_the_entry_joins_both(
         connection.execute_wrapper(race),
     ):
         entry = entry_create(api_query=QUERY)
-    assert entry.id == made["Entry"].id
-    assert entry.fetch_id == made["Fetch"].pk
-    assert Entry.objects.count() == Fetch.objects.count() == 1
+    assert fetches and entry.fetch_id == fetches[0].pk
+    assert entry.id == Entry.objects.get().id == (entries[0].id if then_the_entry else entry.id)
+    assert Entry.objects.get().fetch_id == fetches[0].pk
+    assert Fetch.objects.count() == 1
+    # The winner enqueues its own fetch.
     enqueue.assert_not_called()
 
 
@@ -207,35 +179,16 @@ def test_a_request_that_loses_the_fetch_and_then_the_entry_joins_both(
 @time_machine.travel(NOW, tick=False)
 def test_a_fetch_that_wins_the_race_and_leaves_flight_at_once_still_serves_the_loser(settings):
     # A quick Kentik: the winner's fetch is ready before the loser reads it.
-    if connection.vendor != "postgresql":
-        pytest.skip("SQLite: a write transaction holds the lock from its start; nothing races it")
+    only_where_requests_race()
     settings.REUSE_MAX_AGE = 0  # a ready fetch is not shared on its own merits
     winner: list[Fetch] = []
 
-    def other(step: Callable[[], None]) -> None:
-        # Another web process, then a worker: connections of their own.
-        def run() -> None:
-            try:
-                step()
-            finally:
-                connections.close_all()
-
-        thread = threading.Thread(target=run)
-        thread.start()
-        thread.join()
-
     def race(execute, sql, params, many, context):
         if sql.startswith('INSERT INTO "imagecache_fetch"') and not winner:
-            other(
-                lambda: winner.append(
-                    Fetch.objects.create(
-                        query_hash=query_hash(QUERY), query_json="{}", created_at=NOW
-                    )
-                )
-            )
+            winner.append(elsewhere(make_fetch))
         elif sql.startswith("SELECT") and winner and winner[0].state != FetchState.READY:
             winner[0].state = FetchState.READY
-            other(lambda: winner[0].save(update_fields=["state"]))
+            elsewhere(lambda: winner[0].save(update_fields=["state"]))  # a worker
         return execute(sql, params, many, context)
 
     with transaction.atomic(), connection.execute_wrapper(race):
