@@ -4,10 +4,13 @@ the Kentik simulator on loopback."""
 import base64
 import hashlib
 import json
+import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import environ
 import pytest
 import requests
 
@@ -365,3 +368,31 @@ def test_serve_announces_its_address_once_it_answers(service):
     # supervisor writes it once the port takes connections).
     line = f"Kentik image cache on http://127.0.0.1:{service.port}/"
     wait_for(lambda: line in service.log_path.read_text(errors="replace"), timeout=10)
+
+
+def test_serve_keeps_no_database_connection_of_its_own_once_its_children_run(service):
+    # It migrates and recovers pending fetches, then only watches its
+    # children: a connection kept would idle against PostgreSQL's
+    # max_connections for as long as the node runs.
+    assert service.process is not None
+    assert database_handles(service.process.pid, service.env["DATABASE_URL"]) == []
+
+
+def database_handles(pid: int, database_url: str) -> list[str]:
+    """The open files (SQLite) or TCP connections (PostgreSQL) of process
+    `pid` to the database at `database_url`."""
+    fds = Path(f"/proc/{pid}/fd")
+    targets = [os.readlink(fd) for fd in fds.iterdir()]
+    database = environ.Env.db_url_config(database_url)
+    if database["ENGINE"].endswith("sqlite3"):
+        # The file, its WAL and its shared memory.
+        return [t for t in targets if t.startswith(database["NAME"])]
+    # /proc's TCP tables: the remote address's port in hex, and the socket's inode.
+    remote_port = f":{database['PORT'] or 5432:04X}"
+    inodes = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[2].endswith(remote_port):
+                inodes.add(f"socket:[{fields[9]}]")
+    return [t for t in targets if t in inodes]

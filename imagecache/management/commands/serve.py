@@ -5,6 +5,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
+from django.db import connections
 
 from imagecache.ops import metrics
 from imagecache.ops.metrics_dir import METRICS_DIR
@@ -44,6 +45,7 @@ class Command(BaseCommand):
             # Before the worker starts, so that what was in flight at the last
             # stop (or crash) is taken up first.
             call_command("recover_pending", stdout=self.stdout)
+            release_database()
             runner.start("worker", QCLUSTER, env)
             runner.start(
                 "web",
@@ -66,6 +68,7 @@ class Command(BaseCommand):
         try:
             runner.prepare_metrics_dir(env)
             call_command("recover_pending", stdout=self.stdout)
+            release_database()
             runner.start("worker", QCLUSTER, env)
             if settings.WORKER_METRICS_PORT:
                 metrics.serve_worker_metrics(
@@ -78,3 +81,10 @@ class Command(BaseCommand):
             runner.stop()
             raise
         return runner.wait()
+
+
+def release_database() -> None:
+    """Close this process's connections: from here on it only watches its
+    children, and a connection kept would idle against PostgreSQL's
+    max_connections (or hold SQLite's files) for as long as the node runs."""
+    connections.close_all()
