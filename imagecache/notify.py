@@ -88,16 +88,20 @@ def _listen(on_done: Callable[[int], None]) -> None:
     `on_done` on it: the look that a notification starts goes to the server
     process that has just woken to send it, not to a pool connection idle
     since the fetch began (bench/NOTES.md, section 15)."""
+    database = _own_connection()
     while True:
-        database = _own_connection()
         try:
-            with database.cursor() as cursor:
+            with database.cursor() as cursor:  # connects again after a close
                 cursor.execute(f"LISTEN {CHANNEL}")
-            while True:
+            listened = database.connection
+            # Until a look closes the connection (the waiter's does when the
+            # database fails it), and perhaps the next look opens another,
+            # on which nothing is listened to: then LISTEN again at once.
+            while database.connection is listened:
                 # Those that come during `on_done`'s look wait in psycopg's
                 # backlog for the next round; the generator holds the
                 # connection's lock, so it is left before the look.
-                heard = [n.payload for n in database.connection.notifies(stop_after=1)]
+                heard = [n.payload for n in listened.notifies(stop_after=1)]
                 for payload in heard:
                     if payload.isdigit():
                         on_done(int(payload))

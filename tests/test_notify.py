@@ -3,6 +3,7 @@ the production profile, datagrams between the processes of the host on SQLite.""
 
 import queue
 import time
+from collections.abc import Callable
 
 import pytest
 from django.db import connection, transaction
@@ -15,19 +16,31 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def heard() -> "queue.Queue[int]":
     got: queue.Queue[int] = queue.Queue()
-    notify.listen(got.put)
-    # The listener subscribes in its own thread: wait until it hears.
+    listening(got.put)
+    return got
+
+
+def listening(on_done: Callable[[int], None]) -> "queue.Queue[int]":
+    """A listener that passes notifications on to `on_done` once it hears
+    them (it subscribes in its own thread); those of fetch 0, the test's
+    probes, to the queue returned."""
+    probes: queue.Queue[int] = queue.Queue()
+    notify.listen(lambda fetch_id: on_done(fetch_id) if fetch_id else probes.put(fetch_id))
+    assert probe_heard(probes), "the listener never subscribed"
+    return probes
+
+
+def probe_heard(probes: "queue.Queue[int]") -> bool:
+    """Whether a probe, sent again every 0.2 s, is heard within 10 s."""
     deadline = time.monotonic() + 10
-    while True:
+    while time.monotonic() < deadline:
         notify.fetch_done(0)
         try:
-            got.get(timeout=0.2)
-            break
+            probes.get(timeout=0.2)
+            return True
         except queue.Empty:
-            assert time.monotonic() < deadline, "the listener never subscribed"
-    while not got.empty():
-        got.get()
-    return got
+            pass
+    return False
 
 
 def test_fetch_done_is_heard_only_once_committed(heard):
@@ -63,16 +76,34 @@ def test_the_look_a_notification_starts_runs_on_the_listening_connection():
             cursor.execute("SELECT pg_listening_channels()")
             channels.put([row[0] for row in cursor.fetchall()])
 
-    notify.listen(look)
-    deadline = time.monotonic() + 10
-    while True:
-        notify.fetch_done(0)
-        try:
-            looked_on = channels.get(timeout=0.2)
-            break
-        except queue.Empty:
-            assert time.monotonic() < deadline, "the listener never subscribed"
-    assert looked_on == [notify.CHANNEL]
+    listening(look)
+    notify.fetch_done(1)
+    assert channels.get(timeout=5) == [notify.CHANNEL]
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_listening_channels()")
         assert cursor.fetchall() == []
+
+
+def test_a_look_that_fails_and_closes_the_connection_leaves_the_listener_listening(caplog):
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite's notifications are datagrams: no connection to lose")
+    got: queue.Queue[int] = queue.Queue()
+
+    def look(fetch_id: int) -> None:
+        if fetch_id == 1:
+            # As the waiter's look does when the database fails it.
+            connection.close()
+        else:
+            with connection.cursor() as cursor:  # a look: connects again if closed
+                cursor.execute("SELECT 1")
+        got.put(fetch_id)
+
+    probes = listening(look)
+    with transaction.atomic():
+        # Both come at the commit, most often in one packet: the second's
+        # look opens a new connection, on which nothing was listened to.
+        notify.fetch_done(1)
+        notify.fetch_done(2)
+    assert [got.get(timeout=5), got.get(timeout=5)] == [1, 2]
+    assert probe_heard(probes), "the listener stopped listening"
+    assert not [r for r in caplog.records if r.name == notify.__name__]
