@@ -16,7 +16,6 @@ import json
 import os
 import sys
 import tempfile
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.waiters import database_connections  # noqa: E402
+from bench.waiters import database_connections, database_connections_sampled  # noqa: E402
 from imagecache.simulator.server import KentikSimulator  # noqa: E402
 from tests.harness.data import E2E_EMAIL, E2E_TOKEN, unique_query  # noqa: E402
 from tests.harness.service import Service, wait_for  # noqa: E402
@@ -51,12 +50,6 @@ def measure(clients: int, queries: int) -> dict[str, int]:
             # Once the cluster's start has settled: its heartbeat written.
             wait_for(lambda: service.sql("SELECT count(*) FROM imagecache_workerheartbeat")[0][0])
             idle = database_connections(service)
-            held: list[int] = []
-            done = threading.Event()
-
-            def sample() -> None:
-                while not done.wait(0.05):
-                    held.append(database_connections(service) or 0)
 
             def client(n: int) -> int:
                 entry_id = service.post(unique_query(f"connections-{n}"))
@@ -65,14 +58,11 @@ def measure(clients: int, queries: int) -> dict[str, int]:
                 url = f"{service.url}/image/{entry_id}?wait=3"
                 return requests.get(url, timeout=60).status_code
 
-            sampler = threading.Thread(target=sample)
-            sampler.start()
-            try:
-                with ThreadPoolExecutor(clients) as pool:
-                    list(pool.map(client, range(queries)))
-            finally:
-                done.set()
-                sampler.join()
+            with (
+                database_connections_sampled(service, every=0.05) as held,
+                ThreadPoolExecutor(clients) as pool,
+            ):
+                list(pool.map(client, range(queries)))
             return {"idle": idle or 0, "peak": max(held), "most": most_allowed(service.env)}
         finally:
             service.stop()

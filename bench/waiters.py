@@ -29,8 +29,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -141,6 +142,27 @@ def database_connections(service: Service) -> int | None:
     return int(rows[0][0]) - 1
 
 
+@contextmanager
+def database_connections_sampled(service: Service, every: float) -> Iterator[list[int]]:
+    """`database_connections`, every `every` seconds while the block runs, in
+    the list it gives (empty on SQLite)."""
+    held: list[int] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(every):
+            if (count := database_connections(service)) is not None:
+                held.append(count)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield held
+    finally:
+        done.set()
+        sampler.join()
+
+
 async def _get(host: str, port: int, path: str, timeout: float) -> _Answer:
     """One GET on a connection of its own, as a browser tab waiting for a chart."""
     answer = _Answer()
@@ -194,24 +216,10 @@ def waiters(service: Service, sim: KentikSimulator, count: int, delay: float) ->
     api_query = unique_query(f"waiters-{time.time()}")
     sim.add_rule(delay=delay)
     entry_id = service.post(api_query)
-    connections: list[int] = []
-    sampling = threading.Event()
-
-    def sample() -> None:
-        while not sampling.wait(0.1):
-            held = database_connections(service)
-            if held is not None:
-                connections.append(held)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
+    with database_connections_sampled(service, every=0.1) as connections:
         answers = asyncio.run(
             _crowd("127.0.0.1", service.port, f"/image/{entry_id}", count, timeout=120)
         )
-    finally:
-        sampling.set()
-        sampler.join()
     expected = service.get_image(entry_id)
     assert expected.status_code == 200, expected.text
     ((finished,),) = service.sql(
