@@ -299,7 +299,9 @@ def documented_proxy_block(port: int, upstream_port: int, cache_dir: Path) -> st
         r"^([ \t]*)server \{\n", rf"\g<0>\g<1>    listen 127.0.0.1:{port};\n", block, flags=re.M
     )
     if servers != 1:
-        raise RuntimeError(f"{PROXY_PAGE.name}'s proxy-cache block has {servers} server blocks, not 1")
+        raise RuntimeError(
+            f"{PROXY_PAGE.name}'s proxy-cache block has {servers} server blocks, not 1"
+        )
     return f"    sendfile on;\n    tcp_nopush on;\n{block}"
 
 
