@@ -87,7 +87,7 @@ def _listen(on_done: Callable[[int], None]) -> None:
     """Hear the notifications on a connection of this thread's own, and run
     `on_done` on it: the look that a notification starts goes to the server
     process that has just woken to send it, not to a pool connection idle
-    since the fetch began (bench/NOTES.md, section 15)."""
+    since the fetch began, which would have to wake first."""
     database = _own_connection()
     while True:
         try:

@@ -140,12 +140,9 @@ def fetch_last_failed_transient(*, fetch: Fetch) -> bool:
 _INFO_EXCLUDE_MAX = 500
 
 # `/info` is what dashboards and probes poll, so its three statements are
-# written out: built by the ORM, they cost 3 of its 5 ms (bench/NOTES.md,
-# section 9). The plans are in bench/NOTES.md. The totals: live entries
-# (the tally of the minutes after this one, and this minute's rows counted
-# along `entry_expires`: a count of all the rows grew with the cache, 52-64
-# ms at 1,000,000, section 16), bytes of ready images, Kentik calls in the
-# budget's window, and the Kentik pause.
+# written out: building them was most of its time in the ORM. The live
+# entries are the tally's minutes after this one and this minute's rows, read
+# along `entry_expires`: a count of all the rows grows with the cache.
 _INFO_TOTALS = """
 SELECT totals.live, totals.stored, totals.calls,
        gate.paused_until, gate.pause_reason, gate.probe_owner
@@ -228,7 +225,7 @@ def cache_info(*, limit: int) -> dict[str, Any]:
     )
 
     # Built only when needed: most often nothing is pending or failed, and
-    # building it was 0.15 ms of the 2.4 of each /info (bench/NOTES.md, section 13).
+    # building a queryset is a cost every /info would pay.
     def live() -> Any:
         return Entry.objects.filter(expires_at__gt=now)
 
@@ -318,9 +315,9 @@ def _ready_entries(
     if len(not_ready) > _INFO_EXCLUDE_MAX:
         return _entries(live().filter(fetch__state=FetchState.READY), limit)
     left_out = f" AND e.fetch_id NOT IN ({', '.join(['%s'] * len(not_ready))})" if not_ready else ""
-    # PostgreSQL sends the expiry as a number: its time zone aware datetimes
-    # cost 4 us each to read, 0.4 ms of a hundred rows (bench/NOTES.md,
-    # section 10). SQLite keeps its text, which Django reads as it stored it.
+    # PostgreSQL sends the expiry as a number, much cheaper to read row by row
+    # than its time zone aware datetimes. SQLite keeps its text, which Django
+    # reads as it stored it.
     expiration = (
         "CAST(EXTRACT(EPOCH FROM e.expires_at) AS DOUBLE PRECISION)"
         if connection.vendor == "postgresql"

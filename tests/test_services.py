@@ -13,14 +13,15 @@ import pytest
 import time_machine
 from django.core.files.storage import default_storage
 from django.db import OperationalError, connection, connections, transaction
+from django.db.models.signals import post_save, pre_save
 from django.test.utils import CaptureQueriesContext
-from django_q.models import Success
+from django_q.models import OrmQ, Success
 
 from imagecache import kentik, leases
 from imagecache.files.storage import TEMP_PREFIX, TEMP_SUFFIX
 from imagecache.hashing import query_hash
 from imagecache.ids import entry_id_make
-from imagecache.models import Entry, Fetch, FetchState, insert
+from imagecache.models import Entry, Fetch, FetchState, KentikCall, insert
 from imagecache.services import fetching, housekeeping, queue
 from imagecache.services.entries import entry_create, fetch_mark_read, fetch_share
 from tests.harness.data import PNG, QUERY, unique_query
@@ -647,3 +648,10 @@ def test_insert_writes_the_row_that_create_writes():
     inserted.state = FetchState.READY
     inserted.save(update_fields=["state"])
     assert Fetch.objects.get(pk=inserted.pk).state == FetchState.READY
+
+
+def test_no_model_that_insert_saves_has_a_save_receiver():
+    # insert sends no pre_save or post_save: a receiver there would be skipped.
+    for model in (Entry, Fetch, KentikCall, OrmQ):
+        assert not pre_save.has_listeners(model), model
+        assert not post_save.has_listeners(model), model

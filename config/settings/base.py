@@ -4,7 +4,7 @@ A wrong value stops start-up with ImproperlyConfigured naming the variable.
 A profile gives its own inputs first (`inputs.INPUTS`): everything here is
 derived once, from them and the environment.
 
-About 400 lines, most of them comments: each setting says what it is for
+Long, and most of it comments: each setting says what it is for
 where it is defined, and the settings derived from one another stay in one
 file, in the order they are derived.
 """

@@ -101,9 +101,8 @@ def fetch_claim(*, fetch_id: int, waited: bool = False) -> Claim:
 
 
 # The claim's line read, and its own fetch's, written out as the ORM built
-# them: building the first took the ORM 0.85 ms (hot, in a loop), on the path
-# of every new image (bench/NOTES.md, section 13). Each counts the calls in
-# flight (the live leases) in a scalar subquery.
+# them: it built them anew in every claim, on the path of every new image.
+# Each counts the calls in flight (the live leases) in a scalar subquery.
 _FETCHES = Fetch._meta.db_table
 _LIVE = f"SELECT COUNT(*) FROM {_FETCHES} AS held WHERE held.state = %s AND held.lease_until > %s"
 _LINE = f"""
@@ -117,8 +116,7 @@ SELECT f.*, ({_LIVE}) AS live FROM {_FETCHES} AS f
 WHERE f.id = %s AND f.state IN ({", ".join(["%s"] * len(IN_FLIGHT))})
 """
 
-# The claim's lease and the ready mark, written out as well (0.17 ms each to
-# build in the ORM).
+# The claim's lease and the ready mark, written out as well, for the same reason.
 _LEASE = f"""
 UPDATE {_FETCHES} SET state = %s, started_at = %s, lease_until = %s, lease_owner = %s, attempts = %s
 WHERE id = %s AND state = %s AND attempts = %s

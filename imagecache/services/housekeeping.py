@@ -128,10 +128,7 @@ def fetch_recover() -> list[int]:
 
 # Rows removed per transaction by a prune: each batch holds SQLite's write
 # lock (or PostgreSQL's row locks) for milliseconds, not for the whole prune,
-# so that a POST arriving meanwhile is held up by one batch at most
-# (bench/scale.py: 1,000 entries through Django's delete, with their
-# post_delete signals, held SQLite's lock for 70-85 ms; 500 by key, 2-40 ms,
-# waiting for the lock included: bench/NOTES.md, section 9).
+# so that a POST arriving meanwhile is held up by one batch at most.
 PRUNE_BATCH = 500
 
 
