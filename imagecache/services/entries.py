@@ -18,8 +18,7 @@ from imagecache.models import IN_FLIGHT, Entry, Fetch, FetchPriority, FetchState
 from imagecache.ops import metrics
 from imagecache.services import queue
 
-# The name the service's log lines have always carried.
-logger = logging.getLogger("imagecache.services")
+logger = logging.getLogger(__name__)
 
 
 def entry_create(*, api_query: dict[str, Any], ttl: int | None = None) -> Entry:

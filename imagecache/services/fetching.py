@@ -29,8 +29,7 @@ from imagecache.models import IN_FLIGHT, Entry, Fetch, FetchState
 from imagecache.ops import metrics
 from imagecache.services import housekeeping, queue, shield
 
-# The name the service's log lines have always carried.
-logger = logging.getLogger("imagecache.services")
+logger = logging.getLogger(__name__)
 
 
 class ClaimOutcome(enum.Enum):

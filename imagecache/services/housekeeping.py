@@ -23,8 +23,7 @@ from imagecache.files import links
 from imagecache.models import ENTRY_TALLY, Entry, Fetch, FetchState, tally_minute
 from imagecache.services import queue
 
-# The name the service's log lines have always carried.
-logger = logging.getLogger("imagecache.services")
+logger = logging.getLogger(__name__)
 
 # Removed fetches: (pk, file name, size), as their rows said.
 FetchRows = Iterable[tuple[int, str, int | None]]

@@ -31,7 +31,7 @@ from imagecache.models import KENTIK_LOCK, KentikCall, Lock, first, insert
 from imagecache.ops import metrics
 from imagecache.selectors import KENTIK_WINDOW as WINDOW
 
-logger = logging.getLogger("imagecache.services")
+logger = logging.getLogger(__name__)
 
 # How often a fetch that waits behind the probe looks again.
 PROBE_POLL = 0.2

@@ -24,7 +24,7 @@ POLL_RETRY_AFTER = 1
 # How often a wait with an older image to fall back on looks at the pause.
 STALE_LOOK = 1.0
 
-logger = logging.getLogger("imagecache.services")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
