@@ -18,6 +18,7 @@ from django.test.utils import CaptureQueriesContext
 from django_q.models import OrmQ, Success
 
 from imagecache import kentik, leases
+from imagecache.files.names import image_prefix
 from imagecache.files.storage import TEMP_PREFIX, TEMP_SUFFIX
 from imagecache.hashing import query_hash
 from imagecache.ids import entry_id_make
@@ -376,7 +377,8 @@ def test_image_of_a_purged_fetch_is_dropped(fetch_chart):
 
     fetch_chart.side_effect = purge_meanwhile
     fetching.fetch_run(fetch_id=entry.fetch_id)
-    _, files = default_storage.listdir(f"images/{entry.fetch.query_hash[:2]}")
+    prefix = image_prefix(query_hash=entry.fetch.query_hash, fetch_id=entry.fetch_id)
+    _, files = default_storage.listdir(prefix.rpartition("/")[0])
     assert files == []
 
 

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from imagecache import leases
 from imagecache.files import links
+from imagecache.files.names import IMAGES
 from imagecache.models import ENTRY_TALLY, Entry, Fetch, FetchState, tally_minute
 from imagecache.services import queue
 
@@ -302,7 +303,7 @@ def _stray_files(*, now: datetime) -> Files:
     known = set(Fetch.objects.exclude(file_name="").values_list("file_name", flat=True))
     cutoff = now - timedelta(seconds=settings.STRAY_FILE_AGE)
     strays = []
-    for name in _storage_walk("images"):
+    for name in _storage_walk(IMAGES):
         if name in known:
             continue
         try:
