@@ -22,8 +22,9 @@ import select
 import socket
 from pathlib import Path
 
-# Longer paths do not fit in a sockaddr_un (108 bytes with its NUL).
-MAX_PATH = 100
+# The longest directory of sockets: a socket's path, this directory and
+# `/<channel>-<pid>`, must fit in a sockaddr_un (107 bytes and a NUL).
+MAX_DIRECTORY = 80
 
 
 class Listener:

@@ -18,7 +18,7 @@ from django.test.utils import CaptureQueriesContext
 from django_q.models import OrmQ, Success
 
 from imagecache import kentik, leases
-from imagecache.files.names import image_prefix
+from imagecache.files.names import IMAGES, image_prefix
 from imagecache.files.storage import TEMP_PREFIX, TEMP_SUFFIX
 from imagecache.hashing import query_hash
 from imagecache.ids import entry_id_make
@@ -607,7 +607,7 @@ def test_eviction_never_touches_pending_fetches(settings, fetch_chart):
 
 
 def test_prune_removes_stray_temp_and_orphan_files_once_old(settings):
-    directory = Path(settings.CACHE_PATH) / "images" / "ab"
+    directory = Path(settings.CACHE_PATH) / IMAGES / "ab"
     directory.mkdir(parents=True)
     old_temp = directory / f"{TEMP_PREFIX}x{TEMP_SUFFIX}"
     old_orphan = directory / "orphan.png"

@@ -19,6 +19,8 @@ from typing import Any
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from imagecache.wake import MAX_DIRECTORY
+
 from .inputs import INPUTS
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -500,7 +502,7 @@ def wake_directory(database: dict[str, Any]) -> Path:
     """The directory of the wake-up sockets of the processes using `database`."""
     if database["ENGINE"] == "django.db.backends.sqlite3":
         beside = Path(f"{database['NAME']}-wake").resolve()
-        if len(str(beside)) <= 80:
+        if len(str(beside)) <= MAX_DIRECTORY:
             return beside
         identity = str(beside)
     else:
