@@ -30,10 +30,6 @@ CHANNEL = "imagecache_fetch_done"
 WAKE_CHANNEL = "fetch"
 
 
-def available() -> bool:
-    return connection.vendor in ("postgresql", "sqlite")
-
-
 def fetch_done(fetch_id: int) -> None:
     """Notify the listeners that a fetch left flight; sent when the caller's
     transaction commits, at once outside one (its change committed already)."""

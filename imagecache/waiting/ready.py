@@ -163,13 +163,13 @@ def _reap(fetch_ids: list[int]) -> None:
 @functools.cache
 def waiter() -> FetchWaiter:
     """This process's waiter (it restarts its thread in a forked child)."""
-    pushed = notify.available()
     return FetchWaiter(
         _fetches_in_flight,
-        # With notifications pushed, the poll only catches what a reconnecting
-        # listener missed.
-        max(settings.WAITER_POLL_INTERVAL, 1.0) if pushed else settings.WAITER_POLL_INTERVAL,
+        settings.WAITER_POLL_INTERVAL,
         reap=_reap,
         reap_interval=settings.FETCH_LEASE / 3,
-        listen=notify.listen if pushed else None,
+        listen=notify.listen,
+        # While the listener hears of each fetch that leaves flight, the poll
+        # only catches what it missed while reconnecting.
+        heard_interval=max(settings.WAITER_POLL_INTERVAL, 1.0),
     )
