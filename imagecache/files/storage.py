@@ -45,4 +45,3 @@ class AtomicFileSystemStorage(FileSystemStorage):
         finally:
             os.unlink(temp_path)
         return str(name).replace("\\", "/")
-
