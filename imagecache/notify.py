@@ -30,10 +30,6 @@ CHANNEL = "imagecache_fetch_done"
 WAKE_CHANNEL = "fetch"
 
 
-def available() -> bool:
-    return connection.vendor in ("postgresql", "sqlite")
-
-
 def fetch_done(fetch_id: int) -> None:
     """Notify the listeners that a fetch left flight; sent when the caller's
     transaction commits, at once outside one (its change committed already)."""
@@ -87,7 +83,7 @@ def _listen(on_done: Callable[[int], None]) -> None:
     """Hear the notifications on a connection of this thread's own, and run
     `on_done` on it: the look that a notification starts goes to the server
     process that has just woken to send it, not to a pool connection idle
-    since the fetch began (bench/NOTES.md, section 15)."""
+    since the fetch began, which would have to wake first."""
     database = _own_connection()
     while True:
         try:

@@ -31,6 +31,7 @@ from django.utils import timezone
 from imagecache.errors import EntryNotFound
 from imagecache.ids import ENTRY_ID_RE
 from imagecache.models import (
+    ENTRY_TALLY,
     IN_FLIGHT,
     KENTIK_LOCK,
     Entry,
@@ -139,30 +140,30 @@ def fetch_last_failed_transient(*, fetch: Fetch) -> bool:
 # those fetches out.
 _INFO_EXCLUDE_MAX = 500
 
+_ENTRIES = Entry._meta.db_table
+_FETCHES = Fetch._meta.db_table
+
 # `/info` is what dashboards and probes poll, so its three statements are
-# written out: built by the ORM, they cost 3 of its 5 ms (bench/NOTES.md,
-# section 9). The plans are in bench/NOTES.md. The totals: live entries
-# (the tally of the minutes after this one, and this minute's rows counted
-# along `entry_expires`: a count of all the rows grew with the cache, 52-64
-# ms at 1,000,000, section 16), bytes of ready images, Kentik calls in the
-# budget's window, and the Kentik pause.
-_INFO_TOTALS = """
+# written out: building them was most of its time in the ORM. The live
+# entries are the tally's minutes after this one and this minute's rows, read
+# along `entry_expires`: a count of all the rows grows with the cache.
+_INFO_TOTALS = f"""
 SELECT totals.live, totals.stored, totals.calls,
        gate.paused_until, gate.pause_reason, gate.probe_owner
 FROM (
-    SELECT (SELECT COALESCE(SUM(n), 0) FROM imagecache_entry_tally WHERE minute > %s)
-           + (SELECT COUNT(*) FROM imagecache_entry WHERE expires_at > %s AND expires_at < %s)
+    SELECT (SELECT COALESCE(SUM(n), 0) FROM {ENTRY_TALLY} WHERE minute > %s)
+           + (SELECT COUNT(*) FROM {_ENTRIES} WHERE expires_at > %s AND expires_at < %s)
            AS live,
-           (SELECT COALESCE(SUM(size), 0) FROM imagecache_fetch WHERE state = %s) AS stored,
-           (SELECT COUNT(*) FROM imagecache_kentikcall WHERE at > %s) AS calls
+           (SELECT COALESCE(SUM(size), 0) FROM {_FETCHES} WHERE state = %s) AS stored,
+           (SELECT COUNT(*) FROM {KentikCall._meta.db_table} WHERE at > %s) AS calls
 ) AS totals
-LEFT JOIN imagecache_lock AS gate ON gate.name = %s
+LEFT JOIN {Lock._meta.db_table} AS gate ON gate.name = %s
 """
 # The few live entries not ready, counted by fetch (from `fetch_state_lease`).
-_INFO_NOT_READY = """
+_INFO_NOT_READY = f"""
 SELECT e.fetch_id, f.state, COUNT(*)
-FROM imagecache_entry AS e JOIN imagecache_fetch AS f ON f.id = e.fetch_id
-WHERE e.expires_at > %s AND f.state IN ({states})
+FROM {_ENTRIES} AS e JOIN {_FETCHES} AS f ON f.id = e.fetch_id
+WHERE e.expires_at > %s AND f.state IN ({{states}})
 GROUP BY e.fetch_id, f.state
 """
 # The newest live entries, along `entry_created`, each fetch read by key;
@@ -170,10 +171,10 @@ GROUP BY e.fetch_id, f.state
 # CROSS JOIN keeps the entries the outer loop on SQLite, whose planner would
 # otherwise scan the fetches and sort every live entry (PostgreSQL plans it
 # as the inner join it is).
-_INFO_READY = """
-SELECT e.id, {expiration}, f.media_type, f.size, f.error_status, f.state
-FROM imagecache_entry AS e CROSS JOIN imagecache_fetch AS f
-WHERE f.id = e.fetch_id AND e.expires_at > %s{not_ready}
+_INFO_READY = f"""
+SELECT e.id, {{expiration}}, f.media_type, f.size, f.error_status, f.state
+FROM {_ENTRIES} AS e CROSS JOIN {_FETCHES} AS f
+WHERE f.id = e.fetch_id AND e.expires_at > %s{{not_ready}}
 ORDER BY e.created_at DESC
 LIMIT %s
 """
@@ -228,7 +229,7 @@ def cache_info(*, limit: int) -> dict[str, Any]:
     )
 
     # Built only when needed: most often nothing is pending or failed, and
-    # building it was 0.15 ms of the 2.4 of each /info (bench/NOTES.md, section 13).
+    # building a queryset is a cost every /info would pay.
     def live() -> Any:
         return Entry.objects.filter(expires_at__gt=now)
 
@@ -318,9 +319,9 @@ def _ready_entries(
     if len(not_ready) > _INFO_EXCLUDE_MAX:
         return _entries(live().filter(fetch__state=FetchState.READY), limit)
     left_out = f" AND e.fetch_id NOT IN ({', '.join(['%s'] * len(not_ready))})" if not_ready else ""
-    # PostgreSQL sends the expiry as a number: its time zone aware datetimes
-    # cost 4 us each to read, 0.4 ms of a hundred rows (bench/NOTES.md,
-    # section 10). SQLite keeps its text, which Django reads as it stored it.
+    # PostgreSQL sends the expiry as a number, much cheaper to read row by row
+    # than its time zone aware datetimes. SQLite keeps its text, which Django
+    # reads as it stored it.
     expiration = (
         "CAST(EXTRACT(EPOCH FROM e.expires_at) AS DOUBLE PRECISION)"
         if connection.vendor == "postgresql"

@@ -3,8 +3,8 @@
 What PostgreSQL's NOTIFY and Redis' blocking pop give the production
 profile, for the embedded one: the ORM broker's pusher is woken by an
 enqueue, and the web processes' waiters by a fetch that left flight, instead
-of finding out at their next poll (bench/NOTES.md: 20 ms of pickup and 17 ms
-of waiter tick were most of the added wait latency on SQLite).
+of finding out at their next poll: those polls were most of the time SQLite
+added to the wait for a new image.
 
 Each listening process binds `<directory>/<channel>-<pid>`; a sender sends
 one datagram to every socket of the channel, and never blocks: a socket
@@ -22,8 +22,9 @@ import select
 import socket
 from pathlib import Path
 
-# Longer paths do not fit in a sockaddr_un (108 bytes with its NUL).
-MAX_PATH = 100
+# The longest directory of sockets: a socket's path, this directory and
+# `/<channel>-<pid>`, must fit in a sockaddr_un (107 bytes and a NUL).
+MAX_DIRECTORY = 80
 
 
 class Listener:

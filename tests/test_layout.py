@@ -60,6 +60,7 @@ def test_leaves_import_nothing_of_the_app():
     graph = app_imports()
     assert {leaf: graph[leaf] for leaf in LEAVES if graph[leaf]} == {}
     assert graph["imagecache.ops.metrics"] <= {"imagecache.ops.metrics_dir"}
+    assert graph["imagecache.files.names"] <= {"imagecache.media"}
 
 
 def test_selectors_only_read_and_services_never_call_an_edge():

@@ -170,7 +170,7 @@ def test_one_line_per_fetch_with_its_outcome_status_and_duration(fetch_chart, ca
         kentik.KentikError(503, "down for maintenance"),
     ]
     failing = entry_create(api_query={**QUERY, "imageType": "svg"})
-    with caplog.at_level(logging.INFO, logger="imagecache.services"):
+    with caplog.at_level(logging.INFO, logger=fetching.__name__):
         fetching.fetch_run(fetch_id=ready.fetch_id)
         fetching.fetch_run(fetch_id=failing.fetch_id)
     records = [r for r in caplog.records if hasattr(r, "outcome")]

@@ -59,10 +59,6 @@ def test_rolled_back_fetch_done_is_never_heard(heard):
         heard.get(timeout=0.5)
 
 
-def test_notifications_are_available_on_both_databases():
-    assert notify.available()
-
-
 def test_the_look_a_notification_starts_runs_on_the_listening_connection():
     if connection.vendor != "postgresql":
         pytest.skip("SQLite's notifications are datagrams: no server process to wake")

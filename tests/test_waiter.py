@@ -209,6 +209,49 @@ def test_a_look_hands_the_row_it_read_to_every_request_it_wakes():
     assert waiter.wait_row(3, timeout=0.05) == (False, None)
 
 
+class FirstLookInFlight:
+    """A look that sees fetch 1 in flight the first time only: a later look
+    that sees it out of flight is the poll's (no wake-up comes)."""
+
+    def __init__(self) -> None:
+        self.looks = 0
+
+    def __call__(self, ids: list[int]) -> Look:
+        self.looks += 1
+        return Look(in_flight={1} & set(ids) if self.looks == 1 else set())
+
+
+def test_a_waiter_that_cannot_listen_polls_at_its_own_interval():
+    waiter = FetchWaiter(
+        FirstLookInFlight(), interval=0.01, heard_interval=600, listen=lambda wake: None
+    )
+    assert waiter.wait(1, timeout=60) is True
+    assert waiter.poll_interval == 0.01
+
+
+def test_a_waiter_that_listens_polls_only_at_the_heard_interval():
+    look = FirstLookInFlight()
+    waiter = FetchWaiter(look, interval=0.01, heard_interval=600, listen=lambda wake: object())
+    assert waiter.wait(1, timeout=0.2) is False
+    assert (look.looks, waiter.poll_interval) == (1, 600)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_web_process_without_a_wake_up_socket_polls_at_waiter_poll_interval(settings, tmp_path):
+    if connection.vendor != "sqlite":
+        pytest.skip("PostgreSQL's listener needs no socket")
+    settings.WAKE_DIR = tmp_path / "a file"
+    settings.WAKE_DIR.write_bytes(b"")  # no directory of sockets can be made there
+    settings.WAITER_POLL_INTERVAL = 0.05
+    ready.waiter.cache_clear()
+    try:
+        # A fetch that does not exist is out of flight at the first look.
+        assert ready.waiter().wait(10**9, timeout=60) is True
+        assert ready.waiter().poll_interval == 0.05
+    finally:
+        ready.waiter.cache_clear()
+
+
 def waited_entry(n: int) -> Entry:
     """A pending entry as its request read it before waiting."""
     created = entry_create(api_query={**QUERY, "n": n}, ttl=3600)

@@ -1,5 +1,9 @@
+import shutil
 import socket
+import tempfile
+from pathlib import Path
 
+from config.settings.base import wake_directory
 from imagecache import wake
 
 
@@ -25,3 +29,23 @@ def test_the_socket_of_a_process_gone_is_removed(tmp_path):
 
 def test_sending_where_nobody_listens_is_nothing(tmp_path):
     assert wake.send(tmp_path / "none", "fetch", b"1") == 0
+
+
+def test_a_sqlite_databases_sockets_lie_beside_it_while_their_longest_path_fits():
+    root = Path(tempfile.mkdtemp(dir="/tmp"))  # short, wherever the clone lies
+    try:
+
+        def directory_of(length: int) -> Path:
+            """The sockets' directory of a database whose own would be `length` long."""
+            name = root / ("d" * (length - len(str(root)) - 1 - len("-wake")))
+            return wake_directory({"ENGINE": "django.db.backends.sqlite3", "NAME": str(name)})
+
+        longest = directory_of(wake.MAX_DIRECTORY)
+        assert longest.parent == root and len(str(longest)) == wake.MAX_DIRECTORY
+        assert directory_of(wake.MAX_DIRECTORY + 1).parent == Path(tempfile.gettempdir())
+        # The longest channel, with a pid of Linux's longest, binds there.
+        listener = wake.Listener(longest, "queue")
+        listener.close()
+        assert len(str(longest / f"queue-{2**22}")) < 107
+    finally:
+        shutil.rmtree(root)

@@ -4,7 +4,7 @@ A wrong value stops start-up with ImproperlyConfigured naming the variable.
 A profile gives its own inputs first (`inputs.INPUTS`): everything here is
 derived once, from them and the environment.
 
-About 400 lines, most of them comments: each setting says what it is for
+Long, and most of it comments: each setting says what it is for
 where it is defined, and the settings derived from one another stay in one
 file, in the order they are derived.
 """
@@ -18,6 +18,8 @@ from typing import Any
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+
+from imagecache.wake import MAX_DIRECTORY
 
 from .inputs import INPUTS
 
@@ -500,7 +502,7 @@ def wake_directory(database: dict[str, Any]) -> Path:
     """The directory of the wake-up sockets of the processes using `database`."""
     if database["ENGINE"] == "django.db.backends.sqlite3":
         beside = Path(f"{database['NAME']}-wake").resolve()
-        if len(str(beside)) <= 80:
+        if len(str(beside)) <= MAX_DIRECTORY:
             return beside
         identity = str(beside)
     else:

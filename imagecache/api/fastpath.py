@@ -28,6 +28,7 @@ from django.http.request import split_domain_port, validate_host
 from django.utils.http import http_date
 
 from imagecache.files import links
+from imagecache.files.names import image_name_parse
 from imagecache.ids import ENTRY_ID_PATTERN
 from imagecache.media import BY_EXTENSION, IMAGE_CSP
 from imagecache.ops import metrics
@@ -36,8 +37,6 @@ from imagecache.services import entries
 logger = logging.getLogger("imagecache.requests")
 
 PATH_RE = re.compile(f"^/image/({ENTRY_ID_PATTERN})$")
-# images/<hh>/<query hash>-<fetch id>-<content hash>.<ext>
-FILE_RE = re.compile(rf"-([0-9]+)-([0-9a-f]{{64}})\.({'|'.join(BY_EXTENSION)})$")
 
 StartResponse = Callable[..., Any]
 
@@ -200,10 +199,10 @@ class FastImages:
     def _fixed_headers(
         self, target: str, entry_id: str, expires: float, image: Any
     ) -> tuple[int, list[tuple[str, str]]] | None:
-        named = FILE_RE.search(target)
+        named = image_name_parse(target)
         if named is None:
             return None
-        fetch_id, content_hash, extension = named.groups()
+        fetch_id, content_hash, extension = named
         stat = os.fstat(image.fileno())
         fixed = [
             ("Content-Type", BY_EXTENSION[extension]),
@@ -217,8 +216,8 @@ class FastImages:
         ]
         if len(self.headers) >= 10_000:
             self.headers.clear()
-        self.headers[(target, entry_id)] = (int(fetch_id), fixed)
-        return int(fetch_id), fixed
+        self.headers[(target, entry_id)] = (fetch_id, fixed)
+        return fetch_id, fixed
 
 
 def _chunks(image: Any) -> Iterable[bytes]:

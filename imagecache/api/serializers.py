@@ -6,12 +6,16 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+# The shortest time to live a request may ask for, in seconds.
+MIN_TTL = 1
+
 
 @extend_schema_field(
-    {"type": "integer", "minimum": 1, "maximum": settings.MAX_TTL, "nullable": True}
+    {"type": "integer", "minimum": MIN_TTL, "maximum": settings.MAX_TTL, "nullable": True}
 )
-class StrictIntegerField(serializers.Field):
-    """A JSON integer: not a string, a float or a boolean."""
+class TTLField(serializers.Field):
+    """A request's time to live, in seconds: a JSON integer (not a string, a
+    float or a boolean) from MIN_TTL to MAX_TTL."""
 
     default_error_messages = {
         "invalid": "Must be a whole number of seconds.",
@@ -19,15 +23,11 @@ class StrictIntegerField(serializers.Field):
         "max_value": "Must be at most {max_value} (MAX_TTL).",
     }
 
-    def __init__(self, *, min_value: int, **kwargs: Any) -> None:
-        self.min_value = min_value
-        super().__init__(**kwargs)
-
     def to_internal_value(self, data: Any) -> int:
         if isinstance(data, bool) or not isinstance(data, int):
             self.fail("invalid")
-        if data < self.min_value:
-            self.fail("min_value", min_value=self.min_value)
+        if data < MIN_TTL:
+            self.fail("min_value", min_value=MIN_TTL)
         if data > settings.MAX_TTL:
             self.fail("max_value", max_value=settings.MAX_TTL)
         return data

@@ -30,7 +30,7 @@ from rest_framework.views import APIView
 from imagecache import selectors
 from imagecache.api import openapi
 from imagecache.api.parsers import AnyTypeJSONParser
-from imagecache.api.serializers import JSONObjectField, StrictIntegerField
+from imagecache.api.serializers import JSONObjectField, TTLField
 from imagecache.errors import EntryNotFound
 from imagecache.media import EXTENSIONS, IMAGE_CSP
 from imagecache.models import Entry, Fetch
@@ -45,7 +45,7 @@ class RequestCreateApi(APIView):
 
     class InputSerializer(serializers.Serializer):
         api_query = JSONObjectField()
-        ttl = StrictIntegerField(min_value=1, required=False, allow_null=True)
+        ttl = TTLField(required=False, allow_null=True)
 
     class OutputSerializer(serializers.Serializer):
         id = serializers.CharField()

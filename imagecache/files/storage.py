@@ -17,7 +17,8 @@ class AtomicFileSystemStorage(FileSystemStorage):
     half a file. Here the bytes go to a temp file in the same directory, are
     flushed to disk, and only then get their name with a hard link, which also
     never replaces an existing file. A crash leaves at most a temp file, which
-    pruning removes (see `is_temp_name`).
+    the prune removes as it does any file no fetch names, once older than
+    STRAY_FILE_AGE (a younger one may be a save in progress).
     """
 
     def _save(self, name: str, content: Any) -> str:
@@ -44,9 +45,3 @@ class AtomicFileSystemStorage(FileSystemStorage):
         finally:
             os.unlink(temp_path)
         return str(name).replace("\\", "/")
-
-
-def is_temp_name(file_name: str) -> bool:
-    """Whether a file name is one of our temp files (left behind by a crash)."""
-    base = os.path.basename(file_name)
-    return base.startswith(TEMP_PREFIX) and base.endswith(TEMP_SUFFIX)

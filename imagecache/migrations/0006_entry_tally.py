@@ -1,7 +1,7 @@
 """A tally of the entries by minute of expiry, kept by the database itself.
 
-`/info` counts the live entries: at 1,000,000 of them a count of the rows
-took 52-64 ms, one tuple at a time (bench/NOTES.md, section 16). The tally
+`/info` counts the live entries, and a count of the rows reads them one at a
+time: it grew with the cache, to tens of milliseconds at a million. The tally
 holds how many entries expire in each minute; `/info` sums the minutes after
 the current one and counts the rows of the current minute alone.
 

@@ -18,8 +18,7 @@ from imagecache.models import IN_FLIGHT, Entry, Fetch, FetchPriority, FetchState
 from imagecache.ops import metrics
 from imagecache.services import queue
 
-# The name the service's log lines have always carried.
-logger = logging.getLogger("imagecache.services")
+logger = logging.getLogger(__name__)
 
 
 def entry_create(*, api_query: dict[str, Any], ttl: int | None = None) -> Entry:
@@ -118,9 +117,8 @@ def _entry_make(
         return Entry.objects.get(pk=entry_id), False
 
 
-# The reads of a POST, written out: building them took the ORM 0.5 ms each
-# (hot, in a loop), on the path of every new image (bench/NOTES.md, section
-# 13). `reusable` is `_reusable`'s condition on the fetch `f`.
+# The reads of a POST, written out: the ORM built them anew in every POST, on
+# the path of every new image. `reusable` is `_reusable`'s condition on the fetch `f`.
 _SHARED = f"""
 SELECT e.* FROM {Entry._meta.db_table} AS e JOIN {Fetch._meta.db_table} AS f ON f.id = e.fetch_id
 WHERE e.id = %s AND {{reusable}}

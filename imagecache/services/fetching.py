@@ -24,13 +24,13 @@ from django.utils import timezone
 
 from imagecache import kentik, leases, notify
 from imagecache.files import links
-from imagecache.media import BY_EXTENSION, EXTENSIONS
+from imagecache.files.names import image_name_make, image_name_parse, image_prefix
+from imagecache.media import BY_EXTENSION
 from imagecache.models import IN_FLIGHT, Entry, Fetch, FetchState
 from imagecache.ops import metrics
 from imagecache.services import housekeeping, queue, shield
 
-# The name the service's log lines have always carried.
-logger = logging.getLogger("imagecache.services")
+logger = logging.getLogger(__name__)
 
 
 class ClaimOutcome(enum.Enum):
@@ -101,9 +101,8 @@ def fetch_claim(*, fetch_id: int, waited: bool = False) -> Claim:
 
 
 # The claim's line read, and its own fetch's, written out as the ORM built
-# them: building the first took the ORM 0.85 ms (hot, in a loop), on the path
-# of every new image (bench/NOTES.md, section 13). Each counts the calls in
-# flight (the live leases) in a scalar subquery.
+# them: it built them anew in every claim, on the path of every new image.
+# Each counts the calls in flight (the live leases) in a scalar subquery.
 _FETCHES = Fetch._meta.db_table
 _LIVE = f"SELECT COUNT(*) FROM {_FETCHES} AS held WHERE held.state = %s AND held.lease_until > %s"
 _LINE = f"""
@@ -117,8 +116,7 @@ SELECT f.*, ({_LIVE}) AS live FROM {_FETCHES} AS f
 WHERE f.id = %s AND f.state IN ({", ".join(["%s"] * len(IN_FLIGHT))})
 """
 
-# The claim's lease and the ready mark, written out as well (0.17 ms each to
-# build in the ORM).
+# The claim's lease and the ready mark, written out as well, for the same reason.
 _LEASE = f"""
 UPDATE {_FETCHES} SET state = %s, started_at = %s, lease_until = %s, lease_owner = %s, attempts = %s
 WHERE id = %s AND state = %s AND attempts = %s
@@ -369,22 +367,16 @@ def _fetch_observe(
         )
 
 
-def _file_name(fetch: Fetch, content_hash: str, media_type: str) -> str:
-    # The content hash in the name gives the fast path its ETag; the fetch's
-    # id lets a later attempt find an image this one stored but could not record.
-    extension = EXTENSIONS.get(media_type, ".bin")
-    return f"{_file_prefix(fetch)}{content_hash}{extension}"
-
-
-def _file_prefix(fetch: Fetch) -> str:
-    return f"images/{fetch.query_hash[:2]}/{fetch.query_hash}-{fetch.pk}-"
-
-
 def _file_save(*, fetch: Fetch, chart: kentik.Chart) -> tuple[str, str]:
     """Store the image; its storage name and content hash. A full disk with
     CACHE_MAX_BYTES set evicts the least recently read images to make room."""
     content_hash = hashlib.sha256(chart.data).hexdigest()
-    name = _file_name(fetch, content_hash, chart.media_type)
+    name = image_name_make(
+        query_hash=fetch.query_hash,
+        fetch_id=fetch.pk,
+        content_hash=content_hash,
+        media_type=chart.media_type,
+    )
     for attempt in range(4):
         try:
             return default_storage.save(name, ContentFile(chart.data)), content_hash
@@ -486,19 +478,17 @@ def _stored_image(fetch: Fetch) -> tuple[kentik.Chart, str, str] | None:
     """An image an earlier attempt of this fetch stored but did not record (the
     database or the worker went away), with its storage name and content hash:
     recorded now, without asking Kentik again."""
-    prefix = _file_prefix(fetch)
+    prefix = image_prefix(query_hash=fetch.query_hash, fetch_id=fetch.pk)
     directory, _, start = prefix.rpartition("/")
     try:
         names = default_storage.listdir(directory)[1]
     except (FileNotFoundError, NotADirectoryError):
         return None
     for name in names:
-        if not name.startswith(start):
+        named = image_name_parse(name) if name.startswith(start) else None
+        if named is None:
             continue
-        content_hash, _, extension = name.removeprefix(start).partition(".")
-        media_type = BY_EXTENSION.get(extension)
-        if media_type is None:
-            continue
+        content_hash, media_type = named.content_hash, BY_EXTENSION[named.extension]
         saved_name = f"{directory}/{name}"
         with default_storage.open(saved_name, "rb") as image:
             data = image.read()

@@ -20,11 +20,11 @@ from django.utils import timezone
 
 from imagecache import leases
 from imagecache.files import links
+from imagecache.files.names import IMAGES
 from imagecache.models import ENTRY_TALLY, Entry, Fetch, FetchState, tally_minute
 from imagecache.services import queue
 
-# The name the service's log lines have always carried.
-logger = logging.getLogger("imagecache.services")
+logger = logging.getLogger(__name__)
 
 # Removed fetches: (pk, file name, size), as their rows said.
 FetchRows = Iterable[tuple[int, str, int | None]]
@@ -128,10 +128,7 @@ def fetch_recover() -> list[int]:
 
 # Rows removed per transaction by a prune: each batch holds SQLite's write
 # lock (or PostgreSQL's row locks) for milliseconds, not for the whole prune,
-# so that a POST arriving meanwhile is held up by one batch at most
-# (bench/scale.py: 1,000 entries through Django's delete, with their
-# post_delete signals, held SQLite's lock for 70-85 ms; 500 by key, 2-40 ms,
-# waiting for the lock included: bench/NOTES.md, section 9).
+# so that a POST arriving meanwhile is held up by one batch at most.
 PRUNE_BATCH = 500
 
 
@@ -306,7 +303,7 @@ def _stray_files(*, now: datetime) -> Files:
     known = set(Fetch.objects.exclude(file_name="").values_list("file_name", flat=True))
     cutoff = now - timedelta(seconds=settings.STRAY_FILE_AGE)
     strays = []
-    for name in _storage_walk("images"):
+    for name in _storage_walk(IMAGES):
         if name in known:
             continue
         try:

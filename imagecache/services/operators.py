@@ -20,8 +20,7 @@ from imagecache.services.housekeeping import (
     files_delete,
 )
 
-# The name the service's log lines have always carried.
-logger = logging.getLogger("imagecache.services")
+logger = logging.getLogger(__name__)
 
 
 def entry_purge(*, entry_ids: list[str]) -> RemovalResult:

@@ -19,7 +19,7 @@ from django_q.tasks import async_task
 from imagecache.models import Fetch, FetchState
 from imagecache.ops import metrics
 
-logger = logging.getLogger("imagecache.services")
+logger = logging.getLogger(__name__)
 
 # What queued tasks store: it must keep naming `imagecache.tasks.fetch_image`.
 FETCH_TASK = "imagecache.tasks.fetch_image"

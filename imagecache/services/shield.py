@@ -31,7 +31,7 @@ from imagecache.models import KENTIK_LOCK, KentikCall, Lock, first, insert
 from imagecache.ops import metrics
 from imagecache.selectors import KENTIK_WINDOW as WINDOW
 
-logger = logging.getLogger("imagecache.services")
+logger = logging.getLogger(__name__)
 
 # How often a fetch that waits behind the probe looks again.
 PROBE_POLL = 0.2
@@ -48,8 +48,8 @@ class Admission:
     wait: float = 0.0
 
 
-# `gate_lock`'s read, written out: the ORM took 0.2 ms to build it, in every
-# claim (bench/NOTES.md, section 13). SQLite has no FOR UPDATE: its claims
+# `gate_lock`'s read, written out: the ORM built it anew in every claim, on
+# the path of every new image. SQLite has no FOR UPDATE: its claims
 # hold the write lock from their start (transaction_mode IMMEDIATE).
 _GATE = f"SELECT * FROM {Lock._meta.db_table} WHERE name = %s"
 

@@ -1,5 +1,5 @@
 """Queue workers' heartbeats: written by `manage.py worker`, read by /readyz
-(`selectors.workers_alive`)."""
+(`selectors.worker_heartbeats`)."""
 
 from datetime import timedelta
 

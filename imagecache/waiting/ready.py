@@ -24,7 +24,7 @@ POLL_RETRY_AFTER = 1
 # How often a wait with an older image to fall back on looks at the pause.
 STALE_LOOK = 1.0
 
-logger = logging.getLogger("imagecache.services")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def entry_get_ready(*, entry_id: str, wait: float | None = None) -> Answer:
         while True:
             # A long wait must not hold a PostgreSQL connection (one of the
             # pool's). SQLite's is a file handle of this thread, and opening
-            # it again cost a millisecond of the answer (bench/NOTES.md).
+            # it again would delay the answer.
             if connection.vendor != "sqlite":
                 connection.close()
             left = deadline - time.monotonic()
@@ -123,16 +123,15 @@ def stale_answer(entry: Entry, stale: Fetch, *, reason: str) -> Answer:
     return Answer(entry, stale, stale=reason)
 
 
-# The look, written out: the ORM took 0.2 ms to build it, between the news of
-# a new image and its waiters' answers (bench/NOTES.md, section 13).
+# The look, written out: the ORM built it anew between the news of a new
+# image and its waiters' answers.
 _LOOK = f"SELECT * FROM {Fetch._meta.db_table} WHERE id IN ({{ids}})"
 
 
 def _fetches_in_flight(fetch_ids: list[int]) -> Look:
     """The waiter's look (one query): those of `fetch_ids` still in flight,
     and the rows of the others, for the requests it wakes: one read for all
-    of a fetch's waiters, not one each, when a thousand wait on one chart
-    (bench/NOTES.md, section 10)."""
+    of a fetch's waiters, not one each, when a thousand wait on one chart."""
     try:
         rows = list(
             Fetch.objects.raw(_LOOK.format(ids=", ".join(["%s"] * len(fetch_ids))), fetch_ids)
@@ -164,13 +163,13 @@ def _reap(fetch_ids: list[int]) -> None:
 @functools.cache
 def waiter() -> FetchWaiter:
     """This process's waiter (it restarts its thread in a forked child)."""
-    pushed = notify.available()
     return FetchWaiter(
         _fetches_in_flight,
-        # With notifications pushed, the poll only catches what a reconnecting
-        # listener missed.
-        max(settings.WAITER_POLL_INTERVAL, 1.0) if pushed else settings.WAITER_POLL_INTERVAL,
+        settings.WAITER_POLL_INTERVAL,
         reap=_reap,
         reap_interval=settings.FETCH_LEASE / 3,
-        listen=notify.listen if pushed else None,
+        listen=notify.listen,
+        # While the listener hears of each fetch that leaves flight, the poll
+        # only catches what it missed while reconnecting.
+        heard_interval=max(settings.WAITER_POLL_INTERVAL, 1.0),
     )

@@ -43,6 +43,7 @@ class FetchWaiter:
         reap: Reap | None = None,
         reap_interval: float = 5.0,
         listen: Callable[[Callable[[int], None]], object] | None = None,
+        heard_interval: float | None = None,
     ) -> None:
         """`look(ids)` tells which of `ids` are still in flight, with the rows
         of the others (one query).
@@ -52,10 +53,14 @@ class FetchWaiter:
         client does not depend on the periodic reaper's minute.
 
         `listen(wake)`, started once per process, pushes fetch ids that left
-        flight (PostgreSQL NOTIFY): the poll is then only a fallback.
+        flight (PostgreSQL NOTIFY, SQLite's wake-up sockets); it returns None
+        when it cannot. While it listens the poll is only a fallback, every
+        `heard_interval`; a process that cannot listen polls every `interval`.
         """
         self._look = look
         self._interval = interval
+        self._unheard_interval = interval
+        self._heard_interval = interval if heard_interval is None else heard_interval
         self._reap = reap
         self._reap_interval = reap_interval
         self._last_reap = 0.0
@@ -119,6 +124,11 @@ class FetchWaiter:
         self._settle([fetch_id], look)
 
     @property
+    def poll_interval(self) -> float:
+        """How often this process's thread looks without news, in seconds."""
+        return self._interval
+
+    @property
     def watched_count(self) -> int:
         with self._lock:
             return sum(count for _, count, _ in self._watched.values())
@@ -128,8 +138,8 @@ class FetchWaiter:
         if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
             self._pid = os.getpid()
             # Listening before the first look: a change after it is heard.
-            if self._listen is not None:
-                self._listen(self.wake)
+            heard = self._listen is not None and self._listen(self.wake) is not None
+            self._interval = self._heard_interval if heard else self._unheard_interval
             self._thread = threading.Thread(target=self._run, name="fetch-waiter", daemon=True)
             self._thread.start()
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import requests
 
+from imagecache.services import fetching
 from imagecache.simulator.server import KentikSimulator
 from tests.harness.data import unique_query
 from tests.harness.prometheus import Samples, parse, value
@@ -179,7 +180,7 @@ def test_metric_totals_are_exact_across_web_and_queue_workers(ops_service, simul
     # The sums above came from several processes of each kind.
     log = service.log_path.read_text(errors="replace")
     assert len(pids_of(log, LOG, log_pattern)) == 2
-    assert len(pids_of(log, "imagecache.services", r"fetch \d+: ready")) >= 2
+    assert len(pids_of(log, fetching.__name__, r"fetch \d+: ready")) >= 2
 
 
 def test_a_dead_web_workers_counts_stay_and_its_waiters_go(ops_service):

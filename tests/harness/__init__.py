@@ -8,5 +8,5 @@ test module or a conftest.
 - `service`: the real service (`manage.py serve`) on loopback ports;
 - `prometheus`: Prometheus' text format read back;
 - `run_tests`: the integration client that `make run` users point at a live
-  service (`python tests/harness/run_tests.py --url ...`).
+  service (`python -m tests.harness.run_tests --url ...`, from the checkout).
 """

@@ -22,7 +22,7 @@ class Command(BaseCommand):
         # The tasks, and with them the fetch pipeline and the Kentik client,
         # imported once here, before the cluster forks its workers: they
         # share those pages, and no worker's first fetch waits for the
-        # imports (0.2-0.35 s; bench/NOTES.md).
+        # imports.
         importlib.import_module("imagecache.tasks")
         cluster = Cluster()
         # Cluster() takes SIGTERM and SIGINT, and its handler waits, in this
