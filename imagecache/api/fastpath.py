@@ -32,10 +32,11 @@ from imagecache.ids import ENTRY_ID_PATTERN
 from imagecache.media import BY_EXTENSION, IMAGE_CSP
 from imagecache.ops import metrics
 from imagecache.services import entries
+from imagecache.wire import IMAGE_PATH
 
 logger = logging.getLogger("imagecache.requests")
 
-PATH_RE = re.compile(f"^/image/({ENTRY_ID_PATTERN})$")
+PATH_RE = re.compile(f"^{re.escape(IMAGE_PATH)}({ENTRY_ID_PATTERN})$")
 # images/<hh>/<query hash>-<fetch id>-<content hash>.<ext>
 FILE_RE = re.compile(rf"-([0-9]+)-([0-9a-f]{{64}})\.({'|'.join(BY_EXTENSION)})$")
 
