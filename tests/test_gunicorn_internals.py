@@ -28,7 +28,7 @@ from config import gunicorn_internals as internals
 GET = b"GET /info HTTP/1.1\r\nHost: localhost\r\n\r\n"
 
 
-class Worker(internals.GthreadWorker):  # type: ignore[misc] # gunicorn has no types
+class Worker(internals.GthreadWorker):
     """gthread's worker as gunicorn builds it, recording the calls it makes
     of the methods the service's worker overrides."""
 
@@ -124,7 +124,7 @@ def test_the_loop_calls_murder_pending_each_turn(worker):
 def test_enqueue_req_runs_handle_in_a_thread_of_the_pool():
     ran = threading.Event()
 
-    class Handled(internals.GthreadWorker):  # type: ignore[misc] # gunicorn has no types
+    class Handled(internals.GthreadWorker):
         def handle(self, conn: Any) -> bool:
             ran.set()
             return False

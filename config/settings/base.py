@@ -240,10 +240,10 @@ if IS_POSTGRES:
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 10)
 # `off`, as SQLite's synchronous=NORMAL above: a commit does not wait for the
 # server's WAL flush (an fdatasync each), and a new fetch makes four or five
-# commits before its waiters are answered. A crash of the PostgreSQL server (not of this service) can
-# then lose the last fraction of a second of commits, never consistency: a
-# cache entry or fetch state a client may have seen, which the reaper and the
-# stray-file sweep put right. `on` for PostgreSQL's own default.
+# commits before its waiters are answered. A crash of the PostgreSQL server
+# (not of this service) can then lose the last fraction of a second of
+# commits, never consistency: a cache entry or fetch state a client may have
+# seen, which the reaper and the stray-file sweep put right. `on` for PostgreSQL's own default.
 DB_SYNCHRONOUS_COMMIT = env_str("DB_SYNCHRONOUS_COMMIT", "off")
 if DB_SYNCHRONOUS_COMMIT not in ("on", "off", "local", "remote_write", "remote_apply"):
     raise ImproperlyConfigured(
