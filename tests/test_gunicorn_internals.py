@@ -24,6 +24,7 @@ from gunicorn.http.wsgi import Response
 from gunicorn.workers.gthread import TConn
 
 from config import gunicorn_internals as internals
+from tests.test_web_worker import connection
 
 GET = b"GET /info HTTP/1.1\r\nHost: localhost\r\n\r\n"
 
@@ -55,19 +56,6 @@ def worker() -> Iterator[Worker]:
     yield worker
     worker.poller.close()
     worker.method_queue.close()
-
-
-@pytest.fixture
-def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    client, server = socket.socketpair()
-    yield client, server
-    client.close()
-    server.close()
-
-
-def connection(worker: Worker, sock: socket.socket) -> TConn:
-    worker.nr_conns += 1
-    return TConn(worker.cfg, sock, ("127.0.0.1", 40000), ("127.0.0.1", 8000))
 
 
 def test_checked_with_the_installed_gunicorn():
