@@ -8,34 +8,53 @@ the worker, so the worker keeps answering its heartbeat during long waits
 import gc
 import json
 import os
-import queue
 import signal
 import socket
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-from gunicorn import util
-
+from config import gunicorn_internals
 from config.web_worker import HeadersFirstWorker
+from imagecache.wire import error_body, listen_address
 
-bind = f"{os.environ.get('BIND', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
-# gthread, whose threads take only requests that have arrived whole: a slow
-# client costs a socket, not a thread (config/web_worker.py).
-worker_class = "config.web_worker.HeadersFirstWorker"
+_host, _port = listen_address(os.environ)
+bind = f"{_host}:{_port}"
+
+# WEB_WORKER's values: gunicorn's worker class for each.
+WEB_WORKERS: Final = {
+    # gthread, whose threads take only requests that have arrived whole (a slow
+    # client costs a socket, not a thread), and which answers plain GETs of
+    # ready images itself (config/web_worker.py).
+    "headers-first": "config.web_worker.HeadersFirstWorker",
+    # gunicorn's own: behind a proxy that buffers each request whole before it
+    # passes it on, no client is slow, and gunicorn's parser is the one to trust.
+    "gthread": "gthread",
+}
+
+
+def web_worker_class(environ: Mapping[str, str]) -> str:
+    """gunicorn's worker class for WEB_WORKER; a wrong value stops the start."""
+    chosen = environ.get("WEB_WORKER", "headers-first")
+    if chosen not in WEB_WORKERS:
+        raise ValueError(f"WEB_WORKER must be one of {', '.join(WEB_WORKERS)}, not {chosen!r}")
+    return WEB_WORKERS[chosen]
+
+
+worker_class = web_worker_class(os.environ)
 HeadersFirstWorker.header_timeout = float(os.environ.get("WEB_HEADER_TIMEOUT", "10"))
-# Two per core (4 on this project's 2-core machine): the GIL shares a
-# process's CPU among its threads, and cached images are answered 15-20%
-# faster by 4 processes than by 2 on 2 cores (bench/NOTES.md). With
-# `preload_app` an extra process costs about 10 MiB of its own, not 50.
+# Two per core: the GIL shares a process's CPU among its threads, so cached
+# images are answered faster by more processes than cores. With `preload_app`
+# an extra process costs about 10 MiB of its own, not 50.
 # Each holds up to DB_POOL_SIZE connections on PostgreSQL.
 workers = int(os.environ.get("WEB_CONCURRENCY", str(2 * (os.cpu_count() or 1))))
 # Django, DRF and the app are imported once, by the master, and the workers
-# share those pages (copy-on-write) instead of importing them each: 52 -> 10
-# MiB private per worker (bench/NOTES.md). Nothing opens a connection or
+# share those pages (copy-on-write) instead of importing them each, which
+# saves most of a worker's private memory. Nothing opens a connection or
 # starts a thread at import: each worker makes its own (database pool,
 # waiter, broker) on first use. A code change needs a restart, not a HUP.
-# WEB_PRELOAD=0 loads it in each worker instead (for an A/B: the cached GET
-# is the same either way, bench/NOTES.md).
+# WEB_PRELOAD=0 loads it in each worker instead (for comparisons: it answers
+# no faster).
 preload_app = os.environ.get("WEB_PRELOAD", "1") == "1"
 # Each request waiting on a pending image holds one thread.
 threads = int(os.environ.get("WEB_THREADS", "64"))
@@ -62,7 +81,7 @@ def write_json_error(sock: socket.socket, status_int: int, reason: str, mesg: st
     (an over-long request line: 414; too many headers: 431; an unreadable
     request: 400) in the service's error format, not as an HTML page."""
     message = f"{reason}: {mesg}" if mesg else reason
-    body = json.dumps({"error": message, "status": status_int}).encode()
+    body = json.dumps(error_body(status_int, message)).encode()
     head = (
         f"HTTP/1.1 {status_int} {reason}\r\n"
         "Connection: close\r\n"
@@ -70,12 +89,11 @@ def write_json_error(sock: socket.socket, status_int: int, reason: str, mesg: st
         "Cache-Control: no-store\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     )
-    util.write_nonblock(sock, head.encode("latin-1") + body)
+    gunicorn_internals.write_nonblock(sock, head.encode("latin-1") + body)
 
 
-# gunicorn's workers (forked from the master, which reads this file) call
-# `util.write_error` for these answers: it has no setting of its own.
-util.write_error = write_json_error
+# In the master, which reads this file: the workers it forks inherit it.
+gunicorn_internals.error_writer_install(write_json_error)
 
 
 # Prometheus' multiprocess mode (imagecache/ops/metrics.py): every worker writes
@@ -138,10 +156,5 @@ def post_fork(server: Any, worker: Any) -> None:
     comes until the worker's handlers are in ends the worker at once."""
     for stop in STOPS:
         signal.signal(stop, lambda *_: os._exit(0))
-    while True:
-        try:
-            pending = server.SIG_QUEUE.get_nowait()
-        except queue.Empty:
-            return
-        if pending in STOPS:
-            os._exit(0)
+    if any(pending in STOPS for pending in gunicorn_internals.signals_queued_take(server)):
+        os._exit(0)

@@ -28,7 +28,6 @@ parsed by gunicorn from the same bytes.
 import errno
 import os
 import re
-import selectors
 import socket
 import time
 from collections import deque
@@ -38,10 +37,8 @@ from datetime import timedelta
 from functools import cached_property, partial
 from typing import Any
 
-from gunicorn import SERVER, http, util
-from gunicorn.config import PostRequest, PreRequest
-from gunicorn.http2 import negotiation
-from gunicorn.workers.gthread import ThreadWorker
+from config import gunicorn_internals as gunicorn
+from imagecache.wire import BODY_LIMIT, IMAGE_PATH
 
 _HEAD_END = b"\r\n\r\n"
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d{1,12})[ \t]*\r\n", re.I)
@@ -54,8 +51,9 @@ _EXPECT = re.compile(rb"\r\nexpect[ \t]*:", re.I)
 # characters but "_" (which gunicorn drops), values of visible ASCII, space
 # and tab, and well inside gunicorn's limits. Anything else is parsed by
 # gunicorn, as every request was before.
+_IMAGE_PATH = re.escape(IMAGE_PATH.encode("ascii"))
 _PLAIN_IMAGE = re.compile(
-    rb"(GET|HEAD) (/image/[0-9A-Za-z_]{1,128}) HTTP/1\.1\r\n"
+    rb"(GET|HEAD) (" + _IMAGE_PATH + rb"[0-9A-Za-z_]{1,128}) HTTP/1\.1\r\n"
     rb"((?:[!#$%&'*+.^`|~0-9A-Za-z-]{1,64}:[\t -~]{0,2048}\r\n){1,32})\r\n\Z"
 )
 # Fields that change what gunicorn or Django make of a request (a body, an
@@ -63,6 +61,8 @@ _PLAIN_IMAGE = re.compile(
 # them, the request is gunicorn's.
 _THEIRS = (b"content-length", b"transfer-encoding", b"expect", b"upgrade", b"http2-settings")
 _THEIRS_PREFIXES = (b"if-", b"x-forwarded-", b"forwarded")
+# A cheap look before the regular expression's.
+_PLAIN_STARTS = tuple(method + b" " + IMAGE_PATH.encode("ascii") for method in (b"GET", b"HEAD"))
 
 
 @dataclass(frozen=True)
@@ -121,29 +121,21 @@ class _ImageFile:
 
 
 @dataclass
-class _Logged:
-    """What gunicorn's access log reads of an answer."""
+class _Answer:
+    """The fast path's answer, as it is sent."""
 
     status: str
     headers: list[tuple[str, str]]
     sent: int = 0
 
 
-@dataclass
-class _LoggedRequest:
-    """What gunicorn's access log reads of a request."""
-
-    headers: list[tuple[str, str]]
-
-
-class HeadersFirstWorker(ThreadWorker):
+class HeadersFirstWorker(gunicorn.GthreadWorker):
     """ThreadWorker whose threads only take requests that have arrived."""
 
     # WEB_HEADER_TIMEOUT, set from config/gunicorn.py.
     header_timeout = 10.0
-    # DATA_UPLOAD_MAX_MEMORY_SIZE (config/settings/base.py): the largest body
-    # the API takes.
-    body_limit = 1024 * 1024
+    # The largest body the API takes (DATA_UPLOAD_MAX_MEMORY_SIZE).
+    body_limit = BODY_LIMIT
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -157,21 +149,13 @@ class HeadersFirstWorker(ThreadWorker):
         )
 
     def enqueue_req(self, conn: Any) -> None:
-        if (
-            self.cfg.is_ssl
-            or conn.is_http2
-            or negotiation.prior_knowledge_allowed(self.cfg, conn.client)
-        ):
+        if gunicorn.own_path(self, conn):
             super().enqueue_req(conn)
             return
         if not hasattr(conn, "arrived"):
             conn.arrived = bytearray()
-        buffered = conn.parser.unreader.buf.getvalue() if conn.parser is not None else b""
-        if buffered:
-            # Read ahead by the last request's body drain: it comes first.
-            conn.parser.unreader.buf.truncate(0)
-            conn.parser.unreader.buf.seek(0)
-            conn.arrived[:0] = buffered
+        # Read ahead by the last request's body drain: it comes first.
+        conn.arrived[:0] = gunicorn.read_ahead_take(conn)
         if self._arrived(conn):
             self._dispatch(conn)
             return
@@ -184,7 +168,7 @@ class HeadersFirstWorker(ThreadWorker):
             return
         conn.header_deadline = time.monotonic() + self.header_timeout
         self.arriving.append(conn)
-        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_bytes, conn))
+        gunicorn.readable_watch(self, conn.sock, partial(self._on_bytes, conn))
 
     def _on_bytes(self, conn: Any, client: Any) -> None:
         arrived = self._read(conn)
@@ -212,8 +196,7 @@ class HeadersFirstWorker(ThreadWorker):
         if arrived:
             self._dispatch(conn)
         else:
-            self.nr_conns -= 1
-            conn.close()
+            gunicorn.connection_drop(self, conn)
 
     def _arrived(self, conn: Any) -> bool:
         """Whether the thread can take the request: its head has come (with a
@@ -231,15 +214,11 @@ class HeadersFirstWorker(ThreadWorker):
         return len(arrived) >= end + len(_HEAD_END) + int(length.group(1))
 
     def _dispatch(self, conn: Any) -> None:
-        if conn.parser is None:
-            conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
         conn.plain = self._plain(conn.arrived)
-        if conn.plain is None:
-            conn.parser.unreader.unread(bytes(conn.arrived))
+        # A plain request's bytes are given to gunicorn only if the fast path declines it.
+        gunicorn.request_give_back(self, conn, bytes(conn.arrived) if conn.plain is None else b"")
         conn.arrived = bytearray()
-        # The bytes are here: handle() must not wait for the socket to be readable.
-        conn.data_ready = True
-        conn.sock.setblocking(True)
+        gunicorn.connection_ready(conn)
         super().enqueue_req(conn)
 
     @cached_property
@@ -249,18 +228,17 @@ class HeadersFirstWorker(ThreadWorker):
         with a fast path (read once the worker has loaded its app)."""
         return bool(
             self.cfg.keepalive
-            and self.cfg.pre_request is PreRequest.default
-            and self.cfg.post_request is PostRequest.default
+            and gunicorn.request_hooks_default(self.cfg)
             and not os.environ.get("SCRIPT_NAME")
-            and hasattr(self.wsgi, "ready_image")
+            and hasattr(gunicorn.loaded_app(self), "ready_image")
         )
 
     def _plain(self, arrived: bytearray) -> PlainImageRequest | None:
         """The request, if this worker may answer it itself (see `handle`)."""
         if (
-            not arrived.startswith((b"GET /image/", b"HEAD /image/"))
-            or not self.alive
-            or self.nr + 1 >= self.max_requests
+            not arrived.startswith(_PLAIN_STARTS)
+            or gunicorn.worker_stopping(self)
+            or gunicorn.requests_left(self) <= 1
             or not self._plain_route
         ):
             return None
@@ -270,7 +248,7 @@ class HeadersFirstWorker(ThreadWorker):
         """A plain request for a ready image (`plain_image_request`) is
         answered here, from the app's fast path (imagecache/api/fastpath.py),
         without gunicorn's parser, its WSGI environ and its response: most of
-        a cached GET's CPU went there (bench/NOTES.md, section 12). The
+        a cached GET's CPU went there. The
         answer is the one gunicorn sends, byte for byte but its Date. Any
         other request, and one the fast path does not answer (or fails on),
         goes gunicorn's way with the bytes that came."""
@@ -291,23 +269,23 @@ class HeadersFirstWorker(ThreadWorker):
         def start_response(status: str, headers: list[tuple[str, str]]) -> None:
             answer[:] = [status, headers]
 
-        ready_image: Callable[..., Iterable[bytes] | None] = self.wsgi.ready_image
+        ready_image: Callable[..., Iterable[bytes] | None] = gunicorn.loaded_app(self).ready_image
         try:
             body = ready_image(environ, start_response)
         except Exception:  # noqa: BLE001 - gunicorn runs the app again and answers its error
             body = None
         if body is None:
-            conn.parser.unreader.unread(plain.head)
+            gunicorn.request_give_back(self, conn, plain.head)
             return super().handle(conn)
         status, headers = answer
-        logged = _Logged(status, headers)
+        sending = _Answer(status, headers)
         try:
-            keep = self._plain_send(conn, plain, logged, body)
+            keep = self._plain_send(conn, plain, sending, body)
         except OSError as exc:
             if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
                 self.log.exception("Socket error answering a ready image.")
             keep = False
-        if self.log.access_log_enabled:
+        if gunicorn.access_logged(self):
             environ.update(
                 RAW_URI=plain.path,
                 SERVER_PROTOCOL="HTTP/1.1",
@@ -315,25 +293,18 @@ class HeadersFirstWorker(ThreadWorker):
                 **{f"HTTP_{name.replace('-', '_')}": value for name, value in plain.fields},
             )
             took = timedelta(seconds=time.perf_counter() - started)
-            self.log.access(logged, _LoggedRequest(plain.fields), environ, took)
+            answered = (sending.status, sending.headers, sending.sent)
+            gunicorn.access_log(self, environ, plain.fields, answered, took)
         return keep
 
     def _plain_send(
-        self, conn: Any, plain: PlainImageRequest, logged: _Logged, body: Iterable[bytes]
+        self, conn: Any, plain: PlainImageRequest, logged: _Answer, body: Iterable[bytes]
     ) -> bool:
         """Send the fast path's answer: whether the connection stays open."""
-        conn.sock.setblocking(True)
-        conn.init()
-        self.nr += 1
-        close = plain.close or not self.alive or len(self.keepalived_conns) >= self.max_keepalived
-        head = "".join(
-            [
-                f"HTTP/1.1 {logged.status}\r\nServer: {SERVER}\r\nDate: {util.http_date()}\r\n",
-                f"Connection: {'close' if close else 'keep-alive'}\r\n",
-                *[f"{name}: {value}\r\n" for name, value in logged.headers],
-                "\r\n",
-            ]
-        ).encode("latin-1")
+        gunicorn.connection_begin(conn)
+        gunicorn.request_counted(self)
+        close = plain.close or gunicorn.worker_stopping(self) or gunicorn.keepalive_full(self)
+        head = gunicorn.answer_head(logged.status, logged.headers, close)
         if not isinstance(body, _ImageFile):  # HEAD, or an app without the file wrapper
             conn.sock.sendall(head)
             for chunk in body if plain.method != "HEAD" else ():
@@ -353,23 +324,20 @@ class HeadersFirstWorker(ThreadWorker):
         return not close
 
     def _forget(self, conn: Any) -> None:
-        try:
-            self.poller.unregister(conn.sock)
-        except (KeyError, ValueError, OSError):
-            pass
+        gunicorn.readable_unwatch(self, conn.sock)
         self.arriving.remove(conn)
 
     def murder_pending(self) -> None:
         super().murder_pending()
         now = time.monotonic()
-        while self.arriving and (self.arriving[0].header_deadline <= now or not self.alive):
+        stopping = gunicorn.worker_stopping(self)
+        while self.arriving and (self.arriving[0].header_deadline <= now or stopping):
             conn = self.arriving[0]
             self._forget(conn)
-            if self.alive:
+            if not stopping:
                 mesg = f"the request did not arrive within {self.header_timeout:g} s"
                 try:
-                    util.write_error(conn.sock, 408, "Request Timeout", mesg)
+                    gunicorn.error_write(conn.sock, 408, "Request Timeout", mesg)
                 except OSError:
                     pass
-            self.nr_conns -= 1
-            conn.close()
+            gunicorn.connection_drop(self, conn)

@@ -3,6 +3,8 @@
 
 from typing import Any
 
+from imagecache.wire import error_body
+
 
 class ImageCacheError(Exception):
     status = 500
@@ -16,7 +18,7 @@ class ImageCacheError(Exception):
         return {}
 
     def body(self) -> dict[str, Any]:
-        return {"error": self.message, "status": self.status}
+        return error_body(self.status, self.message)
 
 
 class EntryNotFound(ImageCacheError):

@@ -1,4 +1,5 @@
 import shutil
+import socket
 from collections.abc import Iterator
 from typing import Any
 from unittest import mock
@@ -70,3 +71,12 @@ def _end_stray_connections(django_db_setup: None, django_db_blocker: Any) -> Ite
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                 " WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A connected pair of sockets: the client's end, and the server's."""
+    client, server = socket.socketpair()
+    yield client, server
+    client.close()
+    server.close()

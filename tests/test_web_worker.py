@@ -44,15 +44,7 @@ def worker() -> Iterator[RecordingWorker]:
     worker.poller.close()
 
 
-@pytest.fixture
-def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    client, server = socket.socketpair()
-    yield client, server
-    client.close()
-    server.close()
-
-
-def connection(worker: RecordingWorker, sock: socket.socket) -> TConn:
+def connection(worker: ThreadWorker, sock: socket.socket) -> TConn:
     worker.nr_conns += 1
     return TConn(worker.cfg, sock, ("127.0.0.1", 40000), ("127.0.0.1", 8000))
 

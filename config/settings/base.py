@@ -20,6 +20,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from imagecache.wake import MAX_DIRECTORY
+from imagecache.wire import BODY_LIMIT
 
 from .inputs import INPUTS
 
@@ -239,12 +240,11 @@ if IS_POSTGRES:
     # after the kernel's TCP timeouts (minutes).
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 10)
 # `off`, as SQLite's synchronous=NORMAL above: a commit does not wait for the
-# server's WAL flush (an fdatasync, 4 ms on the benchmark's machine, and a new
-# fetch makes four or five commits before its waiters are answered;
-# bench/NOTES.md). A crash of the PostgreSQL server (not of this service) can
-# then lose the last fraction of a second of commits, never consistency: a
-# cache entry or fetch state a client may have seen, which the reaper and the
-# stray-file sweep put right. `on` for PostgreSQL's own default.
+# server's WAL flush (an fdatasync each), and a new fetch makes four or five
+# commits before its waiters are answered. A crash of the PostgreSQL server
+# (not of this service) can then lose the last fraction of a second of
+# commits, never consistency: a cache entry or fetch state a client may have
+# seen, which the reaper and the stray-file sweep put right. `on` for PostgreSQL's own default.
 DB_SYNCHRONOUS_COMMIT = env_str("DB_SYNCHRONOUS_COMMIT", "off")
 if DB_SYNCHRONOUS_COMMIT not in ("on", "off", "local", "remote_write", "remote_apply"):
     raise ImproperlyConfigured(
@@ -551,7 +551,7 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
 }
 # A request body larger than this is refused before it is parsed.
-DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = BODY_LIMIT
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 # `json`: one JSON object per line, with the extra fields of each record.

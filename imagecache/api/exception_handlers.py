@@ -17,6 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 from imagecache.errors import ImageCacheError
+from imagecache.wire import error_body
 
 logger = logging.getLogger("imagecache.requests")
 # Seconds a client is told to wait when the database does not answer.
@@ -42,13 +43,13 @@ def _api_response(exc: Exception, context: dict[str, Any]) -> Response | None:
         return chosen
     if isinstance(exc, RequestDataTooBig):
         # DRF reads the body through Django, which refuses it past the limit.
-        return Response({"error": _too_large(), "status": 413}, status=413)
+        return Response(error_body(413, _too_large()), status=413)
     if isinstance(exc, DatabaseError):
         # An outage (or a failover) the client can wait out: nothing was
         # stored, and the same POST later gets its id.
         logger.error("The database did not answer: %s: %s", type(exc).__name__, exc)
         unavailable = Response(
-            {"error": "The database does not answer; try again shortly.", "status": 503},
+            error_body(503, "The database does not answer; try again shortly."),
             status=503,
             headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
         )
@@ -59,10 +60,12 @@ def _api_response(exc: Exception, context: dict[str, Any]) -> Response | None:
         return None
     if isinstance(exc, exceptions.ValidationError):
         fields = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
-        response.data = {"error": _validation_message(exc.detail), "fields": fields}
+        message = _validation_message(exc.detail)
+        response.data = error_body(response.status_code, message, fields=fields)
     elif isinstance(exc, exceptions.APIException):
-        response.data = {"error": str(exc.detail)}
-    response.data["status"] = response.status_code
+        response.data = error_body(response.status_code, str(exc.detail))
+    else:
+        response.data["status"] = response.status_code
     return response
 
 
@@ -79,7 +82,7 @@ def _validation_message(detail: Any) -> str:
 
 
 def _json_error(status: int, message: str) -> JsonResponse:
-    return JsonResponse({"error": message, "status": status}, status=status, headers=NO_STORE)
+    return JsonResponse(error_body(status, message), status=status, headers=NO_STORE)
 
 
 def _too_large() -> str:

@@ -33,10 +33,11 @@ from imagecache.ids import ENTRY_ID_PATTERN
 from imagecache.media import BY_EXTENSION, IMAGE_CSP
 from imagecache.ops import metrics
 from imagecache.services import entries
+from imagecache.wire import IMAGE_PATH
 
 logger = logging.getLogger("imagecache.requests")
 
-PATH_RE = re.compile(f"^/image/({ENTRY_ID_PATTERN})$")
+PATH_RE = re.compile(f"^{re.escape(IMAGE_PATH)}({ENTRY_ID_PATTERN})$")
 
 StartResponse = Callable[..., Any]
 

@@ -11,6 +11,7 @@ from rest_framework import serializers
 
 from imagecache.api.examples import chart_query
 from imagecache.media import MEDIA_TYPES
+from imagecache.wire import BODY_LIMIT
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -45,7 +46,7 @@ def request_create(request: type, response: type) -> Callable[[_View], _View]:
 
 _REQUEST_CREATE_RESPONSES = {
     400: _error("The body is not JSON, or a field is invalid (named in `fields`)."),
-    413: _error("The body is larger than 1 MiB."),
+    413: _error(f"The body is larger than {BODY_LIMIT} bytes."),
 }
 
 _REQUEST_CREATE: dict[str, Any] = dict(

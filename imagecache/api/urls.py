@@ -3,11 +3,12 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from imagecache.api import views
 from imagecache.ops import health
+from imagecache.wire import IMAGE_PATH
 
 urlpatterns = [
     path("", views.index, name="index"),
     path("requests", views.RequestCreateApi.as_view(), name="request-create"),
-    path("image/<str:entry_id>", views.ImageGetApi.as_view(), name="image-get"),
+    path(f"{IMAGE_PATH[1:]}<str:entry_id>", views.ImageGetApi.as_view(), name="image-get"),
     path("info", views.InfoApi.as_view(), name="info"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),

@@ -2,7 +2,9 @@
 - slow clients: connections that send their request a byte at a time hold no
   thread, so everyone else is still answered, and each is answered 408 once
   WEB_HEADER_TIMEOUT has passed (config/web_worker.py);
-- chunked request bodies reach the API, under the same bound (config/chunked.py).
+- chunked request bodies reach the API, under the same bound (config/chunked.py);
+- with WEB_WORKER=gthread (gunicorn's own worker, for a buffering proxy in
+  front), the service works as with its own worker.
 """
 
 import json
@@ -13,6 +15,7 @@ import pytest
 import requests
 
 from imagecache.simulator.server import KentikSimulator
+from imagecache.wire import BODY_LIMIT
 from tests.harness.data import unique_query
 from tests.harness.service import Service
 from tests.harness.slow import trickling
@@ -86,11 +89,34 @@ def test_chunked_request_body_is_read(slow_service):
 
 def test_chunked_request_body_over_the_bound_is_413(slow_service):
     query = unique_query("chunked and large")
-    query["padding"] = "x" * (1024 * 1024)
+    query["padding"] = "x" * BODY_LIMIT
     body = json.dumps({"api_query": query}).encode()
     response = requests.post(f"{slow_service.url}/requests", data=chunks(body, 65536), timeout=10)
     assert response.status_code == 413, response.text
     assert response.json() == {
-        "error": "The request body is larger than 1048576 bytes.",
+        "error": f"The request body is larger than {BODY_LIMIT} bytes.",
         "status": 413,
     }
+
+
+@pytest.fixture(scope="module")
+def gthread_service(
+    simulator: KentikSimulator, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    workdir = tmp_path_factory.mktemp("gthread")
+    with Service(workdir, simulator.url, WEB_WORKER="gthread", WEB_CONCURRENCY=1) as service:
+        yield service
+
+
+def test_with_gunicorns_gthread_worker_the_service_posts_serves_and_reports(gthread_service):
+    assert "Using worker: gthread" in gthread_service.log_path.read_text(errors="replace")
+    entry_id = gthread_service.post(unique_query("gthread"))
+    image = gthread_service.get_image(entry_id, timeout=30)
+    assert image.status_code == 200, image.text
+    assert image.headers["Content-Type"] == "image/png"
+    # Again, once ready: the app's own fast path for ready images answers it.
+    again = requests.get(f"{gthread_service.url}/image/{entry_id}", timeout=10)
+    assert (again.status_code, again.content) == (200, image.content)
+    info = requests.get(f"{gthread_service.url}/info", timeout=10)
+    assert info.status_code == 200, info.text
+    assert entry_id in info.text

@@ -10,6 +10,7 @@ from django.db import connections
 from imagecache.ops import metrics
 from imagecache.ops.metrics_dir import METRICS_DIR
 from imagecache.ops.supervisor import Supervisor, child_env, listening
+from imagecache.wire import listen_address
 
 # django-q2's qcluster, with the worker's heartbeat (manage.py worker).
 QCLUSTER = [sys.executable, "manage.py", "worker"]
@@ -30,7 +31,7 @@ class Command(BaseCommand):
         # First: its signal handlers, before anything starts.
         runner = Supervisor(self.stdout.write)
         env = child_env()
-        bind_host = os.environ.get("BIND", "127.0.0.1")
+        bind_host, port = listen_address(os.environ)
         if options["worker"]:
             sys.exit(self.worker(runner, env, bind_host))
         try:
@@ -55,7 +56,6 @@ class Command(BaseCommand):
         except BaseException:
             runner.stop()
             raise
-        port = int(os.environ.get("PORT", "8000"))
         sys.exit(
             runner.wait(
                 announce=f"Kentik image cache on http://{bind_host}:{port}/"
