@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.run import service_memory  # noqa: E402
+from bench.waiters import session_pids  # noqa: E402
 from imagecache.api.examples import chart_query  # noqa: E402
 from imagecache.simulator.server import KentikSimulator  # noqa: E402
 from tests.harness.data import E2E_EMAIL, E2E_TOKEN  # noqa: E402
@@ -55,19 +56,8 @@ ROLES = {
 }
 
 
-def session_pids(leader: int) -> list[int]:
-    """Every process of the session that `leader` started: a role's container."""
-    pids = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if os.getsid(int(proc.name)) == leader:
-                pids.append(int(proc.name))
-        except (OSError, ValueError):
-            continue
-    return pids
-
-
 def role_memory(leader: int) -> dict[str, int]:
+    """A role's container: every process of the session its command started."""
     pids = session_pids(leader)
     return {**service_memory(pids), "processes": len(pids)}
 
