@@ -5,7 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-embedded test-production test-unit pins bench bench-dashboard docker-smoke lint typecheck install install-dev constraints clean
+.PHONY: run test test-embedded test-production test-unit pins bench bench-dashboard docker-smoke k8s-validate lint typecheck install install-dev constraints clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -95,7 +95,14 @@ bench-dashboard: install-dev
 docker-smoke: install-dev
 	tests/docker/smoke.sh
 
-TYPED := config imagecache bench manage.py tests
+## k8s-validate: render every kustomization of deploy/kubernetes/ with kubectl
+## (the dev requirements install it) and validate each object against
+## Kubernetes' schemas, with no cluster; the PrometheusRule against
+## monitoring/alerts.yml, every variable set against the settings read.
+k8s-validate: install-dev
+	$(BIN)/python -m pytest -q tests/test_kubernetes.py
+
+TYPED := config imagecache bench deploy manage.py tests
 
 ## pins: pip check finds nothing amiss but kentik-api's own == lines, and the
 ## constraints make an install that would bring those pins back fail.

@@ -57,7 +57,11 @@ def service_pids(service: Service) -> list[int]:
     """Every process of the service: its session (the harness starts it in a
     new one; the supervisor puts each child in a process group of its own)."""
     assert service.process is not None
-    session = os.getsid(service.process.pid)
+    return session_pids(os.getsid(service.process.pid))
+
+
+def session_pids(session: int) -> list[int]:
+    """Every process of the session `session`."""
     pids = []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
