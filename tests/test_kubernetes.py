@@ -234,11 +234,12 @@ READERS = {"env_str": 0, "env_number": 0, "_read": 1, "getenv": 0}
 
 def _names_read_in_python(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
+    # Module constants, typed (`NAME: Final = "X"`) or not.
     constants = {
         target.id: node.value.value
         for node in tree.body
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
-        for target in node.targets
+        if isinstance(node, ast.Assign | ast.AnnAssign) and isinstance(node.value, ast.Constant)
+        for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
         if isinstance(target, ast.Name) and isinstance(node.value.value, str)
     }
 
@@ -296,6 +297,7 @@ def test_the_reads_found_include_each_kind_of_read() -> None:
         "PROMETHEUS_MULTIPROC_DIR",
         "KT_AUTH_TOKEN_FILE",
         "RUN_AS",
+        "PORT",
     } <= variables_the_service_reads()
 
 
