@@ -349,7 +349,8 @@ def test_closed_port_is_502_could_not_be_reached(settings):
 
 def test_a_connect_timeout_is_kentik_not_reachable_not_a_slow_query():
     timed_out = urllib3.exceptions.ConnectTimeoutError(None, "Connection to kentik timed out")
-    retried = urllib3.exceptions.MaxRetryError(None, "/api/v5/query/topXchart", timed_out)
+    pool = urllib3.HTTPConnectionPool("kentik.example", 443)
+    retried = urllib3.exceptions.MaxRetryError(pool, "/api/v5/query/topXchart", timed_out)
     try:
         try:
             raise requests.ConnectTimeout(retried)

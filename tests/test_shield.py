@@ -350,7 +350,7 @@ def test_a_transient_failure_pauses_the_deployment_and_a_permanent_one_does_not(
     with mock_chart(kentik.KentikError(400, "Bad query")):
         fetching.fetch_run(fetch_id=pending(1).pk)
     assert gate().paused_until is None
-    with mock_chart(kentik.KentikError(504, "Kentik did not answer", transient=True)):
+    with mock_chart(kentik.KentikError(503, "Service unavailable", transient=True)):
         fetching.fetch_run(fetch_id=pending(2).pk)
     assert gate().paused_until == NOW + timedelta(seconds=1)
     assert Fetch.objects.get(query_json__contains='"n": 2').error_transient
