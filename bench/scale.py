@@ -121,7 +121,7 @@ def fill(entries: int, queries: int) -> float:
             "INSERT INTO imagecache_fetch (id, query_hash, query_json, state, created_at,"
             " started_at, finished_at, lease_owner, attempts, last_read_at, file_name,"
             " media_type, size, content_hash, error_message, error_transient, priority,"
-            " rate_limited)"
+            " probe_failures)"
             f" SELECT %s + i, {hex64}, '{{}}', 'ready', {now}, {now},"
             f" CASE WHEN i > {live_fetches} THEN {long_past} ELSE {now} END, '', 1, {now},"
             f" '', 'image/png', 60000, '', '', {false}, 1, 0 FROM {series}",

@@ -28,7 +28,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -52,6 +52,8 @@ from imagecache.ops.log import redact
 logger = logging.getLogger(__name__)
 
 RETRIED_STATUSES = frozenset({429, 502, 503, 504})
+# Kentik's failures on the query it took, not on every query (KentikError.deployment).
+QUERY_FAILURE_STATUSES = frozenset({500, 504})
 MESSAGE_LIMIT = 1000
 
 
@@ -66,13 +68,31 @@ class KentikError(Exception):
 
     `transient`: Kentik was overloaded or failing (its 5xx, a timeout, not
     reachable), not refusing this query; asking again later may succeed.
+
+    `deployment`: the failure speaks of Kentik as a whole, not of this query,
+    so every fetch of the deployment holds back (see services.shield). A
+    429, a 502 or 503, a refused or reset connection and a connect timeout
+    do: Kentik's gateway refused, or found no backend, or could not be
+    reached, whatever was asked. A read timeout, a 504 and a 500 do not:
+    Kentik took the query and failed on it or on its time, which is what a
+    heavy query (a long lookback over many devices) does while the others
+    render. The shield tells those from an outage by whether other queries
+    fail so too. Defaults to `transient`.
     """
 
-    def __init__(self, status: int, message: str, *, transient: bool = False) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        transient: bool = False,
+        deployment: bool | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.transient = transient
+        self.deployment = transient if deployment is None else deployment
 
 
 class RateLimited(KentikError):
@@ -380,13 +400,18 @@ def _protocol_error(exc: ProtocolError) -> KentikError:
         exc.status_code,
         _kentik_message(str(exc), exc.status_code),
         transient=exc.status_code >= 500,
+        deployment=exc.status_code >= 500 and exc.status_code not in QUERY_FAILURE_STATUSES,
     )
 
 
 def _transport_error(exc: KentikAPIError) -> KentikError:
     if _timed_out(exc):
+        # Connected, and no answer in time: maybe this query alone.
         return KentikError(
-            504, f"Kentik did not answer within {settings.KENTIK_API_TIMEOUT:g} s", transient=True
+            504,
+            f"Kentik did not answer within {settings.KENTIK_API_TIMEOUT:g} s",
+            transient=True,
+            deployment=False,
         )
     return KentikError(
         502, f"Kentik API could not be reached: {_shorten(_root_cause(exc))}", transient=True
@@ -394,18 +419,26 @@ def _transport_error(exc: KentikAPIError) -> KentikError:
 
 
 def _timed_out(exc: BaseException) -> bool:
+    """A read timeout; a connect timeout is Kentik not reachable."""
+    chain = list(_causes(exc))
+    # requests wraps urllib3's MaxRetryError, whose reason is the last error.
+    reasons = [getattr(arg, "reason", None) for seen in chain for arg in getattr(seen, "args", ())]
+    if any(
+        isinstance(seen, (requests.ConnectTimeout, urllib3_exceptions.ConnectTimeoutError))
+        for seen in [*chain, *reasons]
+    ):
+        return False
+    args = [arg for seen in chain for arg in getattr(seen, "args", ())]
+    return any(
+        isinstance(seen, (TimedOutError, requests.Timeout, ReadTimeoutError)) for seen in chain
+    ) or any(isinstance(seen, ReadTimeoutError) for seen in [*args, *reasons])
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, (TimedOutError, requests.Timeout, ReadTimeoutError)):
-            return True
-        # requests wraps urllib3's MaxRetryError, whose reason is the last error.
-        for arg in getattr(seen, "args", ()):
-            if isinstance(arg, ReadTimeoutError) or isinstance(
-                getattr(arg, "reason", None), ReadTimeoutError
-            ):
-                return True
+        yield seen
         seen = seen.__cause__ or seen.__context__
-    return False
 
 
 def _root_cause(exc: BaseException) -> str:

@@ -49,10 +49,11 @@ class Fetch(models.Model):
     lease_until = models.DateTimeField(null=True, blank=True)
     lease_owner = models.CharField(max_length=255, blank=True)
     attempts = models.PositiveIntegerField(default=0)
-    # Calls of this fetch that Kentik answered "slow down" (429): past
-    # KENTIK_API_RETRIES of them it fails with 429. Waiting out a pause or the
-    # budget counts for nothing.
-    rate_limited = models.PositiveSmallIntegerField(default=0)
+    # Calls of this fetch as the probe that failed on its query (a timeout, a
+    # 500): each spends one of its retries (KENTIK_API_RETRIES) and puts it
+    # behind the others for the next probe. A 429, a pause or the budget
+    # spends none: they speak of the deployment, not of the query.
+    probe_failures = models.PositiveSmallIntegerField(default=0)
     # WAITED once a client waits on it; REFRESH while only refresh-ahead wants it.
     priority = models.PositiveSmallIntegerField(
         choices=FetchPriority.choices, default=FetchPriority.NORMAL
@@ -125,6 +126,10 @@ class Lock(models.Model):
     # When the last pause ended (a call succeeded): the fetches in line since
     # before then wait behind each other, and their clients get an older image.
     resumed_at = models.DateTimeField(null=True, blank=True)
+    # The query (its hash) whose call last failed on the query (a timeout, a
+    # 500), until Kentik answers a call: another query failing so meanwhile
+    # makes it an outage; the same one again, a heavy query.
+    failed_query = models.CharField(max_length=64, blank=True)
 
     def __str__(self) -> str:
         return self.name
@@ -132,6 +137,10 @@ class Lock(models.Model):
     def probing(self, now: datetime) -> bool:
         """The pause is over and its one call that goes first is out."""
         return bool(self.probe_owner) and self.probe_until is not None and self.probe_until > now
+
+    def probe_next(self, now: datetime) -> bool:
+        """The pause is over and its one call that goes first is not out yet."""
+        return self.paused_until is not None and self.paused_until <= now and not self.probing(now)
 
     def pause_holds(self, now: datetime) -> bool:
         """No Kentik call may go for now: paused, or waiting for the probe."""

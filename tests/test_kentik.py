@@ -14,6 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+import requests
+import urllib3
+from kentik_api.public.errors import TimedOutError
 from prometheus_client import REGISTRY
 
 from imagecache import kentik
@@ -297,6 +300,19 @@ def test_refusals_are_not_transient_and_kentik_failures_are(sim):
     assert fetch_error(chart_query()).transient
 
 
+@pytest.mark.parametrize(
+    ("status", "deployment"), [(500, False), (502, True), (503, True), (504, False)]
+)
+def test_a_gateway_failure_speaks_of_the_deployment_and_a_failed_render_of_the_query(
+    sim, status, deployment
+):
+    sim.add_rule(status=status, message="No")
+
+    error = fetch_error(chart_query())
+
+    assert (error.status, error.transient, error.deployment) == (status, True, deployment)
+
+
 # ----------------------------------------------------------------- transport errors
 
 
@@ -312,6 +328,8 @@ def test_kentik_that_never_answers_is_504_naming_the_timeout(sim, settings):
     assert error.message == "Kentik did not answer within 0.3 s"
     assert sim.calls()["total"] == 2, "a read timeout is retried like any other attempt"
     assert time.monotonic() - started < 3
+    # Kentik took the query and did not render it in time: this query's failure.
+    assert (error.transient, error.deployment) == (True, False)
 
 
 def test_closed_port_is_502_could_not_be_reached(settings):
@@ -325,6 +343,23 @@ def test_closed_port_is_502_could_not_be_reached(settings):
     error = fetch_error(chart_query())
 
     assert error.status == 502
+    assert "could not be reached" in error.message
+    assert (error.transient, error.deployment) == (True, True)
+
+
+def test_a_connect_timeout_is_kentik_not_reachable_not_a_slow_query():
+    timed_out = urllib3.exceptions.ConnectTimeoutError(None, "Connection to kentik timed out")
+    pool = urllib3.HTTPConnectionPool("kentik.example", 443)
+    retried = urllib3.exceptions.MaxRetryError(pool, "/api/v5/query/topXchart", timed_out)
+    try:
+        try:
+            raise requests.ConnectTimeout(retried)
+        except requests.ConnectTimeout as exc:
+            raise TimedOutError(str(exc)) from exc
+    except TimedOutError as exc:
+        error = kentik._transport_error(exc)
+
+    assert (error.status, error.transient, error.deployment) == (502, True, True)
     assert "could not be reached" in error.message
 
 

@@ -18,6 +18,7 @@ from django.utils import timezone
 from prometheus_client import REGISTRY
 
 from imagecache import kentik, selectors, tasks
+from imagecache.hashing import query_hash
 from imagecache.models import (
     KENTIK_LOCK,
     Entry,
@@ -207,8 +208,8 @@ def test_429_pauses_every_fetch_for_its_retry_after_and_keeps_the_fetch(clock):
         fetching.fetch_run(fetch_id=fetch.pk)
     assert chart.call_count == 1
     fetch.refresh_from_db()
-    # Back in line, its attempt not counted, its "slow down" counted.
-    assert (fetch.state, fetch.attempts, fetch.rate_limited) == (FetchState.PENDING, 0, 1)
+    # Back in line, its attempt not counted, none of its retries spent.
+    assert (fetch.state, fetch.attempts, fetch.probe_failures) == (FetchState.PENDING, 0, 0)
     assert gate().paused_until == NOW + timedelta(seconds=20)
     assert counter("imagecache_kentik_pauses_total") == pauses + 1
     refused = claim(other)
@@ -298,29 +299,132 @@ def test_a_dead_probe_is_replaced_once_its_time_is_up(settings, clock):
     assert claim(second).probe
 
 
-def test_a_fetch_told_to_slow_down_too_often_fails_with_429_transient(settings, clock):
+def test_a_probe_told_to_slow_down_again_and_again_keeps_its_retries_and_gets_its_image(
+    settings, clock
+):
     settings.KENTIK_API_RETRIES = 1
     fetch = pending(1)
-    with mock_chart(kentik.RateLimited(429, "Too many requests", retry_after=1)):
-        fetching.fetch_run(fetch_id=fetch.pk)
-        clock.shift(1)
+    # Ten seconds of 429 with Retry-After: 2, and the fetch goes first after each pause.
+    with mock_chart(kentik.RateLimited(429, "Too many requests", retry_after=2)) as chart:
+        for _ in range(5):
+            fetching.fetch_run(fetch_id=fetch.pk)
+            clock.shift(2)
+    assert chart.call_count == 5
+    fetch.refresh_from_db()
+    assert (fetch.state, fetch.probe_failures) == (FetchState.PENDING, 0)
+    with mock_chart(kentik.Chart(media_type="image/png", data=PNG)):
         fetching.fetch_run(fetch_id=fetch.pk)
     fetch.refresh_from_db()
-    assert (fetch.state, fetch.error_status, fetch.error_transient) == (
-        FetchState.FAILED,
-        429,
-        True,
-    )
+    assert fetch.state == FetchState.READY
+
+
+def test_charts_queued_during_a_stretch_of_429s_all_arrive_with_one_429_per_pause(settings, clock):
+    settings.KENTIK_MAX_CONCURRENCY = 8
+    fetches = [pending(n) for n in range(8)]
+    answers: list[int] = []
+
+    def answer(query_json: str, **kwargs: Any) -> kentik.Chart:
+        if timezone.now() < NOW + timedelta(seconds=10):
+            answers.append(429)
+            raise kentik.RateLimited(429, "Too many requests", retry_after=2)
+        answers.append(200)
+        return kentik.Chart(media_type="image/png", data=PNG)
+
+    pauses = counter("imagecache_kentik_pauses_total")
+    with mock_chart(kentik.Chart(media_type="image/png", data=PNG)) as chart:
+        chart.side_effect = answer
+        # Each fetch's task, once a second, for as long as one is in line.
+        while Fetch.objects.filter(state=FetchState.PENDING).exists():
+            assert timezone.now() < NOW + timedelta(seconds=60), answers
+            for fetch in fetches:
+                fetching.fetch_run(fetch_id=fetch.pk)
+            clock.shift(1)
+    states = set(Fetch.objects.values_list("state", flat=True))
+    assert states == {FetchState.READY}
+    # One call after each pause: five 429s, five pauses, then eight charts.
+    assert answers == [429] * 5 + [200] * 8
+    assert counter("imagecache_kentik_pauses_total") == pauses + 5
 
 
 def test_a_transient_failure_pauses_the_deployment_and_a_permanent_one_does_not():
     with mock_chart(kentik.KentikError(400, "Bad query")):
         fetching.fetch_run(fetch_id=pending(1).pk)
     assert gate().paused_until is None
-    with mock_chart(kentik.KentikError(504, "Kentik did not answer", transient=True)):
+    with mock_chart(kentik.KentikError(503, "Service unavailable", transient=True)):
         fetching.fetch_run(fetch_id=pending(2).pk)
     assert gate().paused_until == NOW + timedelta(seconds=1)
     assert Fetch.objects.get(query_json__contains='"n": 2').error_transient
+
+
+# --- The deployment or the query ---------------------------------------------------
+
+HEAVY = {**QUERY, "heavy": "a long lookback over every device"}
+
+
+def test_one_query_kentik_cannot_render_in_time_holds_no_other_back(sim, settings):
+    sim.add_rule(match="a long lookback", hang=True)
+    heavy = entry_create(api_query=HEAVY).fetch
+    # Timed out on every attempt (its retries included): it fails, and alone.
+    fetching.fetch_run(fetch_id=heavy.pk)
+    heavy.refresh_from_db()
+    assert (heavy.state, heavy.error_status, heavy.error_transient) == (
+        FetchState.FAILED,
+        504,
+        True,
+    )
+    assert gate().paused_until is None
+    other = pending(1)
+    fetching.fetch_run(fetch_id=other.pk)
+    assert Fetch.objects.get(pk=other.pk).state == FetchState.READY
+
+
+def test_a_probe_that_fails_on_its_query_lets_the_next_fetch_go_first(sim, settings):
+    settings.KENTIK_API_RETRIES = 1
+    sim.add_rule(match="a long lookback", hang=True)
+    heavy, first, second = entry_create(api_query=HEAVY).fetch, pending(1), pending(2)
+    shield.pause(reason="503", retry_after=0)
+    fetching.fetch_run(fetch_id=heavy.pk)
+    heavy.refresh_from_db()
+    # Its one attempt as the probe timed out: not paused again, one retry spent.
+    assert heavy.state == FetchState.PENDING
+    assert not gate().pause_holds(timezone.now())
+    assert heavy.probe_failures == 1
+    # Its own task, next, sends another fetch first, which Kentik renders.
+    fetching.fetch_run(fetch_id=heavy.pk)
+    assert Fetch.objects.get(pk=first.pk).state == FetchState.READY
+    assert gate().paused_until is None
+    for fetch in (second, heavy):
+        fetching.fetch_run(fetch_id=fetch.pk)
+    assert Fetch.objects.get(pk=second.pk).state == FetchState.READY
+    heavy.refresh_from_db()
+    # Its retries spent: it fails, and the deployment is not paused for it.
+    assert (heavy.state, heavy.error_status) == (FetchState.FAILED, 504)
+    assert gate().paused_until is None
+    assert sim.calls()["by_query"] == {
+        query_hash(HEAVY): 2,
+        query_hash({**QUERY, "n": 1}): 1,
+        query_hash({**QUERY, "n": 2}): 1,
+    }
+
+
+def test_queries_that_fail_on_their_own_pause_only_when_two_fail_in_a_row(clock):
+    timed_out = kentik.KentikError(504, "Kentik did not answer", transient=True, deployment=False)
+    with mock_chart(timed_out):
+        fetching.fetch_run(fetch_id=pending(1).pk)
+        fetching.fetch_run(fetch_id=pending(1).pk)
+    # The same query twice: a heavy query.
+    assert gate().paused_until is None
+    with mock_chart(kentik.Chart(media_type="image/png", data=PNG)):
+        fetching.fetch_run(fetch_id=pending(2).pk)
+    assert gate().resumed_at is None, "no pause ended: the fetches in line keep their turns"
+    with mock_chart(timed_out):
+        fetching.fetch_run(fetch_id=pending(3).pk)
+    # Another query, but Kentik answered one in between: alive.
+    assert gate().paused_until is None
+    with mock_chart(timed_out):
+        fetching.fetch_run(fetch_id=pending(4).pk)
+    # Two queries in a row, nothing answered: every query fails so, an outage.
+    assert (gate().paused_until, gate().pause_reason) == (NOW + timedelta(seconds=1), "504")
 
 
 # --- The line ---------------------------------------------------------------------

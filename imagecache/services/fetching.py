@@ -73,7 +73,7 @@ def fetch_claim(*, fetch_id: int, waited: bool = False) -> Claim:
     owner = leases.owner_id()
     with transaction.atomic():
         gate = shield.gate_lock()
-        first = _line_first(fetch_id=fetch_id, now=now, waited=waited)
+        first = _line_first(fetch_id=fetch_id, now=now, waited=waited, probe=gate.probe_next(now))
         if first is None:
             return Claim(ClaimOutcome.SKIPPED)
         fetch, live = first
@@ -139,12 +139,16 @@ def _update(sql: str, params: list[Any]) -> int:
         return cursor.rowcount
 
 
-def _line_first(*, fetch_id: int, now: datetime, waited: bool) -> tuple[Fetch, int] | None:
+def _line_first(
+    *, fetch_id: int, now: datetime, waited: bool, probe: bool = False
+) -> tuple[Fetch, int] | None:
     """The first claimable fetch in line, failing on the way those that used
     up FETCH_MAX_ATTEMPTS, with the count of the calls in flight (live
     leases, read in the same statement: one fewer under the lock row, and
     counted before the failures, so that a claim may wait a SLOT_POLL more);
-    None when there is none."""
+    None when there is none. For the `probe`, those that failed as the probe
+    on their own query go behind the others: a query Kentik cannot render
+    must not stand for Kentik."""
     live = [FetchState.FETCHING, connection.ops.adapt_datetimefield_value(now)]
     line = [FetchState.PENDING, FetchState.FETCHING, live[1], LINE_LOOK]
     first = list(Fetch.objects.raw(_LINE, [*live, *line]))
@@ -155,6 +159,7 @@ def _line_first(*, fetch_id: int, now: datetime, waited: bool) -> tuple[Fetch, i
     candidates = sorted(
         {fetch.pk: fetch for fetch in first}.values(),
         key=lambda fetch: (
+            probe and fetch.probe_failures,
             fetch.priority,
             waited and fetch.created_at,
             fetch.pk != fetch_id,
@@ -201,7 +206,8 @@ def fetch_run(*, fetch_id: int) -> None:
     Waits while no call may go (slots, pause, budget): up to KENTIK_SLOT_WAIT,
     then puts its task back on the queue, so that every fetch in line keeps a
     task. A fetch that Kentik asked to slow down goes back in line (its
-    attempt not counted) and this task waits for the pause with the others.
+    attempt not counted, however often) and this task waits for the pause
+    with the others.
     """
     deadline = time.monotonic() + settings.KENTIK_SLOT_WAIT
     waited = False
@@ -244,29 +250,24 @@ def _fetch_call(fetch: Fetch, *, probe: bool) -> bool:
             return True
         try:
             # The probe makes one attempt: the others wait for its answer.
-            chart = kentik.fetch_chart(
-                fetch.query_json, gate=_retry_admit, retries=0 if probe else None
-            )
+            # Calls that failed as the probe on the query were its retries.
+            retries = 0 if probe else max(settings.KENTIK_API_RETRIES - fetch.probe_failures, 0)
+            chart = kentik.fetch_chart(fetch.query_json, gate=_retry_admit, retries=retries)
         except kentik.RateLimited as exc:
             shield.pause(reason=str(exc.status), retry_after=exc.retry_after)
-            if fetch.rate_limited < settings.KENTIK_API_RETRIES:
-                _fetch_requeue(fetch, why=f"Kentik answered {exc.status}", rate_limited=True)
-                return False
-            _fetch_fail(fetch=fetch, status=exc.status, message=exc.message, transient=True)
-            _fetch_observe(fetch=fetch, status=exc.status, started=started, message=exc.message)
-            return True
+            # Kentik speaks of the deployment, not of this query: the fetch
+            # waits its turn however long it lasts, and only its entries'
+            # life (or its clients' waits, answered stale) ends it.
+            _fetch_requeue(fetch, why=f"Kentik answered {exc.status}")
+            return False
         except kentik.CallWithheld:
             _fetch_requeue(fetch, why="the deployment paused")
             return False
         except kentik.KentikError as exc:
-            if exc.transient:
-                shield.pause(reason=str(exc.status), retry_after=None)
-                if probe:
-                    # Kentik still fails: the fetch waits for the next probe.
-                    _fetch_requeue(fetch, why=f"the probe failed ({exc.status})")
-                    return False
-            else:
+            if not exc.transient:
                 shield.resume()
+            elif _kentik_failed(fetch, exc, probe=probe):
+                return False
             _fetch_fail(
                 fetch=fetch, status=exc.status, message=exc.message, transient=exc.transient
             )
@@ -300,6 +301,29 @@ def _fetch_call(fetch: Fetch, *, probe: bool) -> bool:
     return True
 
 
+def _kentik_failed(fetch: Fetch, exc: kentik.KentikError, *, probe: bool) -> bool:
+    """Kentik failed a call for a transient cause: the deployment paused if
+    the failure speaks of Kentik as a whole. True when the fetch went back
+    in line, False when it is to fail."""
+    outage = exc.deployment or shield.query_failed(query_hash=fetch.query_hash)
+    if outage:
+        shield.pause(reason=str(exc.status), retry_after=None)
+    if not probe:
+        return False
+    if exc.deployment:
+        # Kentik still fails: the fetch waits for the next probe, in its place.
+        _fetch_requeue(fetch, why=f"the probe failed ({exc.status})")
+        return True
+    # It failed on its own query: one of its retries is spent, and another
+    # fetch goes first next, so that it cannot hold every other one back.
+    if not outage:
+        shield.probe_pass(owner=fetch.lease_owner)
+    if fetch.probe_failures >= settings.KENTIK_API_RETRIES:
+        return False
+    _fetch_requeue(fetch, why=f"the probe failed on its query ({exc.status})", probe_failed=True)
+    return True
+
+
 def _retry_admit() -> None:
     """Before a retry: CallWithheld if the deployment paused meanwhile; else
     wait for room in the budget (up to KENTIK_SLOT_WAIT) and count the call."""
@@ -319,13 +343,13 @@ def _retry_admit() -> None:
         time.sleep(min(wait, WAIT_STEP))
 
 
-def _fetch_requeue(fetch: Fetch, *, why: str, rate_limited: bool = False) -> None:
-    """Back in line, as if this attempt had not been claimed (but for a "slow
-    down" answer, counted)."""
+def _fetch_requeue(fetch: Fetch, *, why: str, probe_failed: bool = False) -> None:
+    """Back in line, as if this attempt had not been claimed (but for a probe
+    that failed on its query, counted)."""
     Fetch.objects.filter(pk=fetch.pk, state=FetchState.FETCHING, attempts=fetch.attempts).update(
         state=FetchState.PENDING,
         attempts=fetch.attempts - 1,
-        rate_limited=fetch.rate_limited + int(rate_limited),
+        probe_failures=fetch.probe_failures + int(probe_failed),
         started_at=None,
         lease_until=None,
         lease_owner="",

@@ -7,9 +7,14 @@ deployment, kept in the database, beside the lock that claims serialize on.
   its oldest call leaves it.
 - The pause: a 429 (or a 503 with Retry-After) stops every fetch of the
   deployment until its Retry-After (capped by KENTIK_RETRY_AFTER_MAX); so do
-  Kentik failing (5xx, timeouts, unreachable), for a backoff that doubles
-  each time. When a pause is over one call goes first (the probe), and the
-  others follow only once it succeeds.
+  Kentik failing (502, 503, unreachable), for a backoff that doubles each
+  time. When a pause is over one call goes first (the probe), and the others
+  follow only once it succeeds.
+- The deployment or the query: a timeout, a 504 or a 500 is Kentik failing
+  on the query it took. One query that keeps failing so is a heavy query and
+  must not hold the others back; two different queries failing so in a row,
+  with no answer of Kentik's between them, is an outage (a Kentik at its hard
+  limit may answer slowly rather than 429), and pauses the deployment.
 
 Why the database and not Redis: every claim already takes the lock row in a
 transaction of the database, so the budget costs one indexed count and one
@@ -113,6 +118,34 @@ def probe_begin(*, gate: Lock, now: datetime, owner: str) -> None:
     logger.info("Kentik: the pause is over; one call goes first")
 
 
+def query_failed(*, query_hash: str) -> bool:
+    """Record a call that Kentik failed on its query (a timeout, a 504, a
+    500): whether it is an outage, i.e. another query failed so last and
+    Kentik answered no call since."""
+    with transaction.atomic():
+        gate = gate_lock()
+        outage = gate.failed_query not in ("", query_hash)
+        if gate.failed_query != query_hash:
+            gate.failed_query = query_hash
+            gate.save(update_fields=["failed_query"])
+    if outage:
+        logger.warning("Kentik: two queries in a row failed on their own; taken for an outage")
+    return outage
+
+
+def probe_pass(*, owner: str) -> None:
+    """The probe failed on its own query, which says nothing of Kentik: the
+    next call goes first in its place, at once."""
+    with transaction.atomic():
+        gate = gate_lock()
+        if gate.probe_owner != owner:
+            return
+        gate.probe_owner = ""
+        gate.probe_until = None
+        gate.save(update_fields=["probe_owner", "probe_until"])
+    logger.info("Kentik: the call that went first failed on its query; another goes first")
+
+
 def pause(*, reason: str, retry_after: float | None) -> datetime:
     """Stop every Kentik call of the deployment: for `retry_after` seconds
     (Kentik's Retry-After) or, without one, for a backoff that doubles with
@@ -160,18 +193,28 @@ def resume() -> None:
 
 
 def _resume() -> int:
-    paused = Lock.objects.filter(name=KENTIK_LOCK).exclude(
-        paused_until=None, pause_backoff=0, probe_owner=""
+    row = (
+        Lock.objects.filter(name=KENTIK_LOCK)
+        .exclude(paused_until=None, pause_backoff=0, probe_owner="", failed_query="")
+        .values_list("paused_until", "pause_backoff", "probe_owner")
+        .first()
     )
     # Read first: on SQLite an UPDATE takes the write lock even when it
     # changes nothing, and most calls end with nothing to resume.
-    if not paused.exists():
+    if row is None:
         return 0
-    return paused.update(
+    gate = Lock.objects.filter(name=KENTIK_LOCK)
+    if row == (None, 0, ""):
+        # Only a query's failure to forget: no pause ended, and the fetches
+        # in line keep their turns (`resumed_at` would put them behind).
+        gate.update(failed_query="")
+        return 0
+    return gate.update(
         paused_until=None,
         pause_reason="",
         pause_backoff=0,
         probe_owner="",
         probe_until=None,
+        failed_query="",
         resumed_at=timezone.now(),
     )

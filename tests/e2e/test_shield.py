@@ -91,6 +91,26 @@ def test_a_429_pauses_every_fetch_and_a_waiting_client_gets_its_image_after_it(s
     assert not info(service)["kentik"]["paused"]
 
 
+def test_charts_queued_during_a_stretch_of_429s_all_arrive_one_429_per_pause(simulator, fresh):
+    service = fresh(KENTIK_RETRY_AFTER_MAX=30)
+    queries = [unique_query(f"429-stretch-{n}") for n in range(8)]
+    # Kentik answers every call 429 (Retry-After: 2) for 10 s: five pauses or
+    # so, each ended by one call, which a fetch's one retry would not outlast.
+    simulator.set_outage(10, status=429, retry_after="2", message="Too Many Requests")
+    try:
+        ids = [service.post(queries[0])]
+        wait_for(lambda: info(service)["kentik"]["paused"], timeout=30, interval=0.1)
+        ids += [service.post(api_query) for api_query in queries[1:]]
+        statuses = [service.get_image(entry_id).status_code for entry_id in ids]
+    finally:
+        simulator.clear_outage()
+    assert statuses == [200] * 8
+    assert [calls(simulator, api_query) >= 1 for api_query in queries] == [True] * 8
+    rate_limited = metric(service, "imagecache_kentik_attempts_total", status="429")
+    assert rate_limited >= 3
+    assert rate_limited == metric(service, "imagecache_kentik_pauses_total")
+
+
 def test_a_kentik_failure_is_answered_with_the_last_good_image(simulator, fresh):
     service = fresh(REUSE_MAX_AGE=0, KENTIK_API_BACKOFF=0.1)
     api_query = unique_query("stale-if-error")
