@@ -13,7 +13,7 @@ LEAVES = {
     "imagecache.ids",
     "imagecache.hashing",
     "imagecache.processes",
-    "imagecache.local_kentik",
+    "imagecache.ops.local_kentik",
 }
 EDGES = ("imagecache.api", "imagecache.admin", "imagecache.management", "imagecache.tasks")
 

@@ -32,10 +32,10 @@ from imagecache.api import openapi
 from imagecache.api.parsers import AnyTypeJSONParser
 from imagecache.api.serializers import JSONObjectField, StrictIntegerField
 from imagecache.errors import EntryNotFound
-from imagecache.local_kentik import LOCAL_EMAIL
 from imagecache.media import EXTENSIONS, IMAGE_CSP
 from imagecache.models import Entry, Fetch
 from imagecache.ops import metrics
+from imagecache.ops.local_kentik import LOCAL_EMAIL
 from imagecache.services import entries
 from imagecache.waiting import ready
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 
 from config import gunicorn as gunicorn_config
-from imagecache.local_kentik import LOCAL_EMAIL, LOCAL_TOKEN
+from imagecache.ops.local_kentik import LOCAL_EMAIL, LOCAL_TOKEN
 from imagecache.ops.metrics_dir import metrics_dir_prepare
 
 if TYPE_CHECKING:
