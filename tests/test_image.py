@@ -70,6 +70,20 @@ def production_env(tmp_path: Path) -> dict[str, str]:
     }
 
 
+def run_in_image_env(
+    argv: list[str], tmp_path: Path, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`argv`, in the clone, with the image's environment and then `env`."""
+    return subprocess.run(
+        argv,
+        cwd=ROOT,
+        env={**production_env(tmp_path), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def test_what_production_runs_imports_neither_pillow_nor_the_simulator(tmp_path):
     # The web workers' application, the admin, the worker's tasks and the
     # Kentik client, and every command the entry point's roles run.
@@ -84,14 +98,7 @@ for name, app in get_commands().items():
         load_command_class(app, name)
 print(sorted(m for m in sys.modules if m.split(".")[0] == "PIL" or m.startswith("imagecache.sim")))
 """
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env=production_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_in_image_env([sys.executable, "-c", code], tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
@@ -100,17 +107,12 @@ def test_the_images_build_time_collectstatic_has_what_production_needs(tmp_path)
     [run] = [args for keyword, args in image.final_stage() if "collectstatic" in args]
     words = run.split()
     assignments = dict(word.split("=", 1) for word in words[: words.index("python")])
-    result = subprocess.run(
+    # Nothing but the image's ENV and the line's own assignments.
+    unset = {k: "" for k in ("SECRET_KEY", "ALLOWED_HOSTS", "KT_AUTH_EMAIL", "KT_AUTH_TOKEN")}
+    result = run_in_image_env(
         [sys.executable, "manage.py", "collectstatic", "--noinput", "--dry-run"],
-        cwd=ROOT,
-        env={
-            **production_env(tmp_path),
-            **{k: "" for k in ("SECRET_KEY", "ALLOWED_HOSTS", "KT_AUTH_EMAIL", "KT_AUTH_TOKEN")},
-            **assignments,
-        },
-        capture_output=True,
-        text=True,
-        timeout=120,
+        tmp_path,
+        **{**unset, **assignments},
     )
     assert result.returncode == 0, result.stderr
 
@@ -122,14 +124,7 @@ def test_the_image_trusts_no_proxy_until_one_is_named(tmp_path):
         " c = Config(); c.set('forwarded_allow_ips', gunicorn.forwarded_allow_ips);"
         " print(c.forwarded_allow_ips)"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env=production_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_in_image_env([sys.executable, "-c", code], tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
