@@ -118,9 +118,10 @@ pins: install-dev
 ## outdated: the packages of .venv that have a newer release on the package
 ## index than requirements/constraints.txt pins (pip list --outdated). kentik-api
 ## is left out: 1.0.7 is its last release, and its own == pins are older than
-## ours on purpose (requirements/kentik.txt); `make pins` watches those.
+## ours on purpose (requirements/kentik.txt); `make pins` watches those. So are
+## pip and setuptools, the venv's own, which no requirements file pins.
 outdated: install-dev
-	@$(BIN)/pip list --outdated --exclude kentik-api --exclude pip
+	@$(BIN)/pip list --outdated --exclude kentik-api --exclude pip --exclude setuptools
 
 lint: install-dev pins
 	$(BIN)/ruff check .
