@@ -17,18 +17,22 @@ ENV PATH=/venv/bin:$PATH \
     CACHE_PATH=/cache \
     BIND=0.0.0.0 \
     PORT=8000 \
-    FORWARDED_ALLOW_IPS=*
+    FORWARDED_ALLOW_IPS=
+# gunicorn believes X-Forwarded-* (the scheme Django sees) from no address:
+# a deployment names its proxy, e.g. FORWARDED_ALLOW_IPS=172.18.0.1.
 RUN useradd --system --uid 10001 --home-dir /app imagecache \
     && mkdir -p /cache && chown imagecache /cache
 COPY --from=build /venv /venv
 WORKDIR /app
 COPY . /app
-RUN SECRET_KEY=build-only ALLOWED_HOSTS=build python manage.py collectstatic --noinput
+RUN SECRET_KEY=build-only ALLOWED_HOSTS=build KT_AUTH_EMAIL=build KT_AUTH_TOKEN=build \
+    python manage.py collectstatic --noinput
 # The entry point starts as root only to give /cache to RUN_AS, then drops to it.
 ENV RUN_AS=imagecache
 VOLUME ["/cache"]
 EXPOSE 8000
+# With a Host from ALLOWED_HOSTS: Django refuses 127.0.0.1 unless it is allowed.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s \
-    CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ['PORT'], timeout=4)" || exit 1
+    CMD ["python", "config/healthcheck.py"]
 ENTRYPOINT ["/app/config/entrypoint.sh"]
 CMD ["serve"]

@@ -1,7 +1,7 @@
 #!/bin/sh
 # The container's entry point: one image, several roles.
-#   serve    everything in one container (migrate, recover, web, worker; the
-#            Kentik simulator when no credentials are set): the default
+#   serve    everything in one container (migrate, recover, web, worker): the
+#            default; it needs Kentik credentials, as every role does
 #   web      gunicorn only
 #   worker   re-enqueue what is pending, then the django-q2 cluster (and its
 #            metrics on WORKER_METRICS_PORT, if set)

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from imagecache.api.examples import chart_query
+from tests.harness import image
 from tests.harness.data import E2E_EMAIL, E2E_TOKEN
 from tests.harness.prometheus import parse, value
 from tests.harness.service import ROOT, free_port, wait_for
@@ -178,3 +179,34 @@ def test_worker_role_serves_its_workers_metrics_the_web_cannot_read(image_env, s
             process.send_signal(signal.SIGTERM)
         codes = [process.wait(timeout=60) for process in processes]
     assert codes == [0, 0]
+
+
+@pytest.mark.parametrize("allowed_hosts", ["cache.example.com", ".example.com"])
+def test_the_images_health_check_passes_when_allowed_hosts_is_not_loopback(
+    image_env, allowed_hosts, tmp_path
+):
+    # The Dockerfile's HEALTHCHECK command, run as Docker runs it (in the
+    # image's WORKDIR, with the container's environment) against the web role.
+    env = {**image_env, "ALLOWED_HOSTS": allowed_hosts}
+    assert run("migrate", env).returncode == 0
+    process = start_role("web", env, tmp_path / "web.log", "Booting worker")
+    try:
+        host = allowed_hosts.removeprefix(".")
+        url = f"http://127.0.0.1:{env['PORT']}/healthz"
+        wait_for(lambda: answers(url, host), timeout=60)
+        check = subprocess.run(
+            image.healthcheck_argv(), cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+
+
+def answers(url: str, host: str) -> bool:
+    """Whether the server answers `url` with `host` at all (whatever the status)."""
+    try:
+        requests.get(url, headers={"Host": host}, timeout=5)
+    except requests.ConnectionError:
+        return False
+    return True

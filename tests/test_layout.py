@@ -8,7 +8,13 @@ from pathlib import Path
 from tests.harness.service import ROOT
 
 APP = ROOT / "imagecache"
-LEAVES = {"imagecache.media", "imagecache.ids", "imagecache.hashing", "imagecache.processes"}
+LEAVES = {
+    "imagecache.media",
+    "imagecache.ids",
+    "imagecache.hashing",
+    "imagecache.processes",
+    "imagecache.ops.local_kentik",
+}
 EDGES = ("imagecache.api", "imagecache.admin", "imagecache.management", "imagecache.tasks")
 
 
@@ -95,3 +101,16 @@ def test_the_simulator_needs_no_django():
             if not source.exists():
                 source = APP / Path(*name.split(".")[1:]) / "__init__.py"
             assert "django" not in source.read_text().replace("Django", ""), name
+
+
+def test_only_the_supervisor_starts_the_simulator():
+    # The production image leaves the simulator out: only `make run` without
+    # credentials starts it, and the supervisor imports it only then.
+    graph = app_imports()
+    importers = {
+        name
+        for name, imported in graph.items()
+        if not name.startswith("imagecache.simulator")
+        and any(i.startswith("imagecache.simulator") for i in imported)
+    }
+    assert importers == {"imagecache.ops.supervisor"}

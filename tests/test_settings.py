@@ -33,7 +33,14 @@ def test_wrong_value_stops_start_up_naming_the_variable(variable, value):
     assert variable in result.stderr.splitlines()[-1]
 
 
-PRODUCTION = {"SECRET_KEY": "s", "ALLOWED_HOSTS": "cache.example.com", "CACHE_PATH": "/tmp/c"}
+PRODUCTION = {
+    "SECRET_KEY": "s",
+    "ALLOWED_HOSTS": "cache.example.com",
+    "CACHE_PATH": "/tmp/c",
+    "KT_AUTH_EMAIL": "ops@example.com",
+    "KT_AUTH_TOKEN": "t",
+}
+KENTIK_CREDENTIALS = frozenset({"KT_AUTH_EMAIL", "KT_AUTH_TOKEN", "KT_AUTH_TOKEN_FILE"})
 
 
 @pytest.mark.parametrize("missing", ["SECRET_KEY", "ALLOWED_HOSTS", "CACHE_PATH"])
@@ -42,6 +49,32 @@ def test_production_refuses_to_start_without(missing):
     result = start("config.settings.production", **env)
     assert result.returncode != 0
     assert missing in result.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    "missing", [{"KT_AUTH_EMAIL"}, {"KT_AUTH_TOKEN"}, {"KT_AUTH_EMAIL", "KT_AUTH_TOKEN"}]
+)
+def test_production_refuses_to_start_without_kentik_credentials(missing):
+    # Without them, `manage.py serve` would serve the simulator's charts as Kentik's.
+    env = {k: v for k, v in PRODUCTION.items() if k not in missing}
+    result = setup_and_run(
+        "config.settings.production", "print('started')", env, KENTIK_CREDENTIALS
+    )
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert "KT_AUTH_EMAIL" in last and "KT_AUTH_TOKEN" in last
+
+
+def test_production_takes_the_kentik_token_from_its_file(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("t\n")
+    env = {k: v for k, v in PRODUCTION.items() if k != "KT_AUTH_TOKEN"}
+    env["KT_AUTH_TOKEN_FILE"] = str(token)
+    result = setup_and_run(
+        "config.settings.production", "print('started')", env, KENTIK_CREDENTIALS
+    )
+    assert result.returncode == 0, result.stderr
 
 
 def test_production_refuses_debug():

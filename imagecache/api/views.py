@@ -35,8 +35,8 @@ from imagecache.errors import EntryNotFound
 from imagecache.media import EXTENSIONS, IMAGE_CSP
 from imagecache.models import Entry, Fetch
 from imagecache.ops import metrics
+from imagecache.ops.local_kentik import LOCAL_EMAIL
 from imagecache.services import entries
-from imagecache.simulator import LOCAL_EMAIL
 from imagecache.waiting import ready
 
 

@@ -8,5 +8,7 @@
 - `log`: the request log line, JSON logs and the redaction of credentials
   (imported while the settings set logging up);
 - `supervisor`: `manage.py serve`'s runner of gunicorn and the qcluster (and
-  of the Kentik simulator when there are no credentials), until a signal.
+  of the Kentik simulator when there are no credentials), until a signal;
+- `local_kentik`: the credentials it gives that simulator (a leaf, outside the
+  simulator, which the production image leaves out).
 """

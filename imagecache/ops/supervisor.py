@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 
 from config import gunicorn as gunicorn_config
+from imagecache.ops.local_kentik import LOCAL_EMAIL, LOCAL_TOKEN
 from imagecache.ops.metrics_dir import metrics_dir_prepare
-from imagecache.simulator import LOCAL_EMAIL, LOCAL_TOKEN
 
 if TYPE_CHECKING:
     from imagecache.simulator.server import KentikSimulator
@@ -59,7 +59,8 @@ class Supervisor:
 
     def start_simulator(self, env: dict[str, str]) -> None:
         """Start the bundled simulator in this process and point `env` at it."""
-        # Here, not at the top: Pillow is loaded only when charts are simulated.
+        # Here, not at the top: the simulator and Pillow are loaded only when charts are
+        # simulated, and the production image has neither.
         from imagecache.simulator.server import KentikSimulator
 
         simulator = KentikSimulator(

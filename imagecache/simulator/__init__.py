@@ -17,13 +17,9 @@ Its parts: `server` (the HTTP server and `KentikSimulator`), `rules` (how
 tests steer single answers), `modes` (the rate limit and the outage), `state`
 (what a running simulator holds and has received), `render` (the checks of a
 body and the image answered), `chart` (the chart a query describes) and
-`drawing` (the chart drawn). This module imports none of them, so that what needs only the
-credentials below does not load Pillow.
+`drawing` (the chart drawn).
+
+It is a tool for development and tests: Pillow comes from
+requirements/simulator.txt, and the production image leaves the package out
+(the production profile refuses to start without Kentik credentials).
 """
-
-from typing import Final
-
-# The credentials `manage.py serve` gives the simulator it starts when there
-# are no Kentik credentials (and the index page's sign that charts are simulated).
-LOCAL_EMAIL: Final = "simulator@example.com"
-LOCAL_TOKEN: Final = "simulator-token"
