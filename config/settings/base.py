@@ -224,6 +224,9 @@ if IS_POSTGRES and _read(env.bool, "DJANGO_DB_POOL", default=False):
     # django-q2's forked workers keep plain connections: a pool must not
     # cross a fork.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # Django's backend, with a pool that checks a connection before handing
+    # it out: one PostgreSQL dropped (a restart) is replaced, not answered 503.
+    DATABASES["default"]["ENGINE"] = "imagecache.postgresql_pool"
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": 1,
         "max_size": env_number("DB_POOL_SIZE", 10, minimum=1, integer=True),
