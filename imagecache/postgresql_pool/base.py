@@ -9,7 +9,8 @@ next request waiting past the pool's timeout, and fail it.
 """
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import psycopg
 from django.db.backends.base.base import NO_DB_ALIAS
@@ -19,7 +20,12 @@ from psycopg_pool import ConnectionPool
 logger = logging.getLogger(__name__)
 
 
-class DatabaseWrapper(base.DatabaseWrapper):  # type: ignore[misc] # Django's, untyped
+class DatabaseWrapper(base.DatabaseWrapper):
+    # Django's own (5.1 on), which django-stubs does not know yet; psycopg_pool
+    # ignores what `configure` returns.
+    _connection_pools: ClassVar[dict[str, ConnectionPool[Any]]]
+    _configure_connection: Callable[[psycopg.Connection[Any]], None]
+
     @property
     def pool(self) -> ConnectionPool[Any] | None:
         options = self.settings_dict["OPTIONS"].get("pool")
