@@ -26,7 +26,6 @@ def requests_after_a_restart() -> None:
     """In a web worker's settings: fill the pool, end every connection of the
     database as a restart of PostgreSQL does, then POST and GET twice as many
     times as the pool holds connections. Prints what it saw, as JSON."""
-    import psycopg
     from django.conf import settings
     from django.core.management import call_command
     from django.db import connection
@@ -48,14 +47,7 @@ def requests_after_a_restart() -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    name = settings.DATABASES["default"]["NAME"]
-    with psycopg.connect(backends.POSTGRES_URL.replace("postgres://", "postgresql://", 1)) as pg:
-        pg.autocommit = True
-        ended = pg.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = %s AND pid <> pg_backend_pid()",
-            [name],
-        ).fetchall()
+    ended = backends.connections_end(settings.DATABASES["default"]["NAME"])
     client = Client()
     statuses = []
     for n in range(2 * size):
@@ -67,7 +59,7 @@ def requests_after_a_restart() -> None:
         statuses.append(posted.status_code)
         if posted.status_code == 200:
             statuses.append(client.get(f"/image/{posted.json()['id']}?wait=0").status_code)
-    print(json.dumps({"pool": size, "ended": len(ended), "statuses": statuses}))
+    print(json.dumps({"pool": size, "ended": ended, "statuses": statuses}))
 
 
 def test_no_request_fails_after_postgresql_dropped_every_pooled_connection(

@@ -96,8 +96,6 @@ def test_post_during_a_database_outage_is_503_with_retry_after(pg_service):
 
 
 def test_no_request_fails_after_postgresql_dropped_every_connection(pg_service):
-    import psycopg
-
     ready_id = pg_service.post(unique_query("before the restart"))
     wait_for(lambda: pg_service.get_image(ready_id).status_code == 200, timeout=60)
     # Every web worker has a pool with connections in it: requests that need
@@ -105,15 +103,8 @@ def test_no_request_fails_after_postgresql_dropped_every_connection(pg_service):
     for n in range(40):
         pg_service.post(unique_query(f"warming {n}"))
     assert pg_service.own_database is not None
-    name = urlsplit(pg_service.own_database).path.lstrip("/")
     # What a restart of PostgreSQL does to the connections the service holds.
-    with psycopg.connect(backends.POSTGRES_URL.replace("postgres://", "postgresql://", 1)) as pg:
-        pg.autocommit = True
-        ended = pg.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = %s AND pid <> pg_backend_pid()",
-            [name],
-        ).fetchall()
+    ended = backends.connections_end(urlsplit(pg_service.own_database).path.lstrip("/"))
     assert ended
 
     statuses = []
