@@ -58,6 +58,20 @@ def drop_database(url: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def connections_end(name: str) -> int:
+    """End every connection to the database `name` (but this one), as a
+    restart of PostgreSQL does; how many there were."""
+    import psycopg
+
+    with psycopg.connect(_conninfo(POSTGRES_URL), autocommit=True) as conn:
+        ended = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            [name],
+        ).fetchall()
+    return len(ended)
+
+
 def redis_namespace() -> str:
     """A django-q2 cluster name of its own, so that services sharing one Redis
     do not take each other's tasks."""

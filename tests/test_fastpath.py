@@ -256,3 +256,30 @@ def test_security_headers_follow_the_settings_as_djangos_do(django_app, settings
     for name in ("Referrer-Policy", "X-Frame-Options"):
         assert headers[name] == django_headers[name], name
     assert (headers["Referrer-Policy"], headers["X-Frame-Options"]) == ("no-referrer", "SAMEORIGIN")
+
+
+@time_machine.travel(NOW, tick=False)
+def test_plain_http_goes_to_django_which_redirects_it_when_told_to(django_app, settings, ready):
+    settings.SECURE_SSL_REDIRECT = True
+    # Both read the settings as they start: a Django started after the change.
+    django_app = CountingDjango()
+    entry_id = ready()
+    fast = FastImages(django_app)
+    status, headers, _ = call(fast, f"/image/{entry_id}")
+    assert (status, headers["Location"]) == (301, f"https://testserver/image/{entry_id}")
+    assert django_app.calls == 1
+
+
+@time_machine.travel(NOW, tick=False)
+def test_an_https_answer_has_djangos_hsts(django_app, settings, ready):
+    settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_HSTS_SECONDS = 3600
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    django_app = CountingDjango()
+    entry_id = ready()
+    fast = FastImages(django_app)
+    status, headers, _ = call(fast, f"/image/{entry_id}", HTTP_X_FORWARDED_PROTO="https")
+    assert (status, django_app.calls) == (200, 0)
+    _, django_headers, _ = call(django_app, f"/image/{entry_id}", HTTP_X_FORWARDED_PROTO="https")
+    assert headers["Strict-Transport-Security"] == django_headers["Strict-Transport-Security"]
+    assert headers["Strict-Transport-Security"] == "max-age=3600"

@@ -1,5 +1,6 @@
 """Start-up refuses wrong configuration, naming the variable."""
 
+import json
 import os
 import subprocess
 import sys
@@ -296,3 +297,96 @@ def test_a_remote_user_header_that_is_no_header_name_stops_start_up(header):
     result = start("config.settings.local", REMOTE_USER_HEADER=header)
     assert result.returncode != 0
     assert "REMOTE_USER_HEADER must be a header name" in result.stderr.splitlines()[-1]
+
+
+# --- HTTPS ended at the proxy (production) ------------------------------------------
+
+# The production environment the docs give: a proxy that ends TLS and sets
+# X-Forwarded-Proto, PostgreSQL and Redis, Kentik's credentials.
+DOCUMENTED_PRODUCTION = {
+    "SECRET_KEY": "k7#Qv2!mZp9@Lw4$Rt6^Yx8&Nb3*Hc5(Jd1)Fg0_Ts-e8Ua4%Wo2=Ki7+Xs9",
+    "ALLOWED_HOSTS": "cache.example.com",
+    "CACHE_PATH": "/tmp/imagecache-check-deploy",
+    "DATABASE_URL": "postgres://imagecache:secret@db.example.com:5432/imagecache",
+    "REDIS_URL": "redis://redis.example.com:6379/0",
+    "KT_AUTH_EMAIL": "ops@example.com",
+    "KT_AUTH_TOKEN": "a-token",
+    "SECURE_PROXY_SSL_HEADER": "HTTP_X_FORWARDED_PROTO,https",
+    "CSRF_TRUSTED_ORIGINS": "https://cache.example.com",
+}
+TLS_VARIABLES = frozenset(
+    {"SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "SECURE_HSTS_SECONDS", "SECURE_SSL_REDIRECT"}
+)
+
+
+def test_check_deploy_finds_nothing_to_warn_of_in_the_documented_production_setup():
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env={
+            **{k: v for k, v in os.environ.items() if k not in TLS_VARIABLES | SECRET_FILES},
+            "DJANGO_SETTINGS_MODULE": "config.settings.production",
+            **DOCUMENTED_PRODUCTION,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("SESSION_COOKIE_SECURE", "ture"),
+        ("CSRF_COOKIE_SECURE", "maybe"),
+        ("SECURE_HSTS_SECONDS", "a year"),
+        ("SECURE_HSTS_SECONDS", "-1"),
+        ("SECURE_SSL_REDIRECT", "yes please"),
+    ],
+)
+def test_a_wrong_https_setting_stops_production_naming_it(variable, value):
+    result = start("config.settings.production", **PRODUCTION, **{variable: value})
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert variable in result.stderr.splitlines()[-1]
+
+
+def production_answers(env: dict[str, str], tmp_path, *requests: str) -> list[list[str]]:
+    """For each `method path [https]`, the production profile's status and
+    Location and Strict-Transport-Security headers, through Django's whole stack."""
+    code = (
+        "import json; from django.core.management import call_command;"
+        " from django.test import Client; call_command('migrate', verbosity=0); c = Client();"
+        f" asked = {list(requests)!r};"
+        " rs = [c.generic(m, p, HTTP_HOST='cache.example.com', **({'HTTP_X_FORWARDED_PROTO':"
+        " 'https'} if s else {})) for m, p, *s in (r.split() for r in asked)];"
+        " print(json.dumps([[str(r.status_code), r.get('Location', ''),"
+        " r.get('Strict-Transport-Security', '')] for r in rs]))"
+    )
+    result = setup_and_run(
+        "config.settings.production",
+        code,
+        {**DOCUMENTED_PRODUCTION, "CACHE_PATH": str(tmp_path), **env},
+        dropped=TLS_VARIABLES | SECRET_FILES | {"DATABASE_URL", "REDIS_URL"},
+    )
+    assert result.returncode == 0, result.stderr
+    answers: list[list[str]] = json.loads(result.stdout.splitlines()[-1])
+    return answers
+
+
+def test_probes_and_the_scrape_are_answered_over_plain_http_behind_the_redirect(tmp_path):
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
+    answers = production_answers(
+        env, tmp_path, "GET /healthz", "GET /metrics", "GET /info", "GET /info https"
+    )
+    assert [status for status, _, _ in answers] == ["200", "200", "301", "200"], answers
+    assert answers[2][1] == "https://cache.example.com/info"
+    assert answers[3][2] == "max-age=3600"
+
+
+def test_without_the_proxy_s_header_production_does_not_redirect(tmp_path):
+    # Every request would look like plain HTTP: a redirect would never end.
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "SECURE_PROXY_SSL_HEADER": ""}
+    assert production_answers(env, tmp_path, "GET /info")[0][0] == "200"

@@ -48,6 +48,21 @@ def env_number(name: str, default: float, *, minimum: float = 0, integer: bool =
     return value
 
 
+# What a yes/no variable may say; anything else is a mistake, not a "no".
+FLAG_VALUES = {"true": True, "yes": True, "on": True, "1": True}
+FLAG_VALUES |= {"false": False, "no": False, "off": False, "0": False}
+
+
+def env_flag(name: str, default: bool) -> bool:
+    """A yes or no from the environment (true/false, yes/no, on/off, 1/0)."""
+    raw = env_str(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in FLAG_VALUES:
+        raise ImproperlyConfigured(f"{name} must be true or false, not {raw!r}")
+    return FLAG_VALUES[raw]
+
+
 def env_str(name: str, default: str | None = None) -> str:
     """A string from the environment; without a default it is required."""
     if default is None:
@@ -95,6 +110,7 @@ ALLOWED_HOSTS: list[str] = _read(env.list, "ALLOWED_HOSTS", default=[])
 CSRF_TRUSTED_ORIGINS: list[str] = _read(env.list, "CSRF_TRUSTED_ORIGINS", default=[])
 USE_X_FORWARDED_HOST = _read(env.bool, "USE_X_FORWARDED_HOST", default=False)
 _proxy_ssl_header = _read(env.list, "SECURE_PROXY_SSL_HEADER", default=[])
+SECURE_PROXY_SSL_HEADER: tuple[str, str] | None = None
 if _proxy_ssl_header:
     if len(_proxy_ssl_header) != 2:
         raise ImproperlyConfigured(
@@ -227,6 +243,9 @@ if IS_POSTGRES and _read(env.bool, "DJANGO_DB_POOL", default=False):
     # django-q2's forked workers keep plain connections: a pool must not
     # cross a fork.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # Django's backend, with a pool that checks a connection before handing
+    # it out: one PostgreSQL dropped (a restart) is replaced, not answered 503.
+    DATABASES["default"]["ENGINE"] = "imagecache.postgresql_pool"
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": 1,
         "max_size": env_number("DB_POOL_SIZE", 10, minimum=1, integer=True),

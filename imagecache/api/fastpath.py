@@ -45,8 +45,8 @@ StartResponse = Callable[..., Any]
 def security_headers() -> list[tuple[str, str]]:
     """What Django's SecurityMiddleware and XFrameOptionsMiddleware add to an
     image answer over plain HTTP, read from the same settings, so that both
-    paths agree. (HSTS and the SSL redirect are for HTTPS requests: a
-    deployment behind TLS sets them at its proxy, or turns the fast path off.)"""
+    paths agree. (Over HTTPS, `_answer` adds HSTS as Django does; plain HTTP
+    that Django would redirect goes to Django.)"""
     headers = []
     if settings.SECURE_CONTENT_TYPE_NOSNIFF:
         headers.append(("X-Content-Type-Options", "nosniff"))
@@ -58,6 +58,28 @@ def security_headers() -> list[tuple[str, str]]:
         headers.append(("Cross-Origin-Opener-Policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY))
     headers.append(("X-Frame-Options", settings.X_FRAME_OPTIONS.upper()))
     return headers
+
+
+def hsts_header() -> tuple[str, str] | None:
+    """The Strict-Transport-Security of Django's SecurityMiddleware, if any."""
+    if not settings.SECURE_HSTS_SECONDS:
+        return None
+    value = f"max-age={settings.SECURE_HSTS_SECONDS}"
+    if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
+        value += "; includeSubDomains"
+    if settings.SECURE_HSTS_PRELOAD:
+        value += "; preload"
+    return ("Strict-Transport-Security", value)
+
+
+def request_is_secure(environ: dict[str, Any]) -> bool:
+    """Django's HttpRequest.is_secure(), read from the WSGI environ."""
+    if settings.SECURE_PROXY_SSL_HEADER:
+        header, secure_value = settings.SECURE_PROXY_SSL_HEADER
+        value = environ.get(header)
+        if value is not None:
+            return bool(value.split(",", 1)[0].strip() == secure_value)
+    return bool(environ.get("wsgi.url_scheme") == "https")
 
 
 class ReadMarks:
@@ -108,6 +130,8 @@ class FastImages:
         # clearing, which only costs recomputing them.
         self.headers: dict[tuple[str, str], tuple[int, list[tuple[str, str]]]] = {}
         self.security = security_headers()
+        self.hsts = hsts_header()
+        self.ssl_redirect = settings.SECURE_SSL_REDIRECT
         # Django's own reading of ALLOWED_HOSTS (HttpRequest.get_host), and
         # what it made of each Host seen.
         self.allowed_hosts = settings.ALLOWED_HOSTS
@@ -145,6 +169,9 @@ class FastImages:
             or not self._host_allowed(environ)
         ):
             return None
+        secure = request_is_secure(environ)
+        if self.ssl_redirect and not secure:
+            return None  # Django redirects it to HTTPS
         entry_id, expiry_text = match.groups()
         expires = float(expiry_text)
         now = time.time()
@@ -164,6 +191,8 @@ class FastImages:
                 return None
         fetch_id, fixed = known
         headers = [*fixed, ("Cache-Control", f"public, max-age={int(expires - now)}, immutable")]
+        if secure and self.hsts is not None:
+            headers.append(self.hsts)
         start_response("200 OK", headers)
         self.marks.add(fetch_id)
         (self.hit_head if environ["REQUEST_METHOD"] == "HEAD" else self.hit_get).inc()

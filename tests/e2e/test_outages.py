@@ -95,6 +95,30 @@ def test_post_during_a_database_outage_is_503_with_retry_after(pg_service):
     wait_for(posted, timeout=90, interval=0.5)
 
 
+def test_no_request_fails_after_postgresql_dropped_every_connection(pg_service):
+    ready_id = pg_service.post(unique_query("before the restart"))
+    wait_for(lambda: pg_service.get_image(ready_id).status_code == 200, timeout=60)
+    # Every web worker has a pool with connections in it: requests that need
+    # the database (a POST, a GET with a query string) went to each.
+    for n in range(40):
+        pg_service.post(unique_query(f"warming {n}"))
+    assert pg_service.own_database is not None
+    # What a restart of PostgreSQL does to the connections the service holds.
+    ended = backends.connections_end(urlsplit(pg_service.own_database).path.lstrip("/"))
+    assert ended
+
+    statuses = []
+    for n in range(20):
+        posted = requests.post(
+            f"{pg_service.url}/requests",
+            json={"api_query": unique_query(f"after the restart {n}")},
+            timeout=60,
+        )
+        got = requests.get(f"{pg_service.url}/image/{ready_id}?wait=0", timeout=60)
+        statuses.append((posted.status_code, got.status_code))
+    assert statuses == [(200, 200)] * 20, f"{statuses}\n{pg_service.problems()}"
+
+
 def test_readyz_stays_ready_through_ten_kill_9_and_restarts(simulator, tmp_path):
     with Service(tmp_path, simulator.url) as service:
         for _ in range(10):
