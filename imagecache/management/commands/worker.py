@@ -1,7 +1,9 @@
 import importlib
 import logging
+import multiprocessing
 import queue
 import signal
+from multiprocessing import util as multiprocessing_util
 from typing import Any
 
 from django.conf import settings
@@ -9,6 +11,7 @@ from django.core.management.base import BaseCommand
 from django.db import DatabaseError, connection
 from django_q.cluster import Cluster
 
+from imagecache.processes import die_with_parent, supervisor_gone
 from imagecache.services import workers
 
 logger = logging.getLogger("imagecache.worker")
@@ -39,10 +42,19 @@ class Command(BaseCommand):
         signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda signum, _frame: signals.put(signum))
+        # Every process of the cluster (the sentinel, and its workers, monitor
+        # and pusher) ends with its parent: killed, this process would leave
+        # them waiting on their queues for ever, and no one can stop them.
+        multiprocessing_util.register_after_fork(cluster, _die_with_parent)
         cluster.start()
         stopping = False
         try:
             while cluster.sentinel.is_alive() and not stopping:
+                # Where the kernel does not signal an orphan (not Linux).
+                if supervisor_gone():
+                    logger.warning("manage.py serve is gone; stopping")
+                    stopping = True
+                    break
                 if cluster.is_running and not cluster.is_stopping:
                     self.beat()
                 try:
@@ -67,3 +79,10 @@ class Command(BaseCommand):
             # The database is down: /readyz will say so; the cluster goes on.
             logger.warning("The worker's heartbeat was not written: %s", exc)
             connection.close()
+
+
+def _die_with_parent(cluster: Cluster) -> None:
+    """In each process of the cluster, just forked."""
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.pid is not None:
+        die_with_parent(signal.SIGKILL, parent.pid)
