@@ -49,6 +49,10 @@ if TYPE_CHECKING:
 # timeout, for its requests in flight, and a little for its own exit.
 STOP_TIMEOUT = gunicorn_config.graceful_timeout + 5
 
+# What stops the supervisor, and with it every child: SIGHUP is the terminal
+# that closed.
+STOPS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
 
 class Supervisor:
     def __init__(self, write: Callable[[str], None]) -> None:
@@ -57,7 +61,7 @@ class Supervisor:
         self.stopping = False
         self.metrics_dir: Path | None = None
         self.simulator: KentikSimulator | None = None
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for signum in STOPS:
             signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
