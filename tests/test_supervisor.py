@@ -1,6 +1,7 @@
 """The supervisor of `manage.py serve`: its signal handlers, and how it stops
 its children."""
 
+import contextlib
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ import pytest
 
 from imagecache.ops import supervisor
 from imagecache.ops.supervisor import Supervisor
+from imagecache.processes import SUPERVISOR_PID, supervisor_gone
 
 # A child that, once signalled, exits only when its sibling was signalled too:
 # stopping children one at a time would leave the first waiting for the
@@ -36,7 +38,7 @@ while True:
 @pytest.fixture
 def handlers() -> Iterator[None]:
     """The test process's own handlers, back after the test."""
-    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    saved = {signum: signal.getsignal(signum) for signum in supervisor.STOPS}
     yield
     for signum, handler in saved.items():
         signal.signal(signum, handler)
@@ -46,6 +48,8 @@ def test_signal_handlers_are_installed_before_anything_starts(handlers):
     runner = Supervisor(lambda line: None)
     assert signal.getsignal(signal.SIGTERM) == runner._on_signal
     assert signal.getsignal(signal.SIGINT) == runner._on_signal
+    # The terminal closed: stop, as for SIGTERM, rather than die and leave the children.
+    assert signal.getsignal(signal.SIGHUP) == runner._on_signal
 
 
 def test_nothing_starts_after_a_signal(handlers, tmp_path):
@@ -173,3 +177,75 @@ def test_the_address_is_announced_once_the_server_listens(handlers, tmp_path):
     assert checks == [False, False, True]
     assert lines == ["on :port"]
     assert supervisor.listening("0.0.0.0", port) is False
+
+
+# A supervisor in a process of its own (argv[1]: where its child writes down
+# the signal it gets).
+ORPHANED = """
+import os, signal, sys, django
+django.setup()
+from imagecache.ops.supervisor import Supervisor
+from imagecache.processes import SUPERVISOR_PID, supervisor_gone
+CHILD = (
+    "import pathlib, signal, sys, time\\n"
+    "def got(signum, frame):\\n"
+    "    pathlib.Path(sys.argv[1]).write_text(signal.Signals(signum).name)\\n"
+    "    sys.exit(0)\\n"
+    "for signum in (signal.SIGTERM, signal.SIGQUIT):\\n"
+    "    signal.signal(signum, got)\\n"
+    "pathlib.Path(sys.argv[1] + '.ready').touch()\\n"
+    "while True:\\n"
+    "    time.sleep(1)\\n"
+)
+runner = Supervisor(print)
+runner.start(
+    "child", [sys.executable, "-c", CHILD, sys.argv[1]], dict(os.environ),
+    on_orphan=signal.SIGQUIT,
+)
+print(runner.children[0][1].pid, flush=True)
+signal.pause()
+"""
+
+
+def test_a_child_gets_its_signal_when_the_supervisor_is_killed(tmp_path):
+    import subprocess
+
+    got = tmp_path / "got"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", ORPHANED, str(got)],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    try:
+        _wait_for_file(Path(f"{got}.ready"))
+        parent.kill()
+        parent.wait()
+        # gunicorn's quick stop, as `serve` asks for its web child.
+        _wait_for_file(got)
+        assert got.read_text() == "SIGQUIT"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_a_child_that_lost_its_supervisor_knows_it(monkeypatch):
+    monkeypatch.delenv(SUPERVISOR_PID, raising=False)
+    assert not supervisor_gone()  # not started by a supervisor: it runs on
+    monkeypatch.setenv(SUPERVISOR_PID, str(os.getppid()))
+    assert not supervisor_gone()
+    monkeypatch.setenv(SUPERVISOR_PID, str(os.getppid() + 1))
+    assert supervisor_gone()
+
+
+def test_a_port_another_server_listens_on_is_taken():
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert supervisor.port_taken("127.0.0.1", port)
+        # gunicorn's wildcard bind would fail on it too.
+        assert supervisor.port_taken("0.0.0.0", port)
+    assert not supervisor.port_taken("127.0.0.1", port)

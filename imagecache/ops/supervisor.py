@@ -12,14 +12,23 @@ Each child runs in a process group of its own, so that a Ctrl-C typed at the
 terminal reaches the supervisor alone and every child gets one signal, the
 supervisor's SIGTERM: gunicorn then stops gracefully rather than quickly, and
 the qcluster never gets a second signal while its handler of the first runs
-(django-q2's `Cluster.sig_handler` is not reentrant).
+(django-q2's `Cluster.sig_handler` is not reentrant). SIGHUP (the terminal
+closed) stops as SIGTERM does.
+
+Being in groups of their own, nothing would reach the children if the
+supervisor died without stopping them (kill -9, the OOM killer): they would
+serve on, holding the port. So each asks the kernel for a signal when the
+supervisor dies (see `start`), and the qcluster also watches its parent.
 """
 
+import errno
+import functools
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +40,7 @@ from django.conf import settings
 from config import gunicorn as gunicorn_config
 from imagecache.ops.local_kentik import LOCAL_EMAIL, LOCAL_TOKEN
 from imagecache.ops.metrics_dir import metrics_dir_prepare
+from imagecache.processes import SUPERVISOR_PID, die_with_parent
 
 if TYPE_CHECKING:
     from imagecache.simulator.server import KentikSimulator
@@ -38,6 +48,10 @@ if TYPE_CHECKING:
 # What the children get, together, to stop once signalled: gunicorn's graceful
 # timeout, for its requests in flight, and a little for its own exit.
 STOP_TIMEOUT = gunicorn_config.graceful_timeout + 5
+
+# What stops the supervisor, and with it every child: SIGHUP is the terminal
+# that closed.
+STOPS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class Supervisor:
@@ -47,7 +61,7 @@ class Supervisor:
         self.stopping = False
         self.metrics_dir: Path | None = None
         self.simulator: KentikSimulator | None = None
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in STOPS:
             signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -79,11 +93,28 @@ class Supervisor:
             f"charts come from the bundled Kentik simulator at {simulator.url}"
         )
 
-    def start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
-        """Start a child, unless a signal came meanwhile."""
+    def start(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        *,
+        on_orphan: int = signal.SIGTERM,
+    ) -> None:
+        """Start a child, unless a signal came meanwhile. The child gets
+        `on_orphan` from the kernel if this process dies without stopping it."""
         if self.stopping:
             return
-        process = subprocess.Popen(argv, env=env, cwd=Path(settings.BASE_DIR), process_group=0)
+        # The kernel signals the child when the thread that forked it ends:
+        # this one must be the main thread, which lasts as long as the process.
+        assert threading.current_thread() is threading.main_thread()
+        process = subprocess.Popen(
+            argv,
+            env={**env, SUPERVISOR_PID: str(os.getpid())},
+            cwd=Path(settings.BASE_DIR),
+            process_group=0,
+            preexec_fn=functools.partial(die_with_parent, on_orphan, os.getpid()),
+        )
         self.children.append((name, process))
 
     def wait(self, *, announce: str = "", when: Callable[[], bool] | None = None) -> int:
@@ -138,6 +169,24 @@ def listening(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def port_taken(host: str, port: int) -> bool:
+    """Whether host:port is bound by another server already: gunicorn's bind
+    (also with SO_REUSEADDR) would fail after five tries and a traceback each."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host.strip("[]") or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror:
+        return False  # not an address: gunicorn says so
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
 
 
 def child_env() -> dict[str, str]:

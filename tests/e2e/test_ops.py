@@ -20,7 +20,7 @@ from imagecache.services import fetching
 from imagecache.simulator.server import KentikSimulator
 from tests.harness.data import unique_query
 from tests.harness.prometheus import Samples, parse, value
-from tests.harness.service import Service, wait_for
+from tests.harness.service import Service, children, descendants, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -69,22 +69,6 @@ def readyz_answers(service: Service, status: int, timeout: float) -> dict[str, A
     wait_for(answered, timeout)
     body: dict[str, Any] = answers[-1].json()
     return body
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        if parent == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def descendants(pid: int) -> list[int]:
-    return [d for child in children(pid) for d in [child, *descendants(child)]]
 
 
 def child_running(service: Service, name: str) -> int:

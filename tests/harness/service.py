@@ -51,6 +51,23 @@ def same_but_max_age(first: str, second: str, elapsed: float) -> bool:
     return masked[0] == masked[1] and 0 <= turned <= math.floor(elapsed) + 1
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`, read from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    return [d for child in children(pid) for d in [child, *descendants(child)]]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -98,11 +115,14 @@ class Service:
         }
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 60) -> "Service":
+    def start(self, timeout: float = 60, *, worker: bool = False) -> "Service":
+        """`manage.py serve`, until it answers; with `worker`, `manage.py serve
+        --worker` (the database migrated already), until its heartbeat."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
+        ready = self._worker_beats if worker else self._answers
         self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "serve"],
+            [sys.executable, "manage.py", "serve", *(["--worker"] if worker else [])],
             cwd=self.root,
             env=self.env,
             stdout=log,
@@ -113,14 +133,20 @@ class Service:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the service exited:\n{self.log()}")
-            try:
-                if requests.get(f"{self.url}/info", timeout=5).status_code == 200:
-                    return self
-            except (requests.ConnectionError, requests.Timeout):
-                pass
+            if ready():
+                return self
             time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"the service did not answer in {timeout} s:\n{self.log()}")
+
+    def _answers(self) -> bool:
+        try:
+            return requests.get(f"{self.url}/info", timeout=5).status_code == 200
+        except (requests.ConnectionError, requests.Timeout):
+            return False
+
+    def _worker_beats(self) -> bool:
+        return bool(self.sql("SELECT count(*) FROM imagecache_workerheartbeat")[0][0])
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -155,22 +181,10 @@ class Service:
         """Send `signum` to every process of the service: the supervisor's
         process group, and the group of each child (each has its own)."""
         assert self.process is not None
-        groups = {self.process.pid, *self._children()}
+        groups = {self.process.pid, *children(self.process.pid)}
         for group in groups:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(group, signum)
-
-    def _children(self) -> list[int]:
-        assert self.process is not None
-        children = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == self.process.pid:
-                children.append(int(stat.parent.name))
-        return children
 
     def sql(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Run SQL on the service's own database (SQLite or PostgreSQL), to look

@@ -1,15 +1,16 @@
 import os
+import signal
 import sys
 from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
 from imagecache.ops import metrics
 from imagecache.ops.metrics_dir import METRICS_DIR
-from imagecache.ops.supervisor import Supervisor, child_env, listening
+from imagecache.ops.supervisor import Supervisor, child_env, listening, port_taken
 from imagecache.wire import listen_address
 
 # django-q2's qcluster, with the worker's heartbeat (manage.py worker).
@@ -34,6 +35,7 @@ class Command(BaseCommand):
         bind_host, port = listen_address(os.environ)
         if options["worker"]:
             sys.exit(self.worker(runner, env, bind_host))
+        refuse_taken(bind_host, port, "PORT")
         try:
             # First: the children's metrics files must go to a clean directory.
             runner.prepare_metrics_dir(env)
@@ -52,6 +54,10 @@ class Command(BaseCommand):
                 "web",
                 [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"],
                 env,
+                # gunicorn's quick stop: with no supervisor left to bound a
+                # graceful one, the port must be free for the next start.
+                # (SIGHUP would make gunicorn reload, not stop.)
+                on_orphan=signal.SIGQUIT,
             )
         except BaseException:
             runner.stop()
@@ -65,6 +71,8 @@ class Command(BaseCommand):
         )
 
     def worker(self, runner: Supervisor, env: dict[str, str], bind_host: str) -> int:
+        if settings.WORKER_METRICS_PORT:
+            refuse_taken(bind_host, settings.WORKER_METRICS_PORT, "WORKER_METRICS_PORT")
         try:
             runner.prepare_metrics_dir(env)
             call_command("recover_pending", stdout=self.stdout)
@@ -81,6 +89,13 @@ class Command(BaseCommand):
             runner.stop()
             raise
         return runner.wait()
+
+
+def refuse_taken(host: str, port: int, variable: str) -> None:
+    """Stop before anything starts if another server holds the port (an
+    earlier run, say): one line, not a start that fails after five seconds."""
+    if port_taken(host, port):
+        raise CommandError(f"{host}:{port} is in use by another server; stop it, or set {variable}")
 
 
 def release_database() -> None:

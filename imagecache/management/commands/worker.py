@@ -1,7 +1,11 @@
 import importlib
 import logging
+import multiprocessing
+import os
 import queue
 import signal
+import threading
+from multiprocessing import util as multiprocessing_util
 from typing import Any
 
 from django.conf import settings
@@ -9,6 +13,7 @@ from django.core.management.base import BaseCommand
 from django.db import DatabaseError, connection
 from django_q.cluster import Cluster
 
+from imagecache.processes import die_with_parent, supervisor_gone
 from imagecache.services import workers
 
 logger = logging.getLogger("imagecache.worker")
@@ -39,10 +44,18 @@ class Command(BaseCommand):
         signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda signum, _frame: signals.put(signum))
+        # Every process of the cluster (the sentinel, and its workers, monitor
+        # and pusher) ends with its parent: killed, this process would leave
+        # them waiting on their queues for ever, and no one can stop them.
+        multiprocessing_util.register_after_fork(cluster, _die_with_parent)
         cluster.start()
         stopping = False
         try:
             while cluster.sentinel.is_alive() and not stopping:
+                # Where the kernel does not signal an orphan (not Linux).
+                if supervisor_gone():
+                    stopping = True
+                    break
                 if cluster.is_running and not cluster.is_stopping:
                     self.beat()
                 try:
@@ -51,7 +64,10 @@ class Command(BaseCommand):
                 except queue.Empty:
                     pass
             if stopping:
+                deadline = _orphan_deadline(cluster)
                 cluster.stop()
+                if deadline is not None:
+                    deadline.cancel()
         finally:
             try:
                 workers.worker_gone()
@@ -67,3 +83,29 @@ class Command(BaseCommand):
             # The database is down: /readyz will say so; the cluster goes on.
             logger.warning("The worker's heartbeat was not written: %s", exc)
             connection.close()
+
+
+# How long a cluster whose supervisor is gone may take to stop: a fetch in
+# flight is taken up again (by the next start's recover_pending, or by
+# another host once its lease runs out), and no one else would end it.
+ORPHAN_STOP_TIMEOUT = 5.0
+
+
+def _orphan_deadline(cluster: Cluster) -> threading.Timer | None:
+    """When `manage.py serve` is gone, kill the cluster's sentinel (and with
+    it, by their parent-death signal, its processes) if it has not stopped
+    in ORPHAN_STOP_TIMEOUT."""
+    if not supervisor_gone():
+        return None
+    logger.warning("manage.py serve is gone; the cluster has %s s to stop", ORPHAN_STOP_TIMEOUT)
+    timer = threading.Timer(ORPHAN_STOP_TIMEOUT, os.kill, (cluster.sentinel.pid, signal.SIGKILL))
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def _die_with_parent(cluster: Cluster) -> None:
+    """In each process of the cluster, just forked."""
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.pid is not None:
+        die_with_parent(signal.SIGKILL, parent.pid)
