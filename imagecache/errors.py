@@ -69,3 +69,29 @@ class FetchStillPending(ImageCacheError):
             "status": self.status,
             "retry_after": self.retry_after,
         }
+
+
+class ChartNotFound(ImageCacheError):
+    status = 404
+    default_message = "No such chart."
+
+
+class ChartInvalid(ImageCacheError):
+    """A chart's definition, or the parameter values of a request, do not fit:
+    `field` names what (a parameter's name, or a definition's field)."""
+
+    status = 400
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "field": self.field}
+
+
+class SignatureRefused(ImageCacheError):
+    """A chart URL that must be signed is not, or not rightly, or has expired."""
+
+    status = 403
+    default_message = "This chart URL needs a valid signature."
