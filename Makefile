@@ -75,12 +75,12 @@ test-production: install-dev
 	fi
 
 ## bench: the speed figures against nginx on this machine (bench/run.py), on
-## both profiles when PostgreSQL and Redis answer; the tables go in README.md.
+## both profiles when PostgreSQL and Redis answer; the tables go in bench/README.md.
 ## Installs wrk and nginx from Debian if they are missing.
 bench: install-dev
 	@command -v wrk >/dev/null && command -v nginx >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light)
-	$(BIN)/python bench/run.py --write-readme
+	$(BIN)/python bench/run.py --write-results
 
 ## bench-dashboard: issue 13's dashboards (50 viewers, 20 charts, every 30 s for
 ## 5 minutes) against a rate-limited simulator with a 60 s outage, with the
@@ -91,7 +91,7 @@ bench-dashboard: install-dev
 	$(BIN)/python bench/dashboard.py $(DASHBOARD_ARGS)
 
 ## docker-smoke: build the image and run it, alone and in its split roles
-## (needs a Docker engine; PYTHON_IMAGE=... for another base, see the README).
+## (needs a Docker engine; PYTHON_IMAGE=... for another base, see docs/deploying.md).
 docker-smoke: install-dev
 	tests/docker/smoke.sh
 

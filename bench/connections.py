@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The PostgreSQL connections one node (as `make run` starts it) holds, idle
 and at the peak of many clients that each post a new query and wait for its
-image, against the most that README's "Scaling out" gives:
+image, against the most that docs/deploying.md's "Scaling out" gives:
 WEB_CONCURRENCY x (DB_POOL_SIZE + 1) + Q_WORKERS + 1.
 
 PostgreSQL and Redis only (a node on SQLite holds no server connections).
@@ -31,7 +31,7 @@ from tests.harness.service import Service, wait_for  # noqa: E402
 
 
 def most_allowed(env: dict[str, str]) -> int:
-    """README's most, with the defaults of config/gunicorn.py and the settings."""
+    """docs/deploying.md's most, with the defaults of config/gunicorn.py and the settings."""
     web = int(env.get("WEB_CONCURRENCY", str(2 * (os.cpu_count() or 1))))
     pool = int(env.get("DB_POOL_SIZE", "10"))
     workers = int(env.get("Q_WORKERS", "4"))

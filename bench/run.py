@@ -6,15 +6,15 @@ bundled simulator, fills it, and drives it with wrk from loopback. nginx
 serves the same image file as a static file in the same run, and rounds
 interleave (nginx, service, nginx, service, ...), so every figure is also a
 ratio to nginx that holds when the machine's speed drifts. The nginx proxy
-cache in front of the service is the README's own configuration, read from
-README.md. While wrk runs, a sampler checks the bytes of answers. The whole
+cache in front of the service is the one docs/deploying.md gives, read from
+that page. While wrk runs, a sampler checks the bytes of answers. The whole
 set runs once per profile: embedded (SQLite, ORM broker) and production
 (PostgreSQL, Redis), the latter when both answer. Prints a table per profile
 with each target and whether it is met, and writes them as JSON.
 
 Usage: .venv/bin/python bench/run.py [--rounds 3] [--seconds 5] [--waiters 1000]
            [--profile embedded|production|both] [--json bench/results.json]
-           [--markdown] [--write-readme]
+           [--markdown] [--write-results]
 Needs wrk and nginx (Debian packages; `make bench` installs them).
 """
 
@@ -53,7 +53,9 @@ from imagecache.simulator.server import KentikSimulator  # noqa: E402
 from tests.harness.data import E2E_EMAIL, E2E_TOKEN  # noqa: E402
 from tests.harness.service import Service, free_port  # noqa: E402
 
-README = ROOT / "README.md"
+# The nginx proxy cache the operators' docs give, and where the tables go.
+PROXY_PAGE = ROOT / "docs" / "deploying.md"
+RESULTS_PAGE = ROOT / "bench" / "README.md"
 # A 1800x900 chart: about 60 KB of PNG, as Kentik's real ones weigh.
 IMAGE_QUERY = chart_query("bench-60kb", "png", width=1800, height=900)
 # Never posted before the POST rounds, so their one Kentik call is counted.
@@ -84,10 +86,10 @@ CACHED_GET_TARGET = 0.9
 INFO_TARGET_RPS = 500
 WAITERS_P99_TARGET_MS = 500
 
-# How the README's proxy-cache block is found, and what in it is the user's.
+# How the documented proxy-cache block is found, and what in it is the user's.
 PROXY_MARKER = "<!-- bench: proxy-cache -->"
-README_UPSTREAM = "127.0.0.1:8000"
-README_CACHE_PATH = "/var/cache/nginx/kentik-images"
+PROXY_UPSTREAM = "127.0.0.1:8000"
+PROXY_CACHE_PATH = "/var/cache/nginx/kentik-images"
 RESULTS_START = "<!-- bench: results -->"
 RESULTS_END = "<!-- /bench: results -->"
 
@@ -279,25 +281,27 @@ def static_block(port: int, root: Path) -> str:
 """
 
 
-def readme_proxy_block(port: int, upstream_port: int, cache_dir: Path) -> str:
-    """The README's proxy-cache configuration, verbatim but for the upstream's
+def documented_proxy_block(port: int, upstream_port: int, cache_dir: Path) -> str:
+    """docs/deploying.md's proxy-cache configuration, verbatim but for the upstream's
     port, the cache directory and a loopback `listen`, in an http context with
     Debian's defaults (its nginx.conf turns sendfile and tcp_nopush on)."""
-    text = README.read_text()
+    text = PROXY_PAGE.read_text()
     match = re.search(re.escape(PROXY_MARKER) + r"\s*```nginx\n(.*?)^```", text, re.S | re.M)
     if match is None:
-        raise RuntimeError(f"README.md has no ```nginx block after {PROXY_MARKER}")
+        raise RuntimeError(f"{PROXY_PAGE.name} has no ```nginx block after {PROXY_MARKER}")
     block = match.group(1)
-    for needed in (README_UPSTREAM, README_CACHE_PATH):
+    for needed in (PROXY_UPSTREAM, PROXY_CACHE_PATH):
         if needed not in block:
-            raise RuntimeError(f"README.md's proxy-cache block no longer names {needed}")
-    block = block.replace(README_UPSTREAM, f"127.0.0.1:{upstream_port}")
-    block = block.replace(README_CACHE_PATH, str(cache_dir))
+            raise RuntimeError(f"{PROXY_PAGE.name}'s proxy-cache block no longer names {needed}")
+    block = block.replace(PROXY_UPSTREAM, f"127.0.0.1:{upstream_port}")
+    block = block.replace(PROXY_CACHE_PATH, str(cache_dir))
     block, servers = re.subn(
         r"^([ \t]*)server \{\n", rf"\g<0>\g<1>    listen 127.0.0.1:{port};\n", block, flags=re.M
     )
     if servers != 1:
-        raise RuntimeError(f"README.md's proxy-cache block has {servers} server blocks, not 1")
+        raise RuntimeError(
+            f"{PROXY_PAGE.name}'s proxy-cache block has {servers} server blocks, not 1"
+        )
     return f"    sendfile on;\n    tcp_nopush on;\n{block}"
 
 
@@ -478,7 +482,7 @@ def run_profile(profile: str, args: argparse.Namespace, work: Path) -> dict[str,
             proxy = Nginx(
                 work / "nginx-proxy",
                 port,
-                readme_proxy_block(port, service.port, work / "nginx-proxy" / "cache"),
+                documented_proxy_block(port, service.port, work / "nginx-proxy" / "cache"),
             )
             bare = BareGunicorn(free_port(), static_root / "chart.png")
             bare_worker = BareGunicorn(
@@ -573,7 +577,7 @@ def run_profile(profile: str, args: argparse.Namespace, work: Path) -> dict[str,
             rates["bare_service_worker"] / nginx,
         ),
         figure(
-            "Same GET through the README's nginx cache",
+            "Same GET through the documented nginx cache",
             rates["proxied_get"],
             "req/s",
             rates["proxied_get"] / nginx,
@@ -683,7 +687,7 @@ def cpu_model() -> str:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    """The last run's tables, for the README."""
+    """The last run's tables, for bench/README.md."""
     lines = [
         f"Last run: {report['date'][:10]}, {report['cores']} cores ({report['cpu']}),"
         f" `{report['command']}`."
@@ -707,12 +711,12 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_readme(table: str) -> None:
-    text = README.read_text()
+def write_results(table: str) -> None:
+    text = RESULTS_PAGE.read_text()
     pattern = re.compile(re.escape(RESULTS_START) + ".*?" + re.escape(RESULTS_END), re.S)
     if not pattern.search(text):
-        raise RuntimeError(f"README.md has no {RESULTS_START} ... {RESULTS_END} markers")
-    README.write_text(
+        raise RuntimeError(f"bench/README.md has no {RESULTS_START} ... {RESULTS_END} markers")
+    RESULTS_PAGE.write_text(
         pattern.sub(lambda _: f"{RESULTS_START}\n{table}\n{RESULTS_END}", text, count=1)
     )
 
@@ -730,7 +734,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results.json")
     parser.add_argument("--markdown", action="store_true", help="also print Markdown tables")
     parser.add_argument(
-        "--write-readme", action="store_true", help="put the Markdown tables in README.md"
+        "--write-results",
+        action="store_true",
+        help="put the Markdown tables in bench/README.md, between its markers",
     )
     args = parser.parse_args(argv)
     for tool in ("wrk", "nginx"):
@@ -770,9 +776,9 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(report)
     if args.markdown:
         print("\n" + table)
-    if args.write_readme:
-        write_readme(table)
-        print(f"\nREADME.md: the tables of this run are in {RESULTS_START}.")
+    if args.write_results:
+        write_results(table)
+        print(f"\nbench/README.md: the tables of this run are in {RESULTS_START}.")
     return 0
 
 

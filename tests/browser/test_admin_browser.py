@@ -66,7 +66,7 @@ def service(
 
 def test_operator_purges_an_entry_in_a_real_browser(service: Service) -> None:
     service.manage("createsuperuser", "--noinput")
-    # A few entries, so that the list (and the README's screenshot) shows
+    # A few entries, so that the list (and the docs' screenshot, docs/admin.png) shows
     # ready images of two types and a query Kentik rejects.
     entry_id = service.post(unique_query("Total traffic"), ttl=3600)
     others = [

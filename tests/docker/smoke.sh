@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Docker image, built and run as the README says:
+# The Docker image, built and run as docs/deploying.md says:
 #   1. `serve` alone, no credentials (the bundled simulator), a root-owned host
 #      directory as /cache: the integration client passes, and the cache
 #      survives a restart of the container;
