@@ -95,3 +95,16 @@ class SignatureRefused(ImageCacheError):
 
     status = 403
     default_message = "This chart URL needs a valid signature."
+
+
+class ChartsRefused(ImageCacheError):
+    """A charts file that cannot be loaded: it names the file, the chart (its
+    slug, else its index) and the field, so that nothing is loaded and the
+    author knows where to look."""
+
+    status = 400
+
+    def __init__(self, *, file: str, chart: str, field: str, message: str) -> None:
+        where = ", ".join(part for part in (file, chart and f"chart {chart}", field) if part)
+        super().__init__(f"{where}: {message}")
+        self.file, self.chart, self.field = file, chart, field
