@@ -28,11 +28,12 @@ from django.db.models import (
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
-from imagecache.errors import EntryNotFound
+from imagecache.errors import ChartNotFound, EntryNotFound
 from imagecache.ids import ENTRY_ID_RE
 from imagecache.models import (
     IN_FLIGHT,
     KENTIK_LOCK,
+    Chart,
     Entry,
     Fetch,
     FetchState,
@@ -459,3 +460,14 @@ def worker_heartbeats(*, seconds: float) -> list[tuple[str, Any]]:
     `seconds`, with its time."""
     since = timezone.now() - timedelta(seconds=seconds)
     return list(WorkerHeartbeat.objects.filter(seen_at__gt=since).values_list("name", "seen_at"))
+
+
+# --- Charts by URL --------------------------------------------------------
+
+
+def chart_get(*, slug: str) -> Chart:
+    """A saved chart by its slug; ChartNotFound if there is none."""
+    chart = Chart.objects.filter(slug=slug).first()
+    if chart is None:
+        raise ChartNotFound()
+    return chart

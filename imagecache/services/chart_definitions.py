@@ -7,6 +7,7 @@ title, the query, max_age, and the parameters with `chart_params`, each
 refusal naming its field.
 """
 
+import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -76,6 +77,11 @@ def definition_check(
         raise ChartInvalid("title", f"must be at most {TITLE_MAX} characters")
     if not isinstance(query, dict) or not query:
         raise ChartInvalid("query", "must be a non-empty JSON object (a Kentik query)")
+    try:
+        json.dumps(query, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        # A YAML file may give a date or a NaN, which JSON (and Kentik) cannot hold.
+        raise ChartInvalid("query", f"must hold only JSON values: {exc}") from None
     if max_age is None:
         max_age = settings.REUSE_MAX_AGE
     if isinstance(max_age, bool) or not isinstance(max_age, int) or max_age < 1:
