@@ -24,8 +24,9 @@ from django.db.models import (
     OuterRef,
     Q,
     Sum,
+    Window,
 )
-from django.db.models.functions import TruncHour
+from django.db.models.functions import RowNumber, TruncHour
 from django.utils import timezone
 
 from imagecache.errors import ChartNotFound, EntryNotFound
@@ -34,6 +35,7 @@ from imagecache.models import (
     IN_FLIGHT,
     KENTIK_LOCK,
     Chart,
+    ChartImage,
     Entry,
     Fetch,
     FetchState,
@@ -471,3 +473,67 @@ def chart_get(*, slug: str) -> Chart:
     if chart is None:
         raise ChartNotFound()
     return chart
+
+
+def chart_image_find(*, chart: Chart, query_key: str) -> ChartImage | None:
+    """The image of a chart for one query (format and values), with its
+    newest ready fetch."""
+    return (
+        ChartImage.objects.select_related("fetch").filter(chart=chart, query_hash=query_key).first()
+    )
+
+
+@dataclass(frozen=True)
+class WarmImage:
+    """A chart image that viewers watch, with what its refresh needs."""
+
+    image_id: int
+    chart_id: int
+    query_hash: str
+    image_type: str
+    values_json: str
+    finished_at: datetime
+    max_age: int
+
+
+def chart_images_watched(*, now: datetime) -> list[WarmImage]:
+    """The rendered chart images viewed within CHART_KEEP_WARM, at most
+    CHART_WARM_MAX per chart (the most recently viewed), oldest image first."""
+    since = now - timedelta(seconds=settings.CHART_KEEP_WARM)
+    ranked = (
+        ChartImage.objects.filter(viewed_at__gte=since, fetch__state=FetchState.READY)
+        .annotate(
+            rank=Window(
+                RowNumber(), partition_by=[F("chart_id")], order_by=[F("viewed_at").desc(), "pk"]
+            )
+        )
+        .filter(rank__lte=settings.CHART_WARM_MAX)
+        .order_by("fetch__finished_at")
+        .values_list(
+            "pk",
+            "chart_id",
+            "query_hash",
+            "image_type",
+            "values_json",
+            "fetch__finished_at",
+            "chart__max_age",
+        )
+    )
+    return [
+        WarmImage(pk, chart_id, key, image_type, values, finished, max_age)
+        for pk, chart_id, key, image_type, values, finished, max_age in ranked
+        if finished is not None  # a ready fetch has one
+    ]
+
+
+def fetch_refresh_due(*, query_key: str, since: datetime, failed_since: datetime) -> bool:
+    """Whether a query may be refreshed now: none of its fetches is in flight,
+    none finished ready after `since` (another worker refreshed it
+    meanwhile), and Kentik did not refuse it (not a transient failure) after
+    `failed_since`."""
+    recent = Fetch.objects.filter(query_hash=query_key).filter(
+        Q(state__in=IN_FLIGHT)
+        | Q(state=FetchState.READY, finished_at__gt=since)
+        | Q(state=FetchState.FAILED, error_transient=False, finished_at__gt=failed_since)
+    )
+    return not recent.exists()

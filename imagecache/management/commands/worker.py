@@ -2,6 +2,7 @@ import importlib
 import logging
 import queue
 import signal
+import time
 from typing import Any
 
 from django.conf import settings
@@ -9,7 +10,7 @@ from django.core.management.base import BaseCommand
 from django.db import DatabaseError, connection
 from django_q.cluster import Cluster
 
-from imagecache.services import workers
+from imagecache.services import charts, workers
 
 logger = logging.getLogger("imagecache.worker")
 
@@ -41,12 +42,21 @@ class Command(BaseCommand):
             signal.signal(signum, lambda signum, _frame: signals.put(signum))
         cluster.start()
         stopping = False
+        next_beat = next_warm = 0.0
         try:
             while cluster.sentinel.is_alive() and not stopping:
+                now = time.monotonic()
                 if cluster.is_running and not cluster.is_stopping:
-                    self.beat()
+                    if now >= next_beat:
+                        self.beat()
+                        next_beat = now + settings.WORKER_HEARTBEAT_INTERVAL
+                    # Every couple of seconds: django-q2's schedules are whole
+                    # minutes, far coarser than a chart's max_age.
+                    if now >= next_warm:
+                        self.keep_warm()
+                        next_warm = now + charts.KEEP_WARM_INTERVAL
                 try:
-                    signals.get(timeout=settings.WORKER_HEARTBEAT_INTERVAL)
+                    signals.get(timeout=max(0.05, min(next_beat, next_warm) - time.monotonic()))
                     stopping = True
                 except queue.Empty:
                     pass
@@ -59,6 +69,13 @@ class Command(BaseCommand):
                 logger.warning("The worker's heartbeat could not be removed; it expires")
             connection.close()
         self.stdout.write("Worker stopped")
+
+    def keep_warm(self) -> None:
+        try:
+            charts.chart_images_keep_warm()
+        except Exception:  # the loop runs the cluster: it must outlive a bad look
+            logger.exception("Watched charts were not kept warm")
+            connection.close()
 
     def beat(self) -> None:
         try:
