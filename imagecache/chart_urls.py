@@ -17,13 +17,11 @@ from django.conf import settings
 from imagecache import signing
 
 LIST_PATH: Final = "/charts/"
-# Until the core's settings land, these read as "no keys" and the default base.
-DEFAULT_PUBLIC_URL: Final = "http://localhost:8000"
 
 
 def url_keys() -> list[bytes]:
     """The keys that sign and verify chart URLs; empty: signing is off."""
-    return list(getattr(settings, "CHART_URL_KEYS", []))
+    return list(settings.CHART_URL_KEYS)
 
 
 def chart_path(slug: str, image_type: str | None = None) -> str:
@@ -44,7 +42,7 @@ def url_make(
     keys = url_keys()
     if keys:
         given = signing.url_params_sign(keys=keys, path=path, params=given, expires=expires)
-    base = str(getattr(settings, "PUBLIC_URL", DEFAULT_PUBLIC_URL)).rstrip("/") if absolute else ""
+    base = settings.PUBLIC_URL if absolute else ""
     return base + path + (f"?{urlencode(given)}" if given else "")
 
 

@@ -537,3 +537,49 @@ def fetch_refresh_due(*, query_key: str, since: datetime, failed_since: datetime
         | Q(state=FetchState.FAILED, error_transient=False, finished_at__gt=failed_since)
     )
     return not recent.exists()
+
+
+def charts_list() -> list[Chart]:
+    """Every saved chart, by slug."""
+    return list(Chart.objects.order_by("slug"))
+
+
+@dataclass(frozen=True)
+class ChartRender:
+    """A chart's last render in one format with one set of values, for its page."""
+
+    image_type: str
+    state: str  # of its newest fetch: pending, fetching, ready, failed; "never"
+    rendered_at: datetime | None  # of its newest ready image
+    size: int | None
+    media_type: str | None
+
+
+def chart_renders(*, chart: Chart, values_json: str, image_types: list[str]) -> list[ChartRender]:
+    """Per format, the last render of a chart with these values (canonical JSON)."""
+    images = {
+        image.image_type: image
+        for image in ChartImage.objects.select_related("fetch").filter(
+            chart=chart, values_json=values_json, image_type__in=image_types
+        )
+    }
+    # Oldest first: the newest fetch of each query is the one the dict keeps.
+    newest = dict(
+        Fetch.objects.filter(query_hash__in=[image.query_hash for image in images.values()])
+        .order_by("created_at", "pk")
+        .values_list("query_hash", "state")
+    )
+    renders = []
+    for image_type in image_types:
+        image = images.get(image_type)
+        fetch = image.fetch if image is not None else None
+        renders.append(
+            ChartRender(
+                image_type=image_type,
+                state=newest.get(image.query_hash, "never") if image is not None else "never",
+                rendered_at=fetch.finished_at if fetch is not None else None,
+                size=fetch.size if fetch is not None else None,
+                media_type=fetch.media_type if fetch is not None else None,
+            )
+        )
+    return renders

@@ -1,7 +1,8 @@
-from django.urls import path
+from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from imagecache.api import views
+from imagecache.api import chart_views, views
+from imagecache.ids import CHART_SLUG_PATTERN
 from imagecache.ops import health
 
 urlpatterns = [
@@ -9,6 +10,9 @@ urlpatterns = [
     path("requests", views.RequestCreateApi.as_view(), name="request-create"),
     path("image/<str:entry_id>", views.ImageGetApi.as_view(), name="image-get"),
     path("info", views.InfoApi.as_view(), name="info"),
+    path("charts/", chart_views.ChartListApi.as_view(), name="chart-list"),
+    # No '.' in a slug: `/charts/{slug}.{ext}` is the image's route.
+    re_path(f"^charts/(?P<slug>{CHART_SLUG_PATTERN})$", chart_views.chart_route, name="chart-page"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("healthz", health.HealthzApi.as_view(), name="healthz"),
