@@ -95,3 +95,14 @@ class SignatureRefused(ImageCacheError):
 
     status = 403
     default_message = "This chart URL needs a valid signature."
+
+
+class AdhocQueriesRefused(ImageCacheError):
+    """ADHOC_QUERIES is off: a client may spend the Kentik token only on the
+    charts an operator saved."""
+
+    status = 403
+    default_message = (
+        "Ad-hoc queries are turned off here: only saved charts are served "
+        "(GET /charts/{slug}.{png,jpg,svg,pdf})."
+    )
