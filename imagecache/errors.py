@@ -108,3 +108,14 @@ class ChartsRefused(ImageCacheError):
         where = ", ".join(part for part in (file, chart and f"chart {chart}", field) if part)
         super().__init__(f"{where}: {message}")
         self.file, self.chart, self.field = file, chart, field
+
+
+class AdhocQueriesRefused(ImageCacheError):
+    """ADHOC_QUERIES is off: a client may spend the Kentik token only on the
+    charts an operator saved."""
+
+    status = 403
+    default_message = (
+        "Ad-hoc queries are turned off here: only saved charts are served "
+        "(GET /charts/{slug}.{png,jpg,svg,pdf})."
+    )

@@ -24,6 +24,12 @@ from tests.harness.service import ROOT
         ("KENTIK_API_URL", "ftp://kentik"),
         ("DATABASE_URL", "nosuchdb://x"),
         ("DB_SYNCHRONOUS_COMMIT", "never"),
+        ("CHART_KEEP_WARM", "ten minutes"),
+        ("CHART_WARM_MAX", "0"),
+        ("CHART_URL_KEYS", "short"),
+        ("CHART_URL_KEYS", "a-secret-long-enough,,"),
+        ("PUBLIC_URL", "cache.example.com"),
+        ("ADHOC_QUERIES", "perhaps"),
     ],
 )
 def test_wrong_value_stops_start_up_naming_the_variable(variable, value):
@@ -263,3 +269,11 @@ def test_a_remote_user_header_that_is_no_header_name_stops_start_up(header):
     result = start("config.settings.local", REMOTE_USER_HEADER=header)
     assert result.returncode != 0
     assert "REMOTE_USER_HEADER must be a header name" in result.stderr.splitlines()[-1]
+
+
+def test_chart_url_keys_come_from_their_file_the_first_signing(tmp_path):
+    code = "from django.conf import settings; print(settings.CHART_URL_KEYS)"
+    printed = with_secret_file(
+        tmp_path, "CHART_URL_KEYS", "new-key-0123456789, old-key-0123456789", code
+    )
+    assert printed.strip() == "[b'new-key-0123456789', b'old-key-0123456789']"

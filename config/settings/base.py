@@ -340,7 +340,10 @@ PUBLIC_URL = env_str("PUBLIC_URL", "http://localhost:8000").rstrip("/")
 if not PUBLIC_URL.startswith(("http://", "https://")):
     raise ImproperlyConfigured(f"PUBLIC_URL must be an http(s) URL, not {PUBLIC_URL!r}")
 # false: POST /requests is refused (403), and only saved charts are served.
-ADHOC_QUERIES = _read(env.bool, "ADHOC_QUERIES", default=True)
+_adhoc = env_str("ADHOC_QUERIES", "true").strip().lower()
+if _adhoc not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+    raise ImproperlyConfigured(f"ADHOC_QUERIES must be true or false, not {_adhoc!r}")
+ADHOC_QUERIES = _adhoc in ("true", "1", "yes", "on")
 # Answer ready images from per-entry links before Django runs (filesystem
 # storage only; see imagecache/api/fastpath.py).
 FAST_PATH = _read(env.bool, "FAST_PATH", default=True)

@@ -2,7 +2,7 @@
 page (`GET /charts/{slug}`: HTML for a browser, JSON on request), and the
 writes of tools (`PUT` and `DELETE /charts/{slug}`, with a DRF token and the
 admin's permissions on charts). The image itself (`/charts/{slug}.{ext}`) is
-`views.ChartImageApi`'s.
+`views.ChartImageGetApi`'s.
 
 With signing on, the list and the page show signed URLs: they need a
 signature of their own URL, or a staff session.

@@ -3,12 +3,19 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from imagecache.api import chart_views, views
 from imagecache.ids import CHART_SLUG_PATTERN
+from imagecache.media import IMAGE_TYPES
 from imagecache.ops import health
 
 urlpatterns = [
     path("", views.index, name="index"),
     path("requests", views.RequestCreateApi.as_view(), name="request-create"),
     path("image/<str:entry_id>", views.ImageGetApi.as_view(), name="image-get"),
+    re_path(
+        rf"^charts/(?P<slug>{CHART_SLUG_PATTERN})"
+        rf"\.(?P<ext>{'|'.join(image.extension for image in IMAGE_TYPES)})$",
+        views.ChartImageGetApi.as_view(),
+        name="chart-image-get",
+    ),
     path("info", views.InfoApi.as_view(), name="info"),
     path("charts/", chart_views.ChartListApi.as_view(), name="chart-list"),
     # No '.' in a slug: `/charts/{slug}.{ext}` is the image's route.
