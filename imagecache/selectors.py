@@ -23,10 +23,12 @@ from django.db.models import (
     Min,
     OuterRef,
     Q,
+    QuerySet,
+    Subquery,
     Sum,
     Window,
 )
-from django.db.models.functions import RowNumber, TruncHour
+from django.db.models.functions import Coalesce, RowNumber, TruncHour
 from django.utils import timezone
 
 from imagecache.errors import ChartNotFound, EntryNotFound
@@ -35,6 +37,7 @@ from imagecache.models import (
     IN_FLIGHT,
     KENTIK_LOCK,
     Chart,
+    ChartActivity,
     ChartImage,
     Entry,
     Fetch,
@@ -583,3 +586,26 @@ def chart_renders(*, chart: Chart, values_json: str, image_types: list[str]) -> 
             )
         )
     return renders
+
+
+def charts_with_activity(*, since: datetime) -> QuerySet[Chart]:
+    """The charts with, for the admin's list: views and refreshes (Kentik
+    calls) since `since`, the last render, and the state of the newest fetch
+    of any of their images. Subqueries, not joins: two joined sums would
+    multiply each other's rows."""
+    activity = ChartActivity.objects.filter(chart=OuterRef("pk"), hour__gte=since).values("chart")
+    images = ChartImage.objects.filter(chart=OuterRef(OuterRef("pk"))).values("query_hash")
+    return Chart.objects.annotate(
+        views_day=Coalesce(Subquery(activity.annotate(n=Sum("views")).values("n")), 0),
+        refreshes_day=Coalesce(Subquery(activity.annotate(n=Sum("refreshes")).values("n")), 0),
+        last_render=Subquery(
+            ChartImage.objects.filter(chart=OuterRef("pk"), fetch__isnull=False)
+            .order_by("-fetch__finished_at")
+            .values("fetch__finished_at")[:1]
+        ),
+        newest_state=Subquery(
+            Fetch.objects.filter(query_hash__in=Subquery(images))
+            .order_by("-created_at", "-pk")
+            .values("state")[:1]
+        ),
+    )
