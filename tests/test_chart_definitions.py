@@ -21,7 +21,7 @@ QUERY = {
         {"query": {"metric": "bytes", "device_name": "{{device}}", "lookback_seconds": "{{lb}}"}}
     ]
 }
-PARAMS = [
+PARAMS: list[dict[str, Any]] = [
     {"name": "device", "kind": "string", "pattern": "[a-z0-9-]+", "default": "edge01"},
     {"name": "lb", "kind": "integer", "min": 60, "max": 86400, "default": 3600},
 ]
