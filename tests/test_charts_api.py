@@ -2,7 +2,6 @@
 image and its caching headers, 304, parameters from the query string,
 signed URLs, and `POST /requests` with ADHOC_QUERIES off."""
 
-import json
 from collections.abc import Iterator
 from typing import Any
 from unittest import mock
@@ -196,9 +195,3 @@ def test_with_adhoc_queries_off_a_post_is_403_json_and_charts_are_served(
     assert "only saved charts" in response.json()["error"]
     assert not Fetch.objects.exists()
     assert api.get(PATH).status_code == 200
-
-
-def test_the_api_description_has_the_chart_route(api):
-    schema = api.get("/api/schema/", HTTP_ACCEPT="application/json")
-    paths = json.loads(body_of(schema))["paths"]
-    assert any(path.startswith("/charts/") for path in paths)

@@ -104,6 +104,12 @@ _WAIT = OpenApiParameter(
     ),
 )
 
+# A 200 of each media type an image may have.
+_IMAGES: dict[Any, Any] = {
+    (200, media_type): OpenApiResponse(OpenApiTypes.BINARY, description="The chart.")
+    for media_type in MEDIA_TYPES.values()
+}
+
 image_get = extend_schema(
     operation_id="image_get",
     summary="Get a chart",
@@ -151,10 +157,7 @@ image_get = extend_schema(
         ),
         _header("Age", "Only on a stale answer: seconds since Kentik rendered it.", [200]),
     ],
-    responses={
-        (200, media_type): OpenApiResponse(OpenApiTypes.BINARY, description="The chart.")
-        for media_type in MEDIA_TYPES.values()
-    }
+    responses=_IMAGES
     | {
         202: OpenApiResponse(
             PendingSerializer, description="`wait=0` and the image is still being fetched."
@@ -232,10 +235,7 @@ chart_image_get = extend_schema(
         ),
         _header("X-Image-Stale", "Only while Kentik fails: why an older image answers.", [200]),
     ],
-    responses={
-        (200, media_type): OpenApiResponse(OpenApiTypes.BINARY, description="The chart.")
-        for media_type in MEDIA_TYPES.values()
-    }
+    responses=_IMAGES
     | {
         202: OpenApiResponse(
             PendingSerializer, description="`wait=0` and the first render is still running."
