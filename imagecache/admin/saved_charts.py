@@ -69,6 +69,17 @@ def default_image_url(
     )
 
 
+def image_link(href: str, src: str, chart: Chart, style: str, loading: str) -> str:
+    return format_html(
+        '<a href="{}"><img src="{}" alt="{}" style="{}" loading="{}"></a>',
+        href,
+        src,
+        chart.title,
+        style,
+        loading,
+    )
+
+
 @admin.register(Chart)
 class ChartAdmin(admin.ModelAdmin):
     form = ChartForm
@@ -123,13 +134,7 @@ class ChartAdmin(admin.ModelAdmin):
         url = default_image_url(chart, absolute=False)
         if url is None:
             return "needs a value"
-        return format_html(
-            '<a href="{}"><img src="{}" alt="{}" style="{}" loading="lazy"></a>',
-            chart_urls.chart_path(chart.slug),
-            url,
-            chart.title,
-            THUMBNAIL_STYLE,
-        )
+        return image_link(chart_urls.chart_path(chart.slug), url, chart, THUMBNAIL_STYLE, "lazy")
 
     @admin.display(description="last render", ordering="last_render")
     def last_render_display(self, chart: Chart) -> str | None:
@@ -166,13 +171,7 @@ class ChartAdmin(admin.ModelAdmin):
         if url is None:
             return "Every parameter needs a default for a preview."
         # The image route answers the newest image, and waits for a first render.
-        return format_html(
-            '<a href="{}"><img src="{}" alt="{}" style="{}"></a>',
-            url,
-            url,
-            chart.title,
-            PREVIEW_STYLE,
-        )
+        return image_link(url, url, chart, PREVIEW_STYLE, "eager")
 
     def get_urls(self) -> list[URLPattern]:
         return [

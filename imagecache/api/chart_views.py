@@ -23,6 +23,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from imagecache import chart_params, chart_urls, selectors
+from imagecache.api import views
 from imagecache.errors import ChartInvalid
 from imagecache.hashing import canonical_json
 from imagecache.media import IMAGE_TYPES
@@ -31,16 +32,6 @@ from imagecache.services import chart_definitions
 
 FORMATS = [image.extension for image in IMAGE_TYPES]
 NO_CACHE = {"Cache-Control": "private, no-cache"}
-
-
-def query_given(request: Request) -> dict[str, str]:
-    """The query parameters, each given once (400 naming a repeated one)."""
-    given: dict[str, str] = {}
-    for name, values in request.query_params.lists():
-        if len(values) > 1:
-            raise ChartInvalid(name, "is given more than once")
-        given[name] = values[0]
-    return given
 
 
 def viewer_check(request: Request, given: dict[str, str]) -> bool:
@@ -90,7 +81,7 @@ class ChartListApi(APIView):
             return image_urls(chart.slug, {})
 
     def get(self, request: Request) -> Response:
-        viewer_check(request, query_given(request))
+        viewer_check(request, views._query_parameters(request))
         charts = selectors.charts_list()
         return Response({"charts": self.OutputSerializer(charts, many=True).data}, headers=NO_CACHE)
 
@@ -151,7 +142,7 @@ class ChartPageApi(APIView):
     authentication_classes = [SessionAuthentication]
 
     def get(self, request: Request, slug: str) -> HttpResponseBase:
-        given = query_given(request)
+        given = views._query_parameters(request)
         staff = viewer_check(request, given)
         chart = selectors.chart_get(slug=slug)
         page = ChartPage.of(
