@@ -71,3 +71,53 @@ class FetchStillPending(ImageCacheError):
             "status": self.status,
             "retry_after": self.retry_after,
         }
+
+
+class ChartNotFound(ImageCacheError):
+    status = 404
+    default_message = "No such chart."
+
+
+class ChartInvalid(ImageCacheError):
+    """A chart's definition, or the parameter values of a request, do not fit:
+    `field` names what (a parameter's name, or a definition's field)."""
+
+    status = 400
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "field": self.field}
+
+
+class SignatureRefused(ImageCacheError):
+    """A chart URL that must be signed is not, or not rightly, or has expired."""
+
+    status = 403
+    default_message = "This chart URL needs a valid signature."
+
+
+class ChartsRefused(ImageCacheError):
+    """A charts file that cannot be loaded: it names the file, the chart (its
+    slug, else its index) and the field, so that nothing is loaded and the
+    author knows where to look."""
+
+    status = 400
+
+    def __init__(self, *, file: str, chart: str, field: str, message: str) -> None:
+        where = ", ".join(part for part in (file, chart and f"chart {chart}", field) if part)
+        super().__init__(f"{where}: {message}")
+        self.file, self.chart, self.field = file, chart, field
+
+
+class AdhocQueriesRefused(ImageCacheError):
+    """ADHOC_QUERIES is off: a client may spend the Kentik token only on the
+    charts an operator saved."""
+
+    status = 403
+    default_message = (
+        "Ad-hoc queries are turned off here: only saved charts are served "
+        "(GET /charts/{slug}.{png,jpg,svg,pdf})."
+    )

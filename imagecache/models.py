@@ -11,8 +11,13 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, TypeVar
 
+from django.conf import settings
+from django.core.validators import RegexValidator
 from django.db import DEFAULT_DB_ALIAS, connections, models
 from django.db.models import Q
+from django.utils import timezone
+
+from imagecache.ids import CHART_SLUG_RE
 
 
 class FetchState(models.TextChoices):
@@ -187,6 +192,96 @@ class Entry(models.Model):
 
     def __str__(self) -> str:
         return self.id
+
+
+def _default_max_age() -> int:
+    return int(settings.REUSE_MAX_AGE)
+
+
+class Chart(models.Model):
+    """A saved Kentik query with a name: `GET /charts/{slug}.{png,jpg,svg,pdf}`
+    answers its newest image, refreshed once it is older than `max_age`.
+
+    `query` is what `api_query` is for `POST /requests`, usually without
+    `imageType` (the URL's extension sets it). `params` declares the
+    parameters whose `{{name}}` placeholders the query may hold:
+    `[{"name": ..., "kind": "string" | "integer" | "choice", ...}]`.
+    """
+
+    slug = models.CharField(
+        max_length=64,
+        unique=True,
+        validators=[
+            RegexValidator(CHART_SLUG_RE, "Lower-case letters, digits and '-' only, at most 64.")
+        ],
+    )
+    title = models.CharField(max_length=200)
+    query = models.JSONField()
+    # Seconds: how old its image may grow before it is refreshed.
+    max_age = models.PositiveIntegerField(default=_default_max_age)
+    params = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class ChartImage(models.Model):
+    """One chart in one image type with one set of parameter values: its own
+    Kentik query (`query_hash`), its newest ready image, and when someone
+    last viewed it (what keeps it warm)."""
+
+    chart = models.ForeignKey(Chart, on_delete=models.CASCADE, related_name="images")
+    # The URL's extension: png, jpg, svg or pdf.
+    image_type = models.CharField(max_length=8)
+    # The parameters' values as canonical JSON ("{}" for a chart without).
+    values_json = models.TextField(default="{}")
+    # Of the query sent to Kentik (placeholders filled in, imageType set).
+    query_hash = models.CharField(max_length=64)
+    # The newest ready image; null until the first render (or once evicted).
+    fetch = models.ForeignKey(
+        Fetch, on_delete=models.SET_NULL, null=True, blank=True, related_name="chart_images"
+    )
+    # The last view, written at most once per READ_MARK_INTERVAL.
+    viewed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["chart", "query_hash"], name="one_image_per_query"),
+        ]
+        indexes = [
+            # The keep-warm schedule: the images viewed within CHART_KEEP_WARM.
+            models.Index(fields=["viewed_at"], name="chart_image_viewed"),
+            # Labels of entries and fetches: the chart a query belongs to.
+            models.Index(fields=["query_hash"], name="chart_image_query"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.chart.slug}.{self.image_type} {self.values_json}"
+
+
+class ChartActivity(models.Model):
+    """A chart's views and refreshes (Kentik calls) per hour, for the admin's
+    "last day" columns: counted in each process and added here in batches."""
+
+    chart = models.ForeignKey(Chart, on_delete=models.CASCADE, related_name="activity")
+    hour = models.DateTimeField()
+    views = models.PositiveIntegerField(default=0)
+    refreshes = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        verbose_name_plural = "chart activity"
+        constraints = [
+            models.UniqueConstraint(fields=["chart", "hour"], name="one_activity_per_hour"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.chart_id} {self.hour:%Y-%m-%d %H}:00"
 
 
 # How many entries expire in each minute (UTC), in rows of `shard`s to sum:

@@ -7,7 +7,14 @@ def test_schema_describes_every_endpoint_and_answer(client):
     response = client.get("/api/schema/?format=json")
     assert response.status_code == 200
     schema = response.json()
-    assert set(schema["paths"]) == {"/requests", "/image/{entry_id}", "/info"}
+    assert set(schema["paths"]) == {
+        "/requests",
+        "/image/{entry_id}",
+        "/charts/{slug}.{ext}",
+        "/info",
+    }
+    chart = schema["paths"]["/charts/{slug}.{ext}"]["get"]["responses"]
+    assert {"200", "202", "304", "400", "403", "404"} <= set(chart)
     image = schema["paths"]["/image/{entry_id}"]["get"]["responses"]
     assert set(image["200"]["content"]) == {
         "image/png",
@@ -18,7 +25,7 @@ def test_schema_describes_every_endpoint_and_answer(client):
     assert {"400", "401", "403", "404", "429", "500", "502", "503", "504"} <= set(image)
     request = schema["paths"]["/requests"]["post"]
     assert set(request["requestBody"]["content"]) == {"application/json"}
-    assert {"200", "400", "413"} <= set(request["responses"])
+    assert {"200", "400", "403", "413"} <= set(request["responses"])
 
 
 def test_swagger_ui_is_served_with_bundled_assets(client):

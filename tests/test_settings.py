@@ -25,6 +25,12 @@ from tests.harness.service import ROOT
         ("KENTIK_API_URL", "ftp://kentik"),
         ("DATABASE_URL", "nosuchdb://x"),
         ("DB_SYNCHRONOUS_COMMIT", "never"),
+        ("CHART_KEEP_WARM", "ten minutes"),
+        ("CHART_WARM_MAX", "0"),
+        ("CHART_URL_KEYS", "short"),
+        ("CHART_URL_KEYS", "a-secret-long-enough,,"),
+        ("PUBLIC_URL", "cache.example.com"),
+        ("ADHOC_QUERIES", "perhaps"),
     ],
 )
 def test_wrong_value_stops_start_up_naming_the_variable(variable, value):
@@ -390,3 +396,11 @@ def test_without_the_proxy_s_header_production_does_not_redirect(tmp_path):
     # Every request would look like plain HTTP: a redirect would never end.
     env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "SECURE_PROXY_SSL_HEADER": ""}
     assert production_answers(env, tmp_path, "GET /info")[0][0] == "200"
+
+
+def test_chart_url_keys_come_from_their_file_the_first_signing(tmp_path):
+    code = "from django.conf import settings; print(settings.CHART_URL_KEYS)"
+    printed = with_secret_file(
+        tmp_path, "CHART_URL_KEYS", "new-key-0123456789, old-key-0123456789", code
+    )
+    assert printed.strip() == "[b'new-key-0123456789', b'old-key-0123456789']"

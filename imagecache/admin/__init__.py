@@ -9,7 +9,7 @@ imports this package; `base` and `display` are what they share.
 
 from django.contrib import admin
 
-from imagecache.admin import entries, fetches  # noqa: F401 - they register the models
+from imagecache.admin import entries, fetches, saved_charts  # noqa: F401 - they register the models
 
 admin.site.site_header = "Kentik Image Cache"
 admin.site.site_title = "Kentik Image Cache"

@@ -46,6 +46,7 @@ def request_create(request: type, response: type) -> Callable[[_View], _View]:
 
 _REQUEST_CREATE_RESPONSES = {
     400: _error("The body is not JSON, or a field is invalid (named in `fields`)."),
+    403: _error("ADHOC_QUERIES is off: only saved charts are served."),
     413: _error(f"The body is larger than {BODY_LIMIT} bytes."),
 }
 
@@ -104,6 +105,12 @@ _WAIT = OpenApiParameter(
     ),
 )
 
+# A 200 of each media type an image may have.
+_IMAGES: dict[Any, Any] = {
+    (200, media_type): OpenApiResponse(OpenApiTypes.BINARY, description="The chart.")
+    for media_type in MEDIA_TYPES.values()
+}
+
 image_get = extend_schema(
     operation_id="image_get",
     summary="Get a chart",
@@ -151,10 +158,7 @@ image_get = extend_schema(
         ),
         _header("Age", "Only on a stale answer: seconds since Kentik rendered it.", [200]),
     ],
-    responses={
-        (200, media_type): OpenApiResponse(OpenApiTypes.BINARY, description="The chart.")
-        for media_type in MEDIA_TYPES.values()
-    }
+    responses=_IMAGES
     | {
         202: OpenApiResponse(
             PendingSerializer, description="`wait=0` and the image is still being fetched."
@@ -171,6 +175,81 @@ image_get = extend_schema(
         429: _error("Kentik's rate limit, after the service's retries (no older image to answer)."),
         500: _error("Still being fetched after ENTRY_WAIT_TIMEOUT (or `wait`); see `Retry-After`."),
         502: _error("Kentik could not be reached, redirected, or answered something unreadable."),
+        503: _error("Kentik was unavailable, after the service's retries."),
+        504: _error("Kentik did not answer in time."),
+    },
+)
+
+
+chart_image_get = extend_schema(
+    operation_id="chart_image_get",
+    summary="Get a saved chart's image",
+    description=(
+        "The newest image of a saved chart, in the format of the extension (png, jpg, svg, "
+        "pdf: Kentik's `imageType`), with the chart's parameters from the query string. "
+        "A ready image is answered at once, whatever its age; past the chart's `max_age` one "
+        "refresh starts in the background, last in line and within the Kentik budget "
+        "(stale-while-revalidate). Only an image never rendered waits, as `GET /image/{id}` "
+        "does (`wait`, and the 202 of `wait=0`). An image viewed within CHART_KEEP_WARM is "
+        "refreshed by the workers as it reaches `max_age`.\n\n"
+        "`ETag`, `Last-Modified` and 304 as for `/image`; `Cache-Control: public, "
+        "max-age=<seconds left of max_age>, stale-while-revalidate=<max_age>, "
+        "stale-if-error=<STALE_IF_ERROR>`, and `Age`. While Kentik fails, an image past "
+        "`max_age` answers with `X-Image-Stale` and `Cache-Control: no-cache`.\n\n"
+        "With CHART_URL_KEYS set the URL must carry `sig` (HMAC-SHA256 over the path and "
+        "every other parameter) and may carry `exp` (unix time); otherwise 403."
+    ),
+    parameters=[
+        OpenApiParameter(
+            "slug", OpenApiTypes.STR, OpenApiParameter.PATH, description="The chart's slug."
+        ),
+        OpenApiParameter(
+            "ext",
+            {"type": "string", "enum": ["png", "jpg", "svg", "pdf"]},
+            OpenApiParameter.PATH,
+            description="The image format.",
+        ),
+        _WAIT,
+        OpenApiParameter(
+            "sig",
+            OpenApiTypes.STR,
+            OpenApiParameter.QUERY,
+            required=False,
+            description="The URL's signature, when CHART_URL_KEYS is set.",
+        ),
+        OpenApiParameter(
+            "exp",
+            OpenApiTypes.INT,
+            OpenApiParameter.QUERY,
+            required=False,
+            description="Unix time after which a signed URL is refused.",
+        ),
+        _header("ETag", 'The sha256 of the image, quoted: `"<64 hex>"`.', [200, 304]),
+        _header("Last-Modified", "When Kentik rendered the image.", [200]),
+        _header("Age", "Seconds since Kentik rendered the image.", [200, 304]),
+        _header(
+            "Cache-Control",
+            "`public, max-age=<seconds left>, stale-while-revalidate=<max_age>, "
+            "stale-if-error=<STALE_IF_ERROR>`; `no-cache` for a stale one; `no-store` for "
+            "every other answer.",
+            [200, 202, 304, 400, 403, 404, 500, 502, 503, 504],
+        ),
+        _header("X-Image-Stale", "Only while Kentik fails: why an older image answers.", [200]),
+    ],
+    responses=_IMAGES
+    | {
+        202: OpenApiResponse(
+            PendingSerializer, description="`wait=0` and the first render is still running."
+        ),
+        304: OpenApiResponse(description="Not modified; no body."),
+        400: _error(
+            "A parameter undeclared, not fitting, missing, or given twice (named in `field`); "
+            "or Kentik rejected the query."
+        ),
+        403: _error("The URL is unsigned, wrongly signed, tampered with or expired."),
+        404: _error("No such chart."),
+        500: _error("Still being rendered after ENTRY_WAIT_TIMEOUT (or `wait`)."),
+        502: _error("Kentik could not be reached, or answered something unreadable."),
         503: _error("Kentik was unavailable, after the service's retries."),
         504: _error("Kentik did not answer in time."),
     },

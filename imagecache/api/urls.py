@@ -1,7 +1,9 @@
-from django.urls import path
+from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from imagecache.api import views
+from imagecache.api import chart_views, views
+from imagecache.ids import CHART_SLUG_PATTERN
+from imagecache.media import IMAGE_TYPES
 from imagecache.ops import health
 from imagecache.wire import IMAGE_PATH
 
@@ -9,7 +11,16 @@ urlpatterns = [
     path("", views.index, name="index"),
     path("requests", views.RequestCreateApi.as_view(), name="request-create"),
     path(f"{IMAGE_PATH[1:]}<str:entry_id>", views.ImageGetApi.as_view(), name="image-get"),
+    re_path(
+        rf"^charts/(?P<slug>{CHART_SLUG_PATTERN})"
+        rf"\.(?P<ext>{'|'.join(image.extension for image in IMAGE_TYPES)})$",
+        views.ChartImageGetApi.as_view(),
+        name="chart-image-get",
+    ),
     path("info", views.InfoApi.as_view(), name="info"),
+    path("charts/", chart_views.ChartListApi.as_view(), name="chart-list"),
+    # No '.' in a slug: `/charts/{slug}.{ext}` is the image's route.
+    re_path(f"^charts/(?P<slug>{CHART_SLUG_PATTERN})$", chart_views.chart_route, name="chart-page"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("healthz", health.HealthzApi.as_view(), name="healthz"),

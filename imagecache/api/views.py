@@ -1,6 +1,7 @@
 """The HTTP API: one view per operation, each validating, calling one
 service or selector, and serializing."""
 
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -31,12 +32,14 @@ from imagecache import selectors
 from imagecache.api import openapi
 from imagecache.api.parsers import AnyTypeJSONParser
 from imagecache.api.serializers import JSONObjectField, TTLField
-from imagecache.errors import EntryNotFound
+from imagecache.chart_params import RESERVED
+from imagecache.errors import AdhocQueriesRefused, ChartInvalid, EntryNotFound
 from imagecache.media import EXTENSIONS, IMAGE_CSP
-from imagecache.models import Entry, Fetch
+from imagecache.models import Fetch
 from imagecache.ops import metrics
 from imagecache.ops.local_kentik import LOCAL_EMAIL
-from imagecache.services import entries
+from imagecache.services import charts, entries
+from imagecache.signing import url_verify
 from imagecache.waiting import ready
 
 
@@ -52,6 +55,8 @@ class RequestCreateApi(APIView):
 
     @openapi.request_create(InputSerializer, OutputSerializer)
     def post(self, request: Request) -> Response:
+        if not settings.ADHOC_QUERIES:
+            raise AdhocQueriesRefused()
         if not isinstance(request.data, dict):
             raise serializers.ValidationError("The request body must be a JSON object.")
         serializer = self.InputSerializer(data=request.data)
@@ -83,7 +88,7 @@ class ImageGetApi(APIView):
         if _not_modified(request, headers):
             response = _not_modified_response(answer.fetch, headers)
         else:
-            response = _image_response(request, answer.entry, answer.fetch, headers)
+            response = _image_response(request, answer.fetch, headers, name=answer.entry.id)
         entries.fetch_mark_read(fetch=answer.fetch)
         metrics.CACHE_HITS.inc()
         return response
@@ -108,6 +113,11 @@ def _caching_headers(answer: ready.Answer) -> dict[str, str]:
             "Cache-Control": f"public, max-age={fresh_for}, immutable",
             "Expires": http_date(entry.expires_at.timestamp()),
         }
+    return _validators(fetch, headers)
+
+
+def _validators(fetch: Fetch, headers: dict[str, str]) -> dict[str, str]:
+    """ETag and Last-Modified of an image, added to `headers`."""
     if fetch.content_hash:
         headers["ETag"] = quote_etag(fetch.content_hash)
     if fetch.finished_at is not None:
@@ -145,9 +155,10 @@ def _not_modified_response(fetch: Fetch, headers: dict[str, str]) -> HttpRespons
 
 
 def _image_response(
-    request: Request, entry: Entry, fetch: Fetch, headers: dict[str, str]
+    request: Request, fetch: Fetch, headers: dict[str, str], *, name: str
 ) -> HttpResponseBase:
-    """The image; or only its headers, for HEAD and for nginx to send the bytes."""
+    """The image, saved by a browser as `name` and its extension; or only its
+    headers, for HEAD and for nginx to send the bytes."""
     # No script runs in an image, whatever it holds (nginx keeps this header
     # when it sends the file for X-Accel-Redirect).
     headers["Content-Security-Policy"] = IMAGE_CSP
@@ -160,14 +171,66 @@ def _image_response(
             image = default_storage.open(fetch.file_name, "rb")
         except FileNotFoundError:
             raise EntryNotFound() from None  # pruned or evicted meanwhile
-        # Saved under the id the client holds, not the storage's name.
-        filename = entry.id + EXTENSIONS.get(fetch.media_type, "")
+        # Saved under the name the client knows, not the storage's.
+        filename = name + EXTENSIONS.get(fetch.media_type, "")
         return FileResponse(
             image, content_type=fetch.media_type, headers=headers, filename=filename
         )
     if not default_storage.exists(fetch.file_name):
         raise EntryNotFound()  # pruned or evicted meanwhile
     return HttpResponse(content_type=fetch.media_type, headers=headers)
+
+
+class ChartImageGetApi(APIView):
+    """`GET|HEAD /charts/{slug}.{ext}`: a saved chart's newest image."""
+
+    @openapi.chart_image_get
+    def get(self, request: Request, slug: str, ext: str) -> HttpResponseBase:
+        given = _query_parameters(request)
+        if settings.CHART_URL_KEYS:
+            url_verify(
+                keys=settings.CHART_URL_KEYS, path=request.path_info, params=given, now=time.time()
+            )
+        filters = ImageGetApi.FilterSerializer(data={k: given[k] for k in ("wait",) if k in given})
+        filters.is_valid(raise_exception=True)
+        answer = charts.chart_image_get(
+            slug=slug,
+            image_type=ext,
+            given={name: value for name, value in given.items() if name not in RESERVED},
+            **filters.validated_data,
+        )
+        headers = _chart_caching_headers(answer)
+        if _not_modified(request, headers):
+            return _not_modified_response(answer.fetch, headers)
+        return _image_response(request, answer.fetch, headers, name=slug)
+
+
+def _query_parameters(request: Request) -> dict[str, str]:
+    """The query string as one value per name: a name given twice is refused,
+    so that what is signed, checked and sent to Kentik is the same value."""
+    given: dict[str, str] = {}
+    for name, values in request.query_params.lists():
+        if len(values) > 1:
+            raise ChartInvalid(name, "is given more than once")
+        given[name] = values[0]
+    return given
+
+
+def _chart_caching_headers(answer: charts.ChartAnswer) -> dict[str, str]:
+    """Fresh for what is left of the chart's max_age: a browser or CDN in front
+    asks again once a newer image may be there. A stale one (Kentik failing)
+    must be asked for again each time, as for /image."""
+    now = timezone.now()
+    headers = {"Age": str(answer.age(now))}
+    if answer.stale:
+        headers |= {"Cache-Control": "no-cache", STALE_HEADER: answer.stale}
+    else:
+        headers["Cache-Control"] = (
+            f"public, max-age={answer.fresh_for(now)},"
+            f" stale-while-revalidate={answer.chart.max_age},"
+            f" stale-if-error={settings.STALE_IF_ERROR}"
+        )
+    return _validators(answer.fetch, headers)
 
 
 class InfoApi(APIView):

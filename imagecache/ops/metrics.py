@@ -104,6 +104,20 @@ REFRESHES_USED = Counter(
     "imagecache_refreshes_used",
     "POST /requests answered with an image that a refresh-ahead fetch brought.",
 )
+CHART_VIEWS = Counter(
+    "imagecache_chart_views",
+    "GET and HEAD /charts/{slug}.{ext} answered by the service (no label per chart).",
+)
+CHART_REFRESHES = Counter(
+    "imagecache_chart_refreshes",
+    "Refreshes of chart images started, by what started them: a viewer of an image past "
+    "its max_age, the workers keeping a watched image warm, or an operator.",
+    ["by"],
+)
+CHART_REFRESHES_USED = Counter(
+    "imagecache_chart_refreshes_used",
+    "Chart refreshes whose image a viewer then got.",
+)
 NEGATIVE_HITS = Counter(
     "imagecache_negative_hits",
     "POST /requests that shared a fetch Kentik refused as bad (400) within NEGATIVE_TTL: "

@@ -10,6 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
+from prometheus_client import Counter
 
 from imagecache.files import links
 from imagecache.hashing import query_hash
@@ -84,8 +85,8 @@ def _entry_register(
                 lambda: links.entries_link(entry_ids=[entry.pk], file_name=fetch.file_name)
             )
             _refresh_ahead(fetch=fetch, now=now)
-        if not created and fetch.priority == FetchPriority.REFRESH:
-            _refresh_used(fetch=fetch)
+        if not created:
+            fetch_refresh_used(fetch=fetch)
     (metrics.CACHE_MISSES if created else metrics.SHARED_FETCHES).inc()
     if fetch.state == FetchState.FAILED:
         metrics.NEGATIVE_HITS.inc()
@@ -159,31 +160,41 @@ def _refresh_ahead(*, fetch: Fetch, now: datetime) -> None:
     age = (now - fetch.finished_at).total_seconds()
     if age < settings.REFRESH_AHEAD * settings.REUSE_MAX_AGE:
         return
-    if Fetch.objects.filter(query_hash=fetch.query_hash, state__in=IN_FLIGHT).exists():
-        return
+    refresh = fetch_refresh(query_key=fetch.query_hash, query_json=fetch.query_json, now=now)
+    if refresh is not None:
+        metrics.REFRESHES_STARTED.inc()
+        logger.info("fetch %s: refresh ahead of fetch %s, %.0f s old", refresh.pk, fetch.pk, age)
+
+
+def fetch_refresh(*, query_key: str, query_json: str, now: datetime) -> Fetch | None:
+    """A new fetch of the query, last in line (REFRESH), enqueued once the
+    transaction commits; None when one is in flight already, or another
+    process started one first (the one-in-flight constraint)."""
+    if Fetch.objects.filter(query_hash=query_key, state__in=IN_FLIGHT).exists():
+        return None
     try:
         with transaction.atomic():
             refresh = Fetch.objects.create(
-                query_hash=fetch.query_hash,
-                query_json=fetch.query_json,
+                query_hash=query_key,
+                query_json=query_json,
                 created_at=now,
                 enqueued_at=now,
                 priority=FetchPriority.REFRESH,
             )
     except IntegrityError:
-        return  # another request started it first
+        return None  # another request started it first
     transaction.on_commit(lambda: queue.task_enqueue(fetch_id=refresh.pk))
-    metrics.REFRESHES_STARTED.inc()
-    logger.info("fetch %s: refresh ahead of fetch %s, %.0f s old", refresh.pk, fetch.pk, age)
+    return refresh
 
 
-def _refresh_used(*, fetch: Fetch) -> None:
-    """A request took up a refresh-ahead fetch: it is a client's now (its place
-    in line too), and counted once as a refresh that paid."""
-    if Fetch.objects.filter(pk=fetch.pk, priority=FetchPriority.REFRESH).update(
-        priority=FetchPriority.NORMAL
-    ):
-        metrics.REFRESHES_USED.inc()
+def fetch_refresh_used(*, fetch: Fetch, counter: Counter = metrics.REFRESHES_USED) -> None:
+    """A request took up a refresh fetch: it is a client's now (its place in
+    line too), and counted once, on `counter`, as a refresh that paid."""
+    if fetch.priority == FetchPriority.REFRESH and Fetch.objects.filter(
+        pk=fetch.pk, priority=FetchPriority.REFRESH
+    ).update(priority=FetchPriority.NORMAL):
+        fetch.priority = FetchPriority.NORMAL
+        counter.inc()
 
 
 def fetch_share(

@@ -28,7 +28,7 @@ from imagecache.files.names import image_name_make, image_name_parse, image_pref
 from imagecache.media import BY_EXTENSION
 from imagecache.models import IN_FLIGHT, Entry, Fetch, FetchState
 from imagecache.ops import metrics
-from imagecache.services import housekeeping, queue, shield
+from imagecache.services import charts, housekeeping, queue, shield
 
 logger = logging.getLogger(__name__)
 
@@ -462,6 +462,12 @@ def _fetch_record(*, fetch: Fetch, chart: kentik.Chart, saved_name: str, content
         logger.info("fetch %s: finished elsewhere or purged, image dropped", fetch.pk)
         return
     _entries_link(fetch_id=fetch.pk, file_name=saved_name)
+    fetch.finished_at = now
+    try:
+        charts.chart_images_point(fetch=fetch)
+    except DatabaseError:
+        # The image is recorded; its chart images point at it after the next render.
+        logger.warning("fetch %s: its chart images were not pointed at it", fetch.pk)
 
 
 def _fetch_mark_ready(

@@ -21,7 +21,7 @@ from django.utils import timezone
 from imagecache import leases
 from imagecache.files import links
 from imagecache.files.names import IMAGES
-from imagecache.models import ENTRY_TALLY, Entry, Fetch, FetchState, tally_minute
+from imagecache.models import ENTRY_TALLY, ChartImage, Entry, Fetch, FetchState, tally_minute
 from imagecache.services import queue
 
 logger = logging.getLogger(__name__)
@@ -148,6 +148,7 @@ def cache_prune(*, dry_run: bool = False) -> RemovalResult:
     else:
         entry_count, fetch_ids = _expired_entries_delete(now=now)
         _tally_forget(now=now)
+        _chart_images_forget(now=now)
         doomed = _orphan_fetches_delete(candidates=fetch_ids, now=now)
     files = fetch_files(doomed)
     if not dry_run:
@@ -230,21 +231,44 @@ def _tally_forget(*, now: datetime) -> None:
         )
 
 
+def chart_watched_since(now: datetime) -> datetime:
+    """Chart images viewed since then are kept, with the image they point at:
+    kept warm for CHART_KEEP_WARM, and then still the image that answers
+    (stale-if-error) for STALE_IF_ERROR."""
+    return now - timedelta(seconds=settings.CHART_KEEP_WARM + settings.STALE_IF_ERROR)
+
+
 def stale_kept(*, now: datetime) -> Q:
     """The fetches a prune keeps without a live entry: the newest ready image
     of each query within STALE_IF_ERROR, which answers for the query's next
-    fetch if Kentik fails it."""
+    fetch if Kentik fails it; and the image of each chart image viewed
+    since `chart_watched_since`."""
+    watched = ChartImage.objects.filter(
+        fetch=OuterRef("pk"), viewed_at__gte=chart_watched_since(now)
+    )
     if not settings.STALE_IF_ERROR:
-        return Q(pk__in=[])
+        return Q(Exists(watched))
     newer = Fetch.objects.filter(
         query_hash=OuterRef("query_hash"),
         state=FetchState.READY,
         finished_at__gt=OuterRef("finished_at"),
     )
-    return Q(
-        state=FetchState.READY,
-        finished_at__gte=now - timedelta(seconds=settings.STALE_IF_ERROR),
-    ) & ~Q(Exists(newer))
+    return (
+        Q(
+            state=FetchState.READY,
+            finished_at__gte=now - timedelta(seconds=settings.STALE_IF_ERROR),
+        )
+        & ~Q(Exists(newer))
+    ) | Q(Exists(watched))
+
+
+def _chart_images_forget(*, now: datetime) -> int:
+    """Delete the chart images nobody viewed since `chart_watched_since`: a
+    value set asked for once is not kept for ever. Their fetches are then
+    pruned as any other."""
+    unwatched = ChartImage.objects.filter(viewed_at__lt=chart_watched_since(now))
+    deleted, _ = unwatched.delete()
+    return deleted
 
 
 def _orphan_fetches_delete(

@@ -58,7 +58,7 @@ def entry_get_ready(*, entry_id: str, wait: float | None = None) -> Answer:
     fallback = (
         selectors.fetch_stale(fetch=entry.fetch) if entry.fetch.state != FetchState.READY else None
     )
-    if entry.fetch.state in IN_FLIGHT and fallback is not None and _held(entry.fetch):
+    if entry.fetch.state in IN_FLIGHT and fallback is not None and held(entry.fetch):
         return stale_answer(entry, fallback, reason="paused")
     if wait == 0 and entry.fetch.state in IN_FLIGHT:
         raise FetchStillPending(
@@ -104,7 +104,7 @@ def entry_get_ready(*, entry_id: str, wait: float | None = None) -> Answer:
     raise FetchPending(retry_after=max(1, math.ceil(settings.KENTIK_API_TIMEOUT / 4)))
 
 
-def _held(fetch: Fetch) -> bool:
+def held(fetch: Fetch) -> bool:
     """Whether to answer with an older image now rather than wait for a
     Kentik that is paused, or that failed the query's last fetch for a
     transient cause."""

@@ -5,6 +5,7 @@ import os
 import queue
 import signal
 import threading
+import time
 from multiprocessing import util as multiprocessing_util
 from typing import Any
 
@@ -14,7 +15,7 @@ from django.db import DatabaseError, connection
 from django_q.cluster import Cluster
 
 from imagecache.processes import die_with_parent, supervisor_gone
-from imagecache.services import workers
+from imagecache.services import charts, workers
 
 logger = logging.getLogger("imagecache.worker")
 
@@ -50,16 +51,25 @@ class Command(BaseCommand):
         multiprocessing_util.register_after_fork(cluster, _die_with_parent)
         cluster.start()
         stopping = False
+        next_beat = next_warm = 0.0
         try:
             while cluster.sentinel.is_alive() and not stopping:
                 # Where the kernel does not signal an orphan (not Linux).
                 if supervisor_gone():
                     stopping = True
                     break
+                now = time.monotonic()
                 if cluster.is_running and not cluster.is_stopping:
-                    self.beat()
+                    if now >= next_beat:
+                        self.beat()
+                        next_beat = now + settings.WORKER_HEARTBEAT_INTERVAL
+                    # Every couple of seconds: django-q2's schedules are whole
+                    # minutes, far coarser than a chart's max_age.
+                    if now >= next_warm:
+                        self.keep_warm()
+                        next_warm = now + charts.KEEP_WARM_INTERVAL
                 try:
-                    signals.get(timeout=settings.WORKER_HEARTBEAT_INTERVAL)
+                    signals.get(timeout=max(0.05, min(next_beat, next_warm) - time.monotonic()))
                     stopping = True
                 except queue.Empty:
                     pass
@@ -75,6 +85,13 @@ class Command(BaseCommand):
                 logger.warning("The worker's heartbeat could not be removed; it expires")
             connection.close()
         self.stdout.write("Worker stopped")
+
+    def keep_warm(self) -> None:
+        try:
+            charts.chart_images_keep_warm()
+        except Exception:  # the loop runs the cluster: it must outlive a bad look
+            logger.exception("Watched charts were not kept warm")
+            connection.close()
 
     def beat(self) -> None:
         try:
