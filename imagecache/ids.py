@@ -24,6 +24,7 @@ def entry_id_parts(entry_id: str) -> tuple[str, str]:
     query_key, _, expiry = entry_id.rpartition("_")
     return query_key, expiry
 
+
 # A saved chart's slug: lower-case letters, digits and '-', at most 64, so
 # that it reads the same in a URL, a file name and a wiki page.
 CHART_SLUG_PATTERN: Final = r"[a-z0-9-]{1,64}"

@@ -82,6 +82,9 @@ def test_only_the_tasks_import_the_fetch_pipeline_and_only_it_the_kentik_seam():
     assert {n for n, i in graph.items() if "imagecache.kentik" in i} == {
         "imagecache.services.fetching"
     }
+    assert {n for n, i in graph.items() if "imagecache.kentik_transport" in i} == {
+        "imagecache.kentik"
+    }
 
 
 def test_the_simulator_needs_no_django():
