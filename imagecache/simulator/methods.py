@@ -10,8 +10,8 @@ import base64
 import hmac
 import json
 from collections.abc import Callable
-from email.message import Message
 from dataclasses import dataclass, field
+from email.message import Message
 from http import HTTPStatus
 from typing import Any, Final
 
