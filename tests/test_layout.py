@@ -8,7 +8,13 @@ from pathlib import Path
 from tests.harness.service import ROOT
 
 APP = ROOT / "imagecache"
-LEAVES = {"imagecache.media", "imagecache.ids", "imagecache.hashing", "imagecache.processes"}
+LEAVES = {
+    "imagecache.media",
+    "imagecache.ids",
+    "imagecache.hashing",
+    "imagecache.processes",
+    "imagecache.labels",
+}
 EDGES = ("imagecache.api", "imagecache.admin", "imagecache.management", "imagecache.tasks")
 
 
