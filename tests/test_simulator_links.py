@@ -4,7 +4,6 @@ charts' credentials check, rules and modes. No Django: it runs in-process."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,15 +13,11 @@ from imagecache.hashing import query_hash
 from imagecache.simulator.methods import PORTAL_LINK
 from imagecache.simulator.rules import RuleError
 from imagecache.simulator.server import KentikSimulator
-from tests.test_simulator import (
-    EMAIL,
-    HEADERS,
-    TOKEN,
-    FakeClock,
-    chart_body,
-    control_url,
-    post_chart,
-)
+from tests import test_simulator
+from tests.test_simulator import EMAIL, HEADERS, chart_body, control_url, post_chart
+
+# The simulator tests' fixtures: one that accepts EMAIL and TOKEN, and one on a moved clock.
+sim, clock, clocked = test_simulator.sim, test_simulator.clock, test_simulator.clocked
 
 
 def link_body(**query: Any) -> dict[str, Any]:
@@ -37,23 +32,6 @@ def post_link(
     all_headers = {"Content-Type": "application/json", **(HEADERS if headers is None else headers)}
     data = json.dumps(body) if isinstance(body, dict | list) else body
     return requests.post(f"{sim.url}/query/url", data=data, headers=all_headers, timeout=5)
-
-
-@pytest.fixture
-def sim() -> Iterator[KentikSimulator]:
-    with KentikSimulator(email=EMAIL, token=TOKEN) as simulator:
-        yield simulator
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def clocked(clock: FakeClock) -> Iterator[KentikSimulator]:
-    with KentikSimulator(email=EMAIL, token=TOKEN, clock=clock) as simulator:
-        yield simulator
 
 
 def test_the_link_is_a_json_string_and_the_same_for_the_same_query(sim):
