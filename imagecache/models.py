@@ -284,6 +284,27 @@ class ChartActivity(models.Model):
         return f"{self.chart_id} {self.hour:%Y-%m-%d %H}:00"
 
 
+class PortalLink(models.Model):
+    """Kentik's portal link of a query ("Open in Kentik"), asked once and kept:
+    a link does not change as the query's image does (services.portal)."""
+
+    # Of the query without its imageType: one link serves every image type.
+    query_hash = models.CharField(max_length=64, unique=True)
+    # That query, as the task sends it to Kentik's query/url.
+    query_json = models.TextField()
+    # Empty until Kentik answered one (an http(s) URL, checked by the seam).
+    url = models.CharField(max_length=2048, blank=True)
+    fetched_at = models.DateTimeField(null=True, blank=True)
+    # When it was last asked for (its task enqueued): asked again only past
+    # services.portal.ASK_AGAIN, so that a failure is never retried in a loop.
+    asked_at = models.DateTimeField(null=True, blank=True)
+    # Why the last ask failed, for operators.
+    error_message = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return self.url or f"{self.query_hash[:12]}… (no link yet)"
+
+
 # How many entries expire in each minute (UTC), in rows of `shard`s to sum:
 # a table that the database's triggers keep (migration 0006), no model.
 ENTRY_TALLY = "imagecache_entry_tally"

@@ -1,18 +1,23 @@
 """django-q2 tasks: they take ids and call services.
 
 Queued tasks and `Schedule` rows store these functions' dotted paths
-(`imagecache.tasks.fetch_image`, `imagecache.tasks.maintain_cache`): they stay
+(`imagecache.tasks.fetch_image`, `imagecache.tasks.fetch_portal_link`,
+`imagecache.tasks.maintain_cache`): they stay
 here. Only queue workers import this module, and with it the fetch pipeline
 and the Kentik client; web processes enqueue by name.
 """
 
 from django.utils import timezone
 
-from imagecache.services import fetching, housekeeping, shield, workers
+from imagecache.services import fetching, housekeeping, portal_fetch, shield, workers
 
 
 def fetch_image(fetch_id: int) -> None:
     fetching.fetch_run(fetch_id=fetch_id)
+
+
+def fetch_portal_link(link_id: int) -> str:
+    return portal_fetch.portal_link_fetch(link_id=link_id)
 
 
 def maintain_cache() -> str:

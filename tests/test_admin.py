@@ -164,7 +164,10 @@ def test_changelist_queries_do_not_grow_with_entries_nor_load_queries(admin_clie
         response = admin_client.get(ENTRIES)
     assert len(shown_ids(response)) == 6
     assert len(six.captured_queries) == len(one.captured_queries)
-    assert not any("query_json" in q["sql"] for q in six.captured_queries)
+    # Only the beginning of each query, for its label (admin/base.py, LABEL_SOURCE_MAX).
+    for captured in six.captured_queries:
+        read = re.sub(r"SUBSTR(ING)?\([^,]*query_json\", 1, \d+\)", "", captured["sql"])
+        assert "query_json" not in read
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ LEAVES = {
     "imagecache.hashing",
     "imagecache.processes",
     "imagecache.ops.local_kentik",
+    "imagecache.labels",
 }
 EDGES = ("imagecache.api", "imagecache.admin", "imagecache.management", "imagecache.tasks")
 
@@ -83,11 +84,12 @@ def test_selectors_only_read_and_services_never_call_an_edge():
 
 def test_only_the_tasks_import_the_fetch_pipeline_and_only_it_the_kentik_seam():
     graph = app_imports()
-    assert {n for n, i in graph.items() if "imagecache.services.fetching" in i} == {
-        "imagecache.tasks"
-    }
-    assert {n for n, i in graph.items() if "imagecache.kentik" in i} == {
-        "imagecache.services.fetching"
+    callers = {"imagecache.services.fetching", "imagecache.services.portal_fetch"}
+    for caller in callers:
+        assert {n for n, i in graph.items() if caller in i} == {"imagecache.tasks"}
+    assert {n for n, i in graph.items() if "imagecache.kentik" in i} == callers
+    assert {n for n, i in graph.items() if "imagecache.kentik_transport" in i} == {
+        "imagecache.kentik"
     }
 
 

@@ -560,6 +560,7 @@ def test_reset_clears_rules_and_counters(sim: KentikSimulator) -> None:
         "max_in_flight": 0,
         "last_bodies": [],
         "last_headers": [],
+        "links": {"total": 0, "by_query": {}, "by_status": {}, "last_bodies": []},
     }
     assert post_chart(sim, chart_body()).status_code == 200
 
@@ -595,6 +596,7 @@ def test_http_control_endpoints_add_rules_report_calls_and_reset(sim: KentikSimu
         "max_in_flight",
         "last_bodies",
         "last_headers",
+        "links",
     }
 
     reset = requests.post(control_url(sim, "/_sim/reset"), timeout=5)

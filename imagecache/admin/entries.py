@@ -14,7 +14,12 @@ from django.utils.html import format_html
 from django_q.models import Failure, OrmQ, Schedule, Success
 
 from imagecache import selectors
-from imagecache.admin.base import EntryMediaTypeFilter, ExpiredFilter, ImageRowAdmin
+from imagecache.admin.base import (
+    EntryMediaTypeFilter,
+    ExpiredFilter,
+    ImageRowAdmin,
+    QueryLabelAdmin,
+)
 from imagecache.admin.charts import activity_svg
 from imagecache.admin.display import (
     DAY,
@@ -34,9 +39,12 @@ from imagecache.services import operators
 
 
 @admin.register(Entry)
-class EntryAdmin(ImageRowAdmin):
+class EntryAdmin(QueryLabelAdmin, ImageRowAdmin):
+    query_path = "fetch__"
     list_display = (
         "short_id",
+        "query_label",
+        "chart",
         "state",
         "media_type",
         "size",
@@ -56,12 +64,27 @@ class EntryAdmin(ImageRowAdmin):
     ordering = ("-created_at",)
     actions = ("purge", "refetch", "extend_hour", "extend_day")
     fieldsets = (
-        (None, {"fields": ("id", "state", "fetch_link", "created_at", "expiry")}),
+        (
+            None,
+            {
+                "fields": (
+                    "id",
+                    "query_label",
+                    "chart",
+                    "state",
+                    "fetch_link",
+                    "created_at",
+                    "expiry",
+                )
+            },
+        ),
         ("Image", {"fields": ("media_type", "size", "preview")}),
         ("Kentik", {"fields": ("kentik_status", "kentik_message", "query")}),
     )
     readonly_fields = (
         "id",
+        "query_label",
+        "chart",
         "state",
         "fetch_link",
         "created_at",
@@ -76,7 +99,8 @@ class EntryAdmin(ImageRowAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Entry]:
         # The query text can be long and the list never shows it.
-        return super().get_queryset(request).select_related("fetch").defer("fetch__query_json")
+        queryset = super().get_queryset(request).select_related("fetch")
+        return self.label_annotate(queryset.defer("fetch__query_json"))
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None

@@ -7,15 +7,17 @@ from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils.html import format_html
 
-from imagecache.admin.base import ImageRowAdmin, MediaTypeFilter
+from imagecache.admin.base import ImageRowAdmin, MediaTypeFilter, QueryLabelAdmin
 from imagecache.admin.display import PREVIEW_STYLE, image_html, plural, pretty_json
 from imagecache.models import Fetch, FetchState
 
 
 @admin.register(Fetch)
-class FetchAdmin(ImageRowAdmin):
+class FetchAdmin(QueryLabelAdmin, ImageRowAdmin):
     list_display = (
         "id",
+        "query_label",
+        "chart",
         "short_hash",
         "state",
         "attempts",
@@ -34,7 +36,20 @@ class FetchAdmin(ImageRowAdmin):
     search_help_text = "The beginning of a query hash, a lease owner, or words of an error."
     ordering = ("-created_at",)
     fieldsets = (
-        (None, {"fields": ("id", "query_hash", "state", "entries_link", "attempts")}),
+        (
+            None,
+            {
+                "fields": (
+                    "id",
+                    "query_label",
+                    "chart",
+                    "query_hash",
+                    "state",
+                    "entries_link",
+                    "attempts",
+                )
+            },
+        ),
         (
             "Times",
             {"fields": ("created_at", "enqueued_at", "started_at", "finished_at", "last_read_at")},
@@ -45,6 +60,8 @@ class FetchAdmin(ImageRowAdmin):
     )
     readonly_fields = (
         "id",
+        "query_label",
+        "chart",
         "query_hash",
         "state",
         "entries_link",
@@ -68,7 +85,7 @@ class FetchAdmin(ImageRowAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Fetch]:
         # The query text can be long and the list never shows it.
         queryset = super().get_queryset(request).defer("query_json")
-        return queryset.annotate(entry_count=Count("entries"))
+        return self.label_annotate(queryset.annotate(entry_count=Count("entries")))
 
     def image_fetch_id(self, obj: Fetch) -> int:
         return obj.pk

@@ -1,6 +1,7 @@
-"""The simulator's two modes, which hold for every topXchart call while they are
-set: Kentik's rate limit (N calls per minute per credentials, 429 past it) and
-an outage (every call fails with one status until it ends by itself).
+"""The simulator's two modes, which hold for every call (topXchart and
+query/url alike) while they are set: Kentik's rate limit (N calls per minute
+per credentials, in one window for both methods, 429 past it) and an outage
+(every call fails with one status until it ends by itself).
 
 The clock is the simulator's own (`time.monotonic` unless a test gives
 another), so that a test moves time instead of sleeping.
@@ -94,7 +95,7 @@ class RateLimit:
 
 @dataclass
 class Outage:
-    """Every topXchart call answered with ``status`` until ``ends_at`` (clock time)."""
+    """Every call answered with ``status`` until ``ends_at`` (clock time)."""
 
     status: int
     seconds: float

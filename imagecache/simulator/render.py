@@ -22,6 +22,21 @@ _PDF_DATE: Final = time.gmtime(946684800)
 
 def validate_request(body: Any) -> str | None:
     """Why Kentik would reject this topXchart body, or None if it is acceptable."""
+    invalid = validate_queries(body)
+    if invalid is not None:
+        return invalid
+    allowed = ", ".join(MIME_TYPES)
+    if "imageType" not in body:
+        return f"Request body has no 'imageType'; use one of {allowed}"
+    image_type = body["imageType"]
+    if not isinstance(image_type, str) or image_type not in MIME_TYPES:
+        shown = json.dumps(image_type)[:40]
+        return f"Unsupported imageType {shown}; use one of {allowed}"
+    return None
+
+
+def validate_queries(body: Any) -> str | None:
+    """Why Kentik would reject this body's queries (topXchart's or query/url's), or None."""
     if not isinstance(body, dict):
         return f"Request body must be a JSON object, not {_json_type(body)}"
     if "queries" not in body:
@@ -36,13 +51,6 @@ def validate_request(body: Any) -> str | None:
             return f"queries[{index}] must be an object, not {_json_type(item)}"
         if not isinstance(item.get("query"), dict):
             return f"queries[{index}] has no 'query' object"
-    allowed = ", ".join(MIME_TYPES)
-    if "imageType" not in body:
-        return f"Request body has no 'imageType'; use one of {allowed}"
-    image_type = body["imageType"]
-    if not isinstance(image_type, str) or image_type not in MIME_TYPES:
-        shown = json.dumps(image_type)[:40]
-        return f"Unsupported imageType {shown}; use one of {allowed}"
     return None
 
 

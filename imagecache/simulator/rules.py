@@ -8,8 +8,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+# Kentik's methods the simulator answers, as rules and counters name them.
+CHART: Final = "topXchart"
+LINK: Final = "url"
 _RULE_FIELDS: Final = frozenset(
-    {"match", "delay", "status", "message", "retry_after", "hang", "body", "content_type", "times"}
+    {
+        "match",
+        "delay",
+        "status",
+        "message",
+        "retry_after",
+        "hang",
+        "body",
+        "content_type",
+        "times",
+        "method",
+    }
 )
 
 
@@ -19,7 +33,8 @@ class RuleError(ValueError):
 
 @dataclass
 class Rule:
-    """How to answer the topXchart calls whose raw body contains ``match``."""
+    """How to answer the calls of ``method`` (topXchart unless it says "url")
+    whose raw body contains ``match``."""
 
     match: str | None = None
     delay: float | None = None
@@ -30,6 +45,7 @@ class Rule:
     body: str | None = None
     content_type: str = "application/json"
     times: int | None = None
+    method: str = CHART
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Rule:
@@ -84,6 +100,10 @@ class Rule:
             if isinstance(times, bool) or not isinstance(times, int) or times < 0:
                 raise RuleError("'times' must be an integer >= 0 or null")
             rule.times = times
+        method = data.get("method", CHART)
+        if method not in (CHART, LINK):
+            raise RuleError(f"'method' must be {CHART!r} or {LINK!r}")
+        rule.method = method
         return rule
 
     def to_dict(self) -> dict[str, Any]:

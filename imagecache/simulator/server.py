@@ -1,17 +1,14 @@
 """The simulator's HTTP server, and `KentikSimulator`, which runs it on a
 local port in a thread.
 
-About 500 lines: the handler answers Kentik's endpoint and the `/_sim/...`
-ones, with the auth, body limits, modes, hangs and connection bookkeeping that
-tests rely on; splitting the handler from the server that tracks its connections
-would only spread one protocol over two files.
+The handler reads bodies (with their limits), dispatches Kentik's methods to
+`methods` and answers the `/_sim/...` endpoints; the server tracks its
+connections so that stopping ends them all.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
 import json
 import socket
 import threading
@@ -23,22 +20,22 @@ from types import TracebackType
 from typing import Any, Final, NoReturn, Self
 
 from imagecache.hashing import query_hash
+from imagecache.simulator import methods
+from imagecache.simulator.methods import TOKEN_HEADER
 from imagecache.simulator.modes import Clock
-from imagecache.simulator.render import render_chart, validate_request
 from imagecache.simulator.rules import Rule, RuleError
 from imagecache.simulator.state import State
 
 API_PREFIX: Final = "/api/v5"
 TOPX_PATH: Final = API_PREFIX + "/query/topXchart"
+URL_PATH: Final = API_PREFIX + "/query/url"
+KENTIK_PATHS: Final = {TOPX_PATH: methods.CHART, URL_PATH: methods.LINK}
 RULES_PATH: Final = "/_sim/rules"
 RESET_PATH: Final = "/_sim/reset"
 CALLS_PATH: Final = "/_sim/calls"
 RATE_LIMIT_PATH: Final = "/_sim/rate_limit"
 OUTAGE_PATH: Final = "/_sim/outage"
-HANG_SECONDS: Final = 600.0
 MAX_BODY_BYTES: Final = 10 * 1024 * 1024
-TOKEN_HEADER: Final = "X-CH-Auth-API-Token"
-EMAIL_HEADER: Final = "X-CH-Auth-Email"
 
 
 class _BodyError(Exception):
@@ -76,14 +73,14 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             raw = self._read_body()
         except _BodyError as exc:
-            if method == "POST" and path == TOPX_PATH:
-                self._count(b"")
-                self.server.state.leave()
-                self.server.state.answered(exc.status)
+            if method == "POST" and path in KENTIK_PATHS:
+                self._count(b"", KENTIK_PATHS[path])
+                self.server.state.leave(KENTIK_PATHS[path])
+                self.server.state.answered(exc.status, KENTIK_PATHS[path])
             self._send_json(exc.status, {"error": exc.message}, close=True)
             return
-        if method == "POST" and path == TOPX_PATH:
-            self._topx(raw)
+        if method == "POST" and path in KENTIK_PATHS:
+            self._kentik(KENTIK_PATHS[path], raw)
         elif method == "POST" and path == RULES_PATH:
             self._add_rule(raw)
         elif method == "POST" and path == RESET_PATH:
@@ -141,8 +138,8 @@ class _Handler(BaseHTTPRequestHandler):
             parts.append(chunk)
             self.rfile.readline(3)
 
-    def _count(self, raw: bytes) -> tuple[Any, str | None]:
-        """Record an arriving topXchart call; its parsed body, or why it did not parse."""
+    def _count(self, raw: bytes, method: str) -> tuple[Any, str | None]:
+        """Record an arriving Kentik call; its parsed body, or why it did not parse."""
         parsed, problem = _parse_json(raw)
         key = hashlib.sha256(raw).hexdigest()
         if problem is None:
@@ -154,93 +151,25 @@ class _Handler(BaseHTTPRequestHandler):
             name: "***" if name.lower() == TOKEN_HEADER.lower() else value
             for name, value in self.headers.items()
         }
-        self.server.state.arrive(key, raw.decode("utf-8", errors="replace"), headers)
+        self.server.state.arrive(key, raw.decode("utf-8", errors="replace"), headers, method)
         return parsed, problem
 
-    def _topx(self, raw: bytes) -> None:
+    def _kentik(self, method: str, raw: bytes) -> None:
         state = self.server.state
-        parsed, problem = self._count(raw)
+        parsed, problem = self._count(raw, method)
         try:
-            answer = self._topx_answer(raw, parsed, problem)
+            answer = methods.answer(
+                method, state, self.headers, raw, parsed, problem, self.log_error
+            )
         finally:
             # Leave before answering: a client that already has its answer must not
             # find its call still in flight when it asks /_sim/calls next.
-            state.leave()
+            state.leave(method)
         if answer is None:
             self.close_connection = True
             return
-        state.answered(answer[0])
-        self._send(*answer)
-
-    def _topx_answer(
-        self, raw: bytes, parsed: Any, problem: str | None
-    ) -> tuple[int, bytes, str, list[tuple[str, str]]] | None:
-        """Status, body, content type and extra headers; None to close without answer."""
-        state = self.server.state
-        # The modes stand in front of Kentik's renderer: they answer at once,
-        # before any rule or delay.
-        refusal = state.admit(
-            (self.headers.get(EMAIL_HEADER, ""), self.headers.get(TOKEN_HEADER, ""))
-        )
-        if refusal is not None:
-            payload = json.dumps({"error": refusal.message}).encode("utf-8")
-            headers = [] if refusal.retry_after is None else [("Retry-After", refusal.retry_after)]
-            return refusal.status, payload, "application/json", headers
-        rule = state.take_rule(raw.decode("utf-8", errors="replace"))
-        delay = rule.delay if rule is not None and rule.delay is not None else state.delay
-        if delay > 0 and state.stopping.wait(delay):
-            # Shutting down: answering early would break the promise of the delay.
-            return None
-        if rule is not None and rule.hang:
-            state.stopping.wait(HANG_SECONDS)
-            return None
-        extra: list[tuple[str, str]] = []
-        if rule is not None and rule.retry_after is not None:
-            extra.append(("Retry-After", rule.retry_after))
-        if rule is not None and rule.body is not None:
-            return rule.status or 200, rule.body.encode("utf-8"), rule.content_type, extra
-        if rule is not None and rule.status is not None:
-            message = rule.message or f"Simulated error {rule.status}"
-            payload = json.dumps({"error": message}).encode("utf-8")
-            return rule.status, payload, rule.content_type, extra
-        status, answer = self._chart_answer(parsed, problem)
-        return status, json.dumps(answer).encode("utf-8"), "application/json", extra
-
-    def _chart_answer(self, parsed: Any, problem: str | None) -> tuple[int, dict[str, Any]]:
-        auth_problem = self._auth_problem()
-        if auth_problem is not None:
-            return HTTPStatus.UNAUTHORIZED, {"error": f"Authentication failed: {auth_problem}"}
-        if problem is not None:
-            return HTTPStatus.BAD_REQUEST, {"error": problem}
-        invalid = validate_request(parsed)
-        if invalid is not None:
-            return HTTPStatus.BAD_REQUEST, {"error": invalid}
-        try:
-            mime, data = render_chart(parsed)
-        except Exception as exc:  # noqa: BLE001 - a drawing bug must still get an answer
-            if self.server.state.verbose:
-                self.log_error("Drawing failed: %r", exc)
-            return HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"Simulator could not draw: {exc}"}
-        encoded = base64.b64encode(data).decode("ascii")
-        return HTTPStatus.OK, {"dataUri": f"data:{mime};base64,{encoded}"}
-
-    def _auth_problem(self) -> str | None:
-        state = self.server.state
-        email = self.headers.get(EMAIL_HEADER, "")
-        token = self.headers.get(TOKEN_HEADER, "")
-        if not email:
-            return f"missing {EMAIL_HEADER} header"
-        if not token:
-            return f"missing {TOKEN_HEADER} header"
-        if state.email is not None and not hmac.compare_digest(
-            email.encode("utf-8", "surrogateescape"), state.email.encode("utf-8")
-        ):
-            return "unknown user or wrong API token"
-        if state.token is not None and not hmac.compare_digest(
-            token.encode("utf-8", "surrogateescape"), state.token.encode("utf-8")
-        ):
-            return "unknown user or wrong API token"
-        return None
+        state.answered(answer.status, method)
+        self._send(answer.status, answer.body, answer.content_type, answer.headers)
 
     def _add_rule(self, raw: bytes) -> None:
         parsed, problem = _parse_json(raw)

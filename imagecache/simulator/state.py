@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from imagecache.simulator.modes import Clock, Outage, RateLimit, Refusal
-from imagecache.simulator.rules import Rule
+from imagecache.simulator.rules import CHART, Rule
 
 HISTORY_LENGTH: Final = 20
 
@@ -45,6 +45,8 @@ class State:
         self.max_in_flight = 0
         self.last_bodies: deque[str] = deque(maxlen=HISTORY_LENGTH)
         self.last_headers: deque[dict[str, str]] = deque(maxlen=HISTORY_LENGTH)
+        # query/url calls, counted apart from the charts'.
+        self.links = _Links()
 
     def add_rule(self, rule: Rule) -> int:
         with self.lock:
@@ -66,6 +68,7 @@ class State:
             self.max_in_flight = self.in_flight
             self.last_bodies.clear()
             self.last_headers.clear()
+            self.links = _Links()
 
     def calls(self) -> dict[str, Any]:
         with self.lock:
@@ -79,10 +82,14 @@ class State:
                 "max_in_flight": self.max_in_flight,
                 "last_bodies": list(self.last_bodies),
                 "last_headers": [dict(headers) for headers in self.last_headers],
+                "links": self.links.as_dict(),
             }
 
-    def arrive(self, key: str, body: str, headers: dict[str, str]) -> None:
+    def arrive(self, key: str, body: str, headers: dict[str, str], method: str = CHART) -> None:
         with self.lock:
+            if method != CHART:
+                self.links.arrive(key, body)
+                return
             self.total += 1
             self.by_query[key] = self.by_query.get(key, 0) + 1
             self.in_flight += 1
@@ -90,20 +97,23 @@ class State:
             self.last_bodies.append(body)
             self.last_headers.append(headers)
 
-    def leave(self) -> None:
-        with self.lock:
-            self.in_flight -= 1
+    def leave(self, method: str = CHART) -> None:
+        if method == CHART:
+            with self.lock:
+                self.in_flight -= 1
 
-    def answered(self, status: int) -> None:
-        """Count a topXchart answer by its status."""
+    def answered(self, status: int, method: str = CHART) -> None:
+        """Count an answer by its status."""
         with self.lock:
-            key = str(status)
-            self.by_status[key] = self.by_status.get(key, 0) + 1
+            counts = self.by_status if method == CHART else self.links.by_status
+            counts[str(status)] = counts.get(str(status), 0) + 1
 
-    def take_rule(self, body: str) -> Rule | None:
+    def take_rule(self, body: str, method: str = CHART) -> Rule | None:
         with self.lock:
             for rule in self.rules:
-                if rule.times == 0 or (rule.match is not None and rule.match not in body):
+                if rule.method != method or rule.times == 0:
+                    continue
+                if rule.match is not None and rule.match not in body:
                     continue
                 if rule.times is not None:
                     rule.times -= 1
@@ -163,3 +173,26 @@ class State:
                     self.rate_limited += 1
                 return refusal
             return None
+
+
+class _Links:
+    """What the simulator has received on query/url and answered (under State.lock)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.by_query: dict[str, int] = {}
+        self.by_status: dict[str, int] = {}
+        self.last_bodies: deque[str] = deque(maxlen=HISTORY_LENGTH)
+
+    def arrive(self, key: str, body: str) -> None:
+        self.total += 1
+        self.by_query[key] = self.by_query.get(key, 0) + 1
+        self.last_bodies.append(body)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "by_query": dict(self.by_query),
+            "by_status": dict(self.by_status),
+            "last_bodies": list(self.last_bodies),
+        }
