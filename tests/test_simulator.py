@@ -490,13 +490,11 @@ def test_concurrent_calls_are_served_in_parallel(sim: KentikSimulator) -> None:
         barrier.wait()
         return post_chart(sim, chart_body()).status_code
 
-    started = time.monotonic()
     with ThreadPoolExecutor(workers) as pool:
         statuses = list(pool.map(call, range(workers)))
-    elapsed = time.monotonic() - started
 
     assert statuses == [200] * workers
-    assert elapsed < DELAY * 3
+    # All in flight at once: parallel, whatever the load makes of the clock.
     assert sim.calls()["max_in_flight"] == workers
     assert sim.calls()["in_flight"] == 0
 
