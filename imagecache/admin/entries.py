@@ -4,7 +4,7 @@ actions (purge, refetch, extend) that call `services.operators`."""
 from typing import Any
 
 from django.contrib import admin, messages
-from django.contrib.admin.utils import quote
+from django.contrib.admin.utils import flatten_fieldsets, quote
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.defaultfilters import filesizeformat
@@ -81,21 +81,8 @@ class EntryAdmin(QueryLabelAdmin, ImageRowAdmin):
         ("Image", {"fields": ("media_type", "size", "preview")}),
         ("Kentik", {"fields": ("kentik_status", "kentik_message", "query")}),
     )
-    readonly_fields = (
-        "id",
-        "query_label",
-        "chart",
-        "state",
-        "fetch_link",
-        "created_at",
-        "expiry",
-        "media_type",
-        "size",
-        "preview",
-        "kentik_status",
-        "kentik_message",
-        "query",
-    )
+    # Every field shown: the rows are the machine's, not an operator's to edit.
+    readonly_fields = flatten_fieldsets(fieldsets)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Entry]:
         # The query text can be long and the list never shows it.

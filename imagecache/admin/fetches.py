@@ -1,6 +1,7 @@
 """Fetches for operators: one Kentik call each, with its lease, outcome and image."""
 
 from django.contrib import admin
+from django.contrib.admin.utils import flatten_fieldsets
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.template.defaultfilters import filesizeformat
@@ -58,29 +59,8 @@ class FetchAdmin(QueryLabelAdmin, ImageRowAdmin):
         ("Image", {"fields": ("media_type", "size_display", "content_hash", "preview")}),
         ("Kentik", {"fields": ("error_status", "error_message", "query")}),
     )
-    readonly_fields = (
-        "id",
-        "query_label",
-        "chart",
-        "query_hash",
-        "state",
-        "entries_link",
-        "attempts",
-        "created_at",
-        "enqueued_at",
-        "started_at",
-        "finished_at",
-        "last_read_at",
-        "lease_owner",
-        "lease_until",
-        "media_type",
-        "size_display",
-        "content_hash",
-        "preview",
-        "error_status",
-        "error_message",
-        "query",
-    )
+    # Every field shown: the rows are the machine's, not an operator's to edit.
+    readonly_fields = flatten_fieldsets(fieldsets)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Fetch]:
         # The query text can be long and the list never shows it.
