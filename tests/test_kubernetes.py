@@ -21,6 +21,7 @@ import yaml
 from django.http.request import validate_host
 
 from config.settings.base import SECRET_FILE_VARIABLES
+from tests.harness import image
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBERNETES = ROOT / "deploy" / "kubernetes"
@@ -176,6 +177,43 @@ def test_every_pod_runs_unprivileged_with_its_limits(directory: Path) -> None:
             mounted = {mount["mountPath"] for mount in container["volumeMounts"]}
             env = container_env(container, render(directory))
             assert {"/tmp", env["CACHE_PATH"]} <= mounted, obj["metadata"]["name"]
+
+
+# What a Secret's key stands for in these tests: any value of the right form.
+SECRET_STANDS_FOR = {
+    "SECRET_KEY": "k7#Qv2!mZp9@Lw4$Rt6^Yx8&Nb3*Hc5(Jd1)Fg0_Ts-e8Ua4%Wo2=Ki7+Xs9",
+    "DATABASE_URL": "postgres://imagecache:secret@db.example.com:5432/imagecache",
+    "REDIS_URL": "redis://redis.example.com:6379/0",
+}
+
+
+@pytest.mark.parametrize("directory", kustomizations(), ids=lambda p: p.name)
+def test_every_container_starts_the_profile_it_runs(directory: Path) -> None:
+    """Each container's settings load as the image loads them (its ENV, then
+    the manifests'), with every Secret's key given: a variable the profile
+    requires and a manifest forgets fails here, not in the cluster."""
+    objects = render(directory)
+    for obj in objects:
+        if obj["kind"] not in WORKLOADS:
+            continue
+        for container in containers(obj):
+            env = {
+                **image.environment(),
+                **{
+                    name: SECRET_STANDS_FOR.get(name, "from-a-secret") if value is None else value
+                    for name, value in container_env(container, objects).items()
+                },
+            }
+            result = subprocess.run(
+                [sys.executable, "-c", "import django; django.setup()"],
+                cwd=ROOT,
+                env={"PATH": os.environ["PATH"], **env},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            where = f"{obj['kind']} {obj['metadata']['name']}"
+            assert result.returncode == 0, f"{where}: {result.stderr.strip().splitlines()[-1]}"
 
 
 @pytest.mark.parametrize("directory", kustomizations(), ids=lambda p: p.name)
