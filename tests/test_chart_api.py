@@ -4,6 +4,7 @@ the field), and the chart page (HTML with a hostile title escaped, JSON,
 a signature or a staff session when signing is on)."""
 
 import html
+import json
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -17,7 +18,7 @@ from rest_framework.authtoken.models import Token
 
 from imagecache import chart_urls, signing
 from imagecache.hashing import canonical_json
-from imagecache.models import Chart, ChartImage, Fetch, FetchState
+from imagecache.models import Chart, ChartImage, Fetch, FetchState, PortalLink
 from imagecache.services import chart_definitions
 from tests.harness.data import NOW
 
@@ -287,3 +288,23 @@ def test_a_required_parameter_without_value_leaves_the_form_and_no_image(
     assert 'id="chart-missing"' in page
     assert "<option>ams</option>" in page
     assert "Embed it" not in page
+
+
+def test_the_page_links_to_kentik_once_kentik_gave_the_querys_link(
+    edge: Chart, django_capture_on_commit_callbacks: Any
+) -> None:
+    with django_capture_on_commit_callbacks() as asked:
+        first = Client().get("/charts/edge-traffic", {"device": "core7"})
+    assert "Open in Kentik" not in first.content.decode()
+    # One ask, in the background, for the query as filled in (no imageType).
+    assert len(asked) == 1
+    link = PortalLink.objects.get()
+    assert json.loads(link.query_json) == {
+        "queries": [{"query": {"metric": "bytes", "device_name": "core7"}}]
+    }
+    link.url = "https://portal.kentik.com/portal/#Charts/shortUrl/ab&cd"
+    link.save(update_fields=["url"])
+    with django_capture_on_commit_callbacks() as asked_again:
+        page = Client().get("/charts/edge-traffic", {"device": "core7"}).content.decode()
+    assert not asked_again
+    assert 'href="https://portal.kentik.com/portal/#Charts/shortUrl/ab&amp;cd"' in page

@@ -28,7 +28,7 @@ from imagecache.errors import ChartInvalid
 from imagecache.hashing import canonical_json
 from imagecache.media import IMAGE_TYPES
 from imagecache.models import Chart
-from imagecache.services import chart_definitions
+from imagecache.services import chart_definitions, portal
 
 FORMATS = [image.extension for image in IMAGE_TYPES]
 NO_CACHE = {"Cache-Control": "private, no-cache"}
@@ -218,8 +218,13 @@ class ChartPage:
             if form
             else [],
             "form_action": chart_urls.chart_path(slug),
-            # Kentik's portal link of the query, once it is asked for.
-            "portal_url": None,
+            # Kentik's portal link of the query, once Kentik gave it (asked
+            # for in the background on the first view).
+            "portal_url": None
+            if self.missing
+            else portal.portal_link_get(
+                query=chart_params.query_fill(self.chart.query, self.values)
+            ),
             "snippets": None
             if self.missing
             else [
