@@ -123,19 +123,12 @@ def stale_answer(entry: Entry, stale: Fetch, *, reason: str) -> Answer:
     return Answer(entry, stale, stale=reason)
 
 
-# The look, written out: the ORM built it anew between the news of a new
-# image and its waiters' answers.
-_LOOK = f"SELECT * FROM {Fetch._meta.db_table} WHERE id IN ({{ids}})"
-
-
 def _fetches_in_flight(fetch_ids: list[int]) -> Look:
     """The waiter's look (one query): those of `fetch_ids` still in flight,
     and the rows of the others, for the requests it wakes: one read for all
     of a fetch's waiters, not one each, when a thousand wait on one chart."""
     try:
-        rows = list(
-            Fetch.objects.raw(_LOOK.format(ids=", ".join(["%s"] * len(fetch_ids))), fetch_ids)
-        )
+        rows = list(Fetch.objects.filter(pk__in=fetch_ids))
     except DatabaseError:
         connection.close()  # reconnect on the next tick
         raise
