@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from imagecache.models import KENTIK_LOCK, KentikCall, Lock, first
 from imagecache.ops import metrics
-from imagecache.selectors import KENTIK_WINDOW as WINDOW
+from imagecache.selectors.shield import KENTIK_WINDOW as WINDOW
 
 logger = logging.getLogger(__name__)
 
