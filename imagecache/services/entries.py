@@ -130,11 +130,11 @@ WHERE e.id = %s AND {{reusable}}
 def _reusable(now: datetime, *, table: str, ready_too: bool = True) -> tuple[str, list[Any]]:
     """Fetches a new request may share: in flight, ready within REUSE_MAX_AGE,
     or refused by Kentik as bad (400) within NEGATIVE_TTL; as an SQL condition
-    on the fetches' `table` (a name or an alias), with its parameters: the
-    written-out lookup of `entry_create` needs it so. Other failures are never shared: a
-    transient one is worth asking again once its pause is over (and the
-    pause keeps the new fetch waiting until then), and 401, 403 or 404 may
-    be mended (credentials, a device) at any time."""
+    on the fetches' `table` (a name or an alias), with its parameters, since
+    `entry_create`'s written-out lookup needs it so. Other failures are never
+    shared: a transient one is worth asking again once its pause is over (and
+    the pause keeps the new fetch waiting until then), and 401, 403 or 404
+    may be mended (credentials, a device) at any time."""
     at = connection.ops.adapt_datetimefield_value
     terms = [f"{table}.state IN ({', '.join(['%s'] * len(IN_FLIGHT))})"]
     params: list[Any] = [*IN_FLIGHT]
