@@ -207,7 +207,7 @@ def run_profile(profile: str, entries: int, queries: int, work: Path) -> dict[st
             from django.db import connection
             from django_q.models import Schedule
 
-            from imagecache import selectors
+            from imagecache.selectors.info import cache_info
             from imagecache.services import housekeeping
 
             # Nor its first run, due at once.
@@ -229,7 +229,7 @@ def run_profile(profile: str, entries: int, queries: int, work: Path) -> dict[st
             info = timed_gets(service.url + "/info", 100)
             # /info's plans as its rounds had them: before the prune, whose
             # deletes leave pages the planner may then read differently.
-            info_sql = captured(lambda: selectors.cache_info(limit=100))
+            info_sql = captured(lambda: cache_info(limit=100))
             info_explain = [(sql, explain(sql)) for sql in info_sql]
             get = timed_gets(service.url + f"/image/{image_id}", 300, image.content)
             connection.close()

@@ -6,14 +6,13 @@ fetch that serves it. Identical queries share a fetch, so one Kentik call can
 serve many entries.
 """
 
-import functools
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from django.conf import settings
 from django.core.validators import RegexValidator
-from django.db import DEFAULT_DB_ALIAS, connections, models
+from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
@@ -100,7 +99,7 @@ class Fetch(models.Model):
             models.Index(fields=["state", "last_read_at"], name="fetch_state_read"),
             # services.fetching.fetch_claim: the next pending fetch in line.
             models.Index(fields=["state", "priority", "created_at"], name="fetch_state_line"),
-            # selectors.cache_info: the bytes stored, summed from the index alone
+            # selectors.info.cache_info: the bytes stored, summed from the index alone
             # (a table scan took 12 ms of /info's 51 with 100,000 fetches).
             models.Index(fields=["state", "size"], name="fetch_state_size"),
         ]
@@ -184,9 +183,9 @@ class Entry(models.Model):
     class Meta:
         verbose_name_plural = "entries"
         indexes = [
-            # services.housekeeping.cache_prune and selectors.cache_info: expiry scans.
+            # services.housekeeping.cache_prune and selectors.info.cache_info: expiry scans.
             models.Index(fields=["expires_at"], name="entry_expires"),
-            # selectors.cache_info: newest first.
+            # selectors.info.cache_info: newest first.
             models.Index(fields=["-created_at"], name="entry_created"),
         ]
 
@@ -318,38 +317,6 @@ def tally_minute(at: datetime) -> datetime:
 _M = TypeVar("_M", bound=models.Model)
 
 
-def insert(obj: _M, *, using: str = DEFAULT_DB_ALIAS) -> _M:
-    """Save a new `obj` as `obj.save()` does (one INSERT, its pk read back),
-    with the statement built once per model: the ORM built it anew in each of
-    the four inserts on the path of every new image. No pre_save or post_save
-    signal is sent: no model saved here has a receiver for them (Entry's one
-    receiver is post_delete's, which deletes still send)."""
-    connection = connections[using]
-    fields, sql = _insert_statement(type(obj), using)
-    params = [field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        if obj._meta.auto_field is not None:
-            obj.pk = cursor.fetchone()[0]
-    obj._state.adding, obj._state.db = False, using
-    return obj
-
-
 def first(rows: Iterable[_M]) -> _M | None:
     """The first of `rows` (a raw query's, say), or None."""
     return next(iter(rows), None)
-
-
-@functools.cache
-def _insert_statement(model: type[models.Model], using: str) -> tuple[list[Any], str]:
-    meta = model._meta
-    fields = [field for field in meta.concrete_fields if field is not meta.auto_field]
-    quote = connections[using].ops.quote_name
-    columns = [quote(str(field.column)) for field in fields]
-    sql = (
-        f"INSERT INTO {quote(meta.db_table)} ({', '.join(columns)})"
-        f" VALUES ({', '.join(['%s'] * len(fields))})"
-    )
-    if meta.auto_field is not None:
-        sql += f" RETURNING {quote(str(meta.auto_field.column))}"
-    return fields, sql

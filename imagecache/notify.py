@@ -34,6 +34,7 @@ def fetch_done(fetch_id: int) -> None:
     """Notify the listeners that a fetch left flight; sent when the caller's
     transaction commits, at once outside one (its change committed already)."""
     if connection.vendor == "postgresql":
+        # Written out: the ORM has no NOTIFY (nor LISTEN, below).
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, str(fetch_id)])
     elif connection.vendor == "sqlite":

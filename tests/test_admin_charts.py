@@ -10,9 +10,9 @@ import pytest
 import time_machine
 from django.urls import reverse
 
-from imagecache import kentik, selectors
+from imagecache import kentik
 from imagecache.admin import charts
-from imagecache.selectors import HourActivity
+from imagecache.selectors.stats import HourActivity, fetch_activity
 from imagecache.services import fetching
 from imagecache.services.entries import entry_create
 from tests.harness.data import NOW, QUERY
@@ -108,7 +108,7 @@ def test_the_entries_page_draws_the_last_day_from_the_database(admin_client, fet
         entry = entry_create(api_query=QUERY, ttl=600)
         fetching.fetch_run(fetch_id=entry.fetch_id)
         page = admin_client.get(reverse("admin:imagecache_entry_changelist")).content.decode()
-        expected = charts.activity_svg(selectors.fetch_activity(hours=24))
+        expected = charts.activity_svg(fetch_activity(hours=24))
     svg = chart_of(page).split("<figcaption")[0].strip()
     assert svg == expected
     root = drawn(svg)

@@ -15,10 +15,10 @@ import pytest
 import time_machine
 from django.db import transaction
 
-from imagecache import selectors
 from imagecache.hashing import query_hash
 from imagecache.ids import ENTRY_ID_RE, entry_id_make
 from imagecache.models import Entry, Fetch, FetchState
+from imagecache.selectors.info import _ready_entries
 from imagecache.services import fetching
 from imagecache.simulator.render import render_chart
 from tests.harness.api import Api, body_of, chart_query, json_error, pending
@@ -508,7 +508,7 @@ def test_info_lists_only_ready_entries_however_many_fetches_are_not(
 ):
     """Past `_INFO_EXCLUDE_MAX` fetches not ready, the list is read another
     way; either way it holds the ready entries alone, newest first."""
-    monkeypatch.setattr(selectors, "_INFO_EXCLUDE_MAX", exclude_max)
+    monkeypatch.setattr("imagecache.selectors.info._INFO_EXCLUDE_MAX", exclude_max)
     sim.add_rule(match='"Failing"', status=400, message="Unknown metric")
     with time_machine.travel(NOW, tick=False):
         older = fetched(chart_query("png", "A"))
@@ -535,7 +535,7 @@ def test_info_leaves_out_an_entry_whose_fetch_left_the_ready_state(api, sim, fet
         def live() -> Any:
             return Entry.objects.filter(expires_at__gt=NOW)
 
-        rows = selectors._ready_entries(live, NOW, not_ready=set(), limit=100)
+        rows = _ready_entries(live, NOW, not_ready=set(), limit=100)
 
     assert [row["id"] for row in rows] == [kept]
 

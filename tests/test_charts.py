@@ -24,6 +24,7 @@ from imagecache.models import (
     FetchState,
 )
 from imagecache.ops import metrics
+from imagecache.selectors.charts import chart_images_watched, fetch_refresh_due
 from imagecache.services import charts, fetching, housekeeping
 from tests.harness.data import NOW, unique_query
 
@@ -170,11 +171,11 @@ def test_keep_warm_refreshes_a_watched_image_as_it_reaches_max_age(fetch_chart, 
 def test_a_second_worker_does_not_refresh_what_the_first_just_refreshed(fetch_chart, _frozen):
     rendered()
     _frozen.shift(MAX_AGE)
-    watched = charts.selectors.chart_images_watched(now=NOW + timedelta(seconds=MAX_AGE))
+    watched = chart_images_watched(now=NOW + timedelta(seconds=MAX_AGE))
     assert charts.chart_images_keep_warm() == 1
     run_in_flight()
     # What the second worker read before the refresh finished, looked at after.
-    assert not charts.selectors.fetch_refresh_due(
+    assert not fetch_refresh_due(
         query_key=watched[0].query_hash, since=watched[0].finished_at, failed_since=NOW
     )
 

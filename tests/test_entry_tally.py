@@ -11,8 +11,8 @@ import time_machine
 from django.core.management import call_command
 from django.db import connection, transaction
 
-from imagecache import selectors
 from imagecache.models import ENTRY_TALLY, Entry, Fetch, FetchState
+from imagecache.selectors.info import cache_info
 from imagecache.services import housekeeping, operators
 from tests.harness.data import NOW
 
@@ -63,7 +63,7 @@ def counted(at_seconds: float) -> tuple[int, int]:
     """`/info`'s count of live entries at NOW + `at_seconds`, and the rows'."""
     at = NOW + timedelta(seconds=at_seconds)
     with time_machine.travel(at, tick=False):
-        info = selectors.cache_info(limit=0)
+        info = cache_info(limit=0)
     live = info["active_count"] + info["pending_count"] + info["failed_count"]
     return live, Entry.objects.filter(expires_at__gt=at).count()
 

@@ -13,16 +13,15 @@ import pytest
 import time_machine
 from django.core.files.storage import default_storage
 from django.db import OperationalError, connection, connections, transaction
-from django.db.models.signals import post_save, pre_save
 from django.test.utils import CaptureQueriesContext
-from django_q.models import OrmQ, Success
+from django_q.models import Success
 
 from imagecache import kentik, leases
 from imagecache.files.names import IMAGES, image_prefix
 from imagecache.files.storage import TEMP_PREFIX, TEMP_SUFFIX
 from imagecache.hashing import query_hash
 from imagecache.ids import entry_id_make
-from imagecache.models import Entry, Fetch, FetchState, KentikCall, insert
+from imagecache.models import Entry, Fetch, FetchState
 from imagecache.services import fetching, housekeeping, queue
 from imagecache.services.entries import entry_create, fetch_mark_read, fetch_share
 from tests.harness.data import PNG, QUERY, unique_query
@@ -634,26 +633,3 @@ def test_eviction_makes_room_for_an_incoming_image_first(settings, fetch_chart):
     # 3 stored + 1 incoming is over the bound: down to 90% of it, counting the new one.
     assert housekeeping.cache_evict(incoming=len(PNG)).fetches == 2
     assert Fetch.objects.count() == 1
-
-
-def test_insert_writes_the_row_that_create_writes():
-    made = Fetch.objects.create(query_hash="a" * 64, query_json="{}", created_at=NOW)
-    inserted = insert(Fetch(query_hash="b" * 64, query_json="{}", created_at=NOW))
-    assert inserted.pk is not None and inserted.pk != made.pk
-    assert not inserted._state.adding
-    rows = {row["id"]: row for row in Fetch.objects.values().filter(pk__in=[made.pk, inserted.pk])}
-    assert rows[inserted.pk] == {**rows[made.pk], "id": inserted.pk, "query_hash": "b" * 64}
-    # A primary key of its own, and a foreign key.
-    entry = insert(Entry(id="x" * 70, fetch=inserted, created_at=NOW, expires_at=NOW))
-    assert Entry.objects.get(pk="x" * 70).fetch_id == inserted.pk == entry.fetch_id
-    # The instance saves as one read from the database does.
-    inserted.state = FetchState.READY
-    inserted.save(update_fields=["state"])
-    assert Fetch.objects.get(pk=inserted.pk).state == FetchState.READY
-
-
-def test_no_model_that_insert_saves_has_a_save_receiver():
-    # insert sends no pre_save or post_save: a receiver there would be skipped.
-    for model in (Entry, Fetch, KentikCall, OrmQ):
-        assert not pre_save.has_listeners(model), model
-        assert not post_save.has_listeners(model), model

@@ -12,10 +12,12 @@ import pytest
 import time_machine
 from django.core.files.storage import default_storage
 
-from imagecache import kentik, selectors
+from imagecache import kentik
 from imagecache.errors import EntryNotFound
 from imagecache.ids import entry_id_parts
 from imagecache.models import Entry, Fetch, FetchState
+from imagecache.selectors.images import entry_get, fetch_image_open
+from imagecache.selectors.stats import cache_stats, fetch_activity
 from imagecache.services import fetching, housekeeping, operators, queue
 from imagecache.services.entries import entry_create
 from tests.harness.data import PNG, QUERY
@@ -203,7 +205,7 @@ def test_extended_entry_is_served_past_its_first_expiry(fetch_chart):
         entry = ready_entry(ttl=60)
         operators.entry_extend(entry_ids=[entry.pk], seconds=600)
     with time_machine.travel(NOW + timedelta(seconds=120), tick=False):
-        assert selectors.entry_get(entry_id=entry.pk).pk == entry.pk
+        assert entry_get(entry_id=entry.pk).pk == entry.pk
         assert housekeeping.cache_prune().entries == 0
 
 
@@ -230,7 +232,7 @@ def test_cache_stats_counts_states_bytes_and_recent_calls(fetch_chart):
         ready_entry(OTHER)
         entry_create(api_query={**QUERY, "imageType": "jpg"}, ttl=30)
     with time_machine.travel(NOW + timedelta(seconds=60), tick=False):
-        stats = selectors.cache_stats()
+        stats = cache_stats()
     assert stats.entries_by_state == {"pending": 0, "fetching": 0, "ready": 1, "failed": 1}
     assert stats.expired_entries == 1
     assert stats.fetches_by_state == {"pending": 1, "fetching": 0, "ready": 1, "failed": 1}
@@ -240,7 +242,7 @@ def test_cache_stats_counts_states_bytes_and_recent_calls(fetch_chart):
 
 
 def test_cache_stats_of_an_empty_cache():
-    stats = selectors.cache_stats()
+    stats = cache_stats()
     assert stats.stored_bytes == stats.kentik_calls_last_hour == 0
     assert stats.oldest_pending_age is None
 
@@ -249,7 +251,7 @@ def test_calls_older_than_an_hour_are_not_counted(fetch_chart):
     with time_machine.travel(NOW, tick=False):
         ready_entry(ttl=7200)
     with time_machine.travel(NOW + timedelta(minutes=61), tick=False):
-        assert selectors.cache_stats().kentik_calls_last_hour == 0
+        assert cache_stats().kentik_calls_last_hour == 0
 
 
 FETCHES = itertools.count()
@@ -282,7 +284,7 @@ def test_fetch_activity_counts_calls_failures_and_durations_by_the_hour(fetch_ch
         traveller.move_to(NOW - timedelta(hours=23, minutes=1))  # before it
         fetch_taking(fetch_chart, traveller, 1)
         traveller.move_to(NOW + timedelta(minutes=40))
-        activity = selectors.fetch_activity(hours=24)
+        activity = fetch_activity(hours=24)
 
     assert [hour.start for hour in activity] == [
         NOW - timedelta(hours=23) + timedelta(hours=n) for n in range(24)
@@ -306,7 +308,7 @@ def test_fetch_activity_counts_calls_failures_and_durations_by_the_hour(fetch_ch
 
 def test_fetch_image_open_gives_the_file_and_its_type(fetch_chart):
     entry = ready_entry()
-    image, media_type = selectors.fetch_image_open(fetch_id=entry.fetch_id)
+    image, media_type = fetch_image_open(fetch_id=entry.fetch_id)
     with image:
         assert (image.read(), media_type) == (PNG, "image/png")
 
@@ -314,9 +316,9 @@ def test_fetch_image_open_gives_the_file_and_its_type(fetch_chart):
 def test_fetch_image_open_of_a_missing_file_or_pending_fetch_raises():
     pending = entry_create(api_query=QUERY)
     with pytest.raises(EntryNotFound):
-        selectors.fetch_image_open(fetch_id=pending.fetch_id)
+        fetch_image_open(fetch_id=pending.fetch_id)
     Fetch.objects.filter(pk=pending.fetch_id).update(
         state=FetchState.READY, file_name="images/gone.png"
     )
     with pytest.raises(EntryNotFound):
-        selectors.fetch_image_open(fetch_id=pending.fetch_id)
+        fetch_image_open(fetch_id=pending.fetch_id)

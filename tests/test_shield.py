@@ -17,7 +17,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from prometheus_client import REGISTRY
 
-from imagecache import kentik, selectors, tasks
+from imagecache import kentik, tasks
 from imagecache.hashing import query_hash
 from imagecache.models import (
     KENTIK_LOCK,
@@ -28,6 +28,7 @@ from imagecache.models import (
     KentikCall,
     Lock,
 )
+from imagecache.selectors.shield import kentik_holds, kentik_status
 from imagecache.services import fetching, housekeeping, shield
 from imagecache.services.entries import entry_create
 from tests.harness.data import PNG, QUERY
@@ -147,7 +148,7 @@ def test_budget_allows_the_limit_in_any_60_s_window_and_no_more(settings, clock)
     assert claim(third).outcome == WAIT
     clock.shift(0.2)
     assert claim(third).outcome == CLAIMED
-    assert selectors.kentik_status()["calls_last_minute"] == 2
+    assert kentik_status()["calls_last_minute"] == 2
 
 
 def test_no_limit_counts_calls_but_never_waits(settings):
@@ -155,7 +156,7 @@ def test_no_limit_counts_calls_but_never_waits(settings):
     settings.KENTIK_MAX_CONCURRENCY = 10
     for n in range(5):
         assert claim(pending(n)).outcome == CLAIMED
-    assert selectors.kentik_status() == {
+    assert kentik_status() == {
         "calls_last_minute": 5,
         "rate_limit": 0,
         "paused": False,
@@ -176,7 +177,7 @@ def test_calls_that_left_the_window_go_with_the_maintenance_not_the_claim(settin
     claim(pending(2))
     # The second claim left the first call in the table; the window does not count it.
     assert KentikCall.objects.count() == 2
-    assert selectors.kentik_status()["calls_last_minute"] == 1
+    assert kentik_status()["calls_last_minute"] == 1
     tasks.maintain_cache()
     assert list(KentikCall.objects.values_list("at", flat=True)) == [timezone.now()]
 
@@ -185,7 +186,7 @@ def test_a_retry_takes_its_call_from_the_budget(settings):
     settings.KENTIK_RATE_LIMIT = 2
     claim(pending(1))
     fetching._retry_admit()
-    assert selectors.kentik_status()["calls_last_minute"] == 2
+    assert kentik_status()["calls_last_minute"] == 2
     # The budget is spent and the slot wait is 0: the retry is withheld.
     with pytest.raises(kentik.CallWithheld):
         fetching._retry_admit()
@@ -660,19 +661,19 @@ def test_prune_keeps_the_last_image_of_a_query_within_stale_if_error(settings, c
 def test_the_pause_holds_a_fetch_until_it_ends_while_its_probe_runs_and_after_it(clock):
     fetch = pending(1)
     shield.pause(reason="429", retry_after=5)
-    assert selectors.kentik_holds(fetch=fetch)
+    assert kentik_holds(fetch=fetch)
     clock.shift(5)
     # Over, and no call gone first yet: a client may wait for its own image.
-    assert not selectors.kentik_holds(fetch=fetch)
+    assert not kentik_holds(fetch=fetch)
     probe = claim(fetch)
     assert probe.probe
-    assert selectors.kentik_holds(fetch=pending(2))
+    assert kentik_holds(fetch=pending(2))
     shield.resume()
     # Kentik answers again: a fetch in line since before then waits behind
     # the others that did; one asked for since does not.
     clock.shift(1)
-    assert selectors.kentik_holds(fetch=Fetch.objects.get(query_json__contains='"n": 2'))
-    assert not selectors.kentik_holds(fetch=pending(3))
+    assert kentik_holds(fetch=Fetch.objects.get(query_json__contains='"n": 2'))
+    assert not kentik_holds(fetch=pending(3))
 
 
 @pytest.mark.django_db(transaction=True)

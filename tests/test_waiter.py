@@ -7,9 +7,9 @@ import time_machine
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from imagecache import selectors
 from imagecache.errors import EntryNotFound
 from imagecache.models import Entry, Fetch, FetchState
+from imagecache.selectors.images import entry_get
 from imagecache.services.entries import entry_create
 from imagecache.waiting import ready
 from imagecache.waiting.waiter import FetchWaiter, Look
@@ -255,7 +255,7 @@ def test_a_web_process_without_a_wake_up_socket_polls_at_waiter_poll_interval(se
 def waited_entry(n: int) -> Entry:
     """A pending entry as its request read it before waiting."""
     created = entry_create(api_query={**QUERY, "n": n}, ttl=3600)
-    return selectors.entry_get(entry_id=created.pk)
+    return entry_get(entry_id=created.pk)
 
 
 @pytest.mark.django_db

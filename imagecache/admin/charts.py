@@ -1,6 +1,6 @@
 """The admin's picture of the last day: Kentik calls and failures per hour,
 and how long the fetches took, drawn on the server as inline SVG from
-`selectors.fetch_activity`. No script: each hour's numbers are in a <title>,
+`selectors.stats.fetch_activity`. No script: each hour's numbers are in a <title>,
 which the browser shows on hover.
 
 Every value goes through `format_html`, so whatever reaches the drawing is
@@ -14,7 +14,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from imagecache.admin.display import plural
-from imagecache.selectors import HourActivity
+from imagecache.selectors.stats import HourActivity
 
 WIDTH = 720
 LEFT = 44  # room for the scales' numbers

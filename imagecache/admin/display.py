@@ -9,10 +9,10 @@ from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.html import format_html
 
-from imagecache import selectors
 from imagecache.errors import EntryNotFound
 from imagecache.media import IMAGE_CSP, INLINE_MEDIA_TYPES, MEDIA_TYPES
 from imagecache.models import Fetch
+from imagecache.selectors.images import fetch_image_open
 
 THUMBNAIL_STYLE = "max-height: 60px; max-width: 160px"
 PREVIEW_STYLE = "max-width: 100%; border: 1px solid var(--hairline-color)"
@@ -70,7 +70,7 @@ def pretty_json(text: str) -> str:
 def image_response(fetch_id: int) -> FileResponse:
     """A ready fetch's image, streamed from storage; 404 if it is not there."""
     try:
-        image, media_type = selectors.fetch_image_open(fetch_id=fetch_id)
+        image, media_type = fetch_image_open(fetch_id=fetch_id)
     except EntryNotFound:
         raise Http404("No stored image") from None
     response = FileResponse(image, content_type=media_type)

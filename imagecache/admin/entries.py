@@ -13,7 +13,6 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django_q.models import Failure, OrmQ, Schedule, Success
 
-from imagecache import selectors
 from imagecache.admin.base import (
     EntryMediaTypeFilter,
     ExpiredFilter,
@@ -35,6 +34,8 @@ from imagecache.admin.display import (
 )
 from imagecache.ids import entry_id_parts
 from imagecache.models import Entry, FetchState
+from imagecache.selectors import shield
+from imagecache.selectors.stats import cache_stats, fetch_activity
 from imagecache.services import operators
 
 
@@ -96,7 +97,7 @@ class EntryAdmin(QueryLabelAdmin, ImageRowAdmin):
         return super().changelist_view(request, context)
 
     def _cache_at_a_glance(self) -> dict[str, Any]:
-        stats = selectors.cache_stats()
+        stats = cache_stats()
         name = self.admin_site.name
         changelist = reverse("admin:imagecache_entry_changelist", current_app=name)
         states = [
@@ -116,11 +117,11 @@ class EntryAdmin(QueryLabelAdmin, ImageRowAdmin):
         if self.admin_site.is_registered(OrmQ):  # the ORM broker only
             queue_models += (("queued", OrmQ),)
         return {
-            "kentik": selectors.kentik_status(),
+            "kentik": shield.kentik_status(),
             "cache_stats": stats,
             "cache_states": states,
             "cache_expired_url": f"{changelist}?expired=yes",
-            "cache_activity": activity_svg(selectors.fetch_activity(hours=24)),
+            "cache_activity": activity_svg(fetch_activity(hours=24)),
             "cache_oldest_pending": (
                 duration(stats.oldest_pending_age) if stats.oldest_pending_age is not None else None
             ),

@@ -17,11 +17,12 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
-from imagecache import chart_urls, selectors
+from imagecache import chart_urls
 from imagecache.admin.display import DAY, PREVIEW_STYLE, THUMBNAIL_STYLE, plural, when
 from imagecache.errors import ChartInvalid
 from imagecache.media import IMAGE_TYPES
 from imagecache.models import Chart
+from imagecache.selectors.charts import charts_with_activity
 from imagecache.services import chart_definitions, charts
 
 
@@ -114,7 +115,7 @@ class ChartAdmin(admin.ModelAdmin):
         return (*self.readonly_fields, "slug") if obj is not None else self.readonly_fields
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Chart]:
-        return selectors.charts_with_activity(since=timezone.now() - timedelta(seconds=DAY))
+        return charts_with_activity(since=timezone.now() - timedelta(seconds=DAY))
 
     def save_model(self, request: HttpRequest, obj: Chart, form: Any, change: bool) -> None:
         saved, _ = chart_definitions.chart_save(

@@ -22,12 +22,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from imagecache import chart_params, chart_urls, selectors
+from imagecache import chart_params, chart_urls
 from imagecache.api import views
 from imagecache.errors import ChartInvalid
 from imagecache.hashing import canonical_json
 from imagecache.media import IMAGE_TYPES
 from imagecache.models import Chart
+from imagecache.selectors.charts import ChartRender, chart_get, chart_renders, charts_list
 from imagecache.services import chart_definitions, portal
 
 FORMATS = [image.extension for image in IMAGE_TYPES]
@@ -82,7 +83,7 @@ class ChartListApi(APIView):
 
     def get(self, request: Request) -> Response:
         viewer_check(request, views._query_parameters(request))
-        charts = selectors.charts_list()
+        charts = charts_list()
         return Response({"charts": self.OutputSerializer(charts, many=True).data}, headers=NO_CACHE)
 
 
@@ -144,7 +145,7 @@ class ChartPageApi(APIView):
     def get(self, request: Request, slug: str) -> HttpResponseBase:
         given = views._query_parameters(request)
         staff = viewer_check(request, given)
-        chart = selectors.chart_get(slug=slug)
+        chart = chart_get(slug=slug)
         page = ChartPage.of(
             chart, {k: v for k, v in given.items() if k not in chart_params.RESERVED}
         )
@@ -172,11 +173,9 @@ class ChartPage:
     def of(cls, chart: Chart, given: dict[str, str]) -> "ChartPage":
         return cls(chart, chart_params.params_parse(chart.params), given)
 
-    def renders(self) -> list[selectors.ChartRender]:
+    def renders(self) -> list[ChartRender]:
         values_json = canonical_json(self.values).decode()
-        return selectors.chart_renders(
-            chart=self.chart, values_json=values_json, image_types=FORMATS
-        )
+        return chart_renders(chart=self.chart, values_json=values_json, image_types=FORMATS)
 
     def as_json(self) -> dict[str, Any]:
         return {

@@ -28,7 +28,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from imagecache import selectors
 from imagecache.api import openapi
 from imagecache.api.parsers import AnyTypeJSONParser
 from imagecache.api.serializers import JSONObjectField, TTLField
@@ -38,6 +37,7 @@ from imagecache.media import EXTENSIONS, IMAGE_CSP
 from imagecache.models import Fetch
 from imagecache.ops import metrics
 from imagecache.ops.local_kentik import LOCAL_EMAIL
+from imagecache.selectors.info import cache_info
 from imagecache.services import charts, entries
 from imagecache.signing import url_verify
 from imagecache.waiting import ready
@@ -241,14 +241,14 @@ class InfoApi(APIView):
     def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        info: dict[str, Any] = selectors.cache_info(**filters.validated_data)
+        info: dict[str, Any] = cache_info(**filters.validated_data)
         return Response(info)
 
 
 def index(request: HttpRequest) -> HttpResponse:
     """A page for people who open the service in a browser."""
     context = {
-        "info": selectors.cache_info(limit=0),
+        "info": cache_info(limit=0),
         "kentik_url": settings.KENTIK_API_URL,
         "simulated": settings.KT_AUTH_EMAIL == LOCAL_EMAIL,
     }

@@ -33,10 +33,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from imagecache import leases, selectors
+from imagecache import leases
 from imagecache.models import FetchState
 from imagecache.ops import log, metrics
 from imagecache.processes import process_alive
+from imagecache.selectors.shield import kentik_status
+from imagecache.selectors.stats import cache_stats
+from imagecache.selectors.workers import worker_heartbeats
 
 # How long a cluster's report lives: django-q2 saves it every guard cycle
 # (0.5 s) with this expiry (django_q.status.Stat.save).
@@ -49,6 +52,7 @@ class NotReady(Exception):
 
 
 def check_database() -> dict[str, Any]:
+    # Written out: the probe asks only that the database answers, and reads no table.
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
         cursor.fetchone()
@@ -126,7 +130,7 @@ def live_heartbeats() -> list[str]:
     now = timezone.now()
     return [
         name
-        for name, seen_at in selectors.worker_heartbeats(seconds=ttl)
+        for name, seen_at in worker_heartbeats(seconds=ttl)
         if not leases.abandoned(name, seen_at + timedelta(seconds=ttl), now)
     ]
 
@@ -213,7 +217,7 @@ def _run(check: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 
 class CacheContentCollector:
-    """What the cache holds, from `selectors.cache_stats` at scrape time:
+    """What the cache holds, from `cache_stats` at scrape time:
     entries by the state of their fetch (`expired` for rows past their expiry
     that pruning has not removed yet), fetches by state, and the bytes of
     their images by state (only ready fetches hold an image); the age of the
@@ -221,13 +225,13 @@ class CacheContentCollector:
     whose heartbeat /readyz would count (what the alerting rules read)."""
 
     def collect(self) -> Iterator[Metric]:
-        stats = selectors.cache_stats()
+        stats = cache_stats()
         entries = {**stats.entries_by_state, "expired": stats.expired_entries}
         stored = {state: 0 for state in FetchState.values} | {FetchState.READY: stats.stored_bytes}
         yield _gauge("imagecache_entries", "Entries by the state of their fetch.", entries)
         yield _gauge("imagecache_fetches", "Fetches by state.", stats.fetches_by_state)
         yield _gauge("imagecache_stored_bytes", "Bytes of images by fetch state.", stored)
-        kentik = selectors.kentik_status()
+        kentik = kentik_status()
         yield GaugeMetricFamily(
             "imagecache_kentik_budget_calls",
             "Kentik calls (each attempt) of the whole deployment in the last 60 s.",

@@ -27,13 +27,19 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Case, Q, Value, When
 from django.utils import timezone
 
-from imagecache import chart_params, selectors
+from imagecache import chart_params
 from imagecache.errors import ChartInvalid
 from imagecache.files import links
 from imagecache.hashing import canonical_json, query_hash
 from imagecache.media import IMAGE_TYPES
 from imagecache.models import Chart, ChartActivity, ChartImage, Entry, Fetch, FetchState
 from imagecache.ops import metrics
+from imagecache.selectors.charts import (
+    chart_get,
+    chart_image_find,
+    chart_images_watched,
+    fetch_refresh_due,
+)
 from imagecache.services import entries, queue
 from imagecache.services.housekeeping import (
     RemovalResult,
@@ -99,12 +105,12 @@ def chart_image_get(
     """
     if image_type not in KENTIK_TYPES:
         raise ChartInvalid("format", f"must be one of {', '.join(KENTIK_TYPES)}")
-    chart = selectors.chart_get(slug=slug)
+    chart = chart_get(slug=slug)
     values = chart_params.values_check(chart_params.params_parse(chart.params), given)
     query = chart_query(chart=chart, image_type=image_type, values=values)
     key = query_hash(query)
     now = timezone.now()
-    image = selectors.chart_image_find(chart=chart, query_key=key) or _image_make(
+    image = chart_image_find(chart=chart, query_key=key) or _image_make(
         chart=chart, image_type=image_type, values=values, key=key, now=now
     )
     metrics.CHART_VIEWS.inc()
@@ -141,7 +147,7 @@ def _image_make(
         return made
     except IntegrityError:
         # Another view of the same image made it first.
-        found = selectors.chart_image_find(chart=chart, query_key=key)
+        found = chart_image_find(chart=chart, query_key=key)
         assert found is not None
         return found
 
@@ -208,7 +214,7 @@ def chart_images_keep_warm() -> int:
     now = timezone.now()
     started = 0
     charts: dict[int, Chart] = {}
-    for watched in selectors.chart_images_watched(now=now):
+    for watched in chart_images_watched(now=now):
         lead = min(KEEP_WARM_LEAD, watched.max_age / 10)
         due_at = watched.finished_at + timedelta(seconds=watched.max_age - lead)
         if due_at > now:
@@ -216,7 +222,7 @@ def chart_images_keep_warm() -> int:
         # A query Kentik refused is asked again after a max_age (or
         # NEGATIVE_TTL), not at every look.
         failed_since = now - timedelta(seconds=max(watched.max_age, settings.NEGATIVE_TTL))
-        if not selectors.fetch_refresh_due(
+        if not fetch_refresh_due(
             query_key=watched.query_hash, since=watched.finished_at, failed_since=failed_since
         ):
             continue
@@ -248,7 +254,7 @@ def chart_refresh(
     query = chart_query(chart=chart, image_type=image_type, values=values)
     key = query_hash(query)
     now = timezone.now()
-    if selectors.chart_image_find(chart=chart, query_key=key) is None:
+    if chart_image_find(chart=chart, query_key=key) is None:
         _image_make(chart=chart, image_type=image_type, values=values, key=key, now=now)
     with transaction.atomic():
         fetch, created = entries.fetch_share(

@@ -218,6 +218,7 @@ def _tally_forget(*, now: datetime) -> None:
     prune: a second prune at once (the schedule's and `prune_cache`) holds
     rows of these minutes until its batch commits, and waiting for them here
     could deadlock with it. SQLite has one writer at a time."""
+    # Written out: the tally is the triggers' table (migration 0006), with no model.
     condition = "minute < %s"
     if connection.vendor == "postgresql":
         condition = (

@@ -32,9 +32,9 @@ from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from imagecache.models import KENTIK_LOCK, KentikCall, Lock, first, insert
+from imagecache.models import KENTIK_LOCK, KentikCall, Lock, first
 from imagecache.ops import metrics
-from imagecache.selectors import KENTIK_WINDOW as WINDOW
+from imagecache.selectors.shield import KENTIK_WINDOW as WINDOW
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +53,9 @@ class Admission:
     wait: float = 0.0
 
 
-# `gate_lock`'s read, written out: the ORM built it anew in every claim, on
-# the path of every new image. SQLite has no FOR UPDATE: its claims
-# hold the write lock from their start (transaction_mode IMMEDIATE).
+# Written out as the rest of the claim's SQL (services.fetching), which claims
+# under contention queue behind. SQLite has no FOR UPDATE: its claims hold
+# the write lock from their start (transaction_mode IMMEDIATE).
 _GATE = f"SELECT * FROM {Lock._meta.db_table} WHERE name = %s"
 
 
@@ -101,7 +101,7 @@ def call_record(*, now: datetime) -> None:
     budget and /info look at the window alone) and go with the maintenance
     (`calls_forget`): a DELETE in every claim held the lock row a
     millisecond longer on the path of every new image."""
-    insert(KentikCall(at=now))
+    KentikCall.objects.create(at=now)
 
 
 def calls_forget(*, now: datetime) -> int:

@@ -1,5 +1,5 @@
 """Queue workers' heartbeats: written by `manage.py worker`, read by /readyz
-(`selectors.worker_heartbeats`)."""
+(`selectors.workers.worker_heartbeats`)."""
 
 from datetime import timedelta
 

@@ -11,10 +11,12 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
-from imagecache import notify, selectors
+from imagecache import notify
 from imagecache.errors import FetchFailed, FetchPending, FetchStillPending
 from imagecache.models import IN_FLIGHT, Entry, Fetch, FetchPriority, FetchState
 from imagecache.ops import metrics
+from imagecache.selectors.images import entry_get, fetch_last_failed_transient, fetch_stale
+from imagecache.selectors.shield import kentik_holds
 from imagecache.services import housekeeping
 from imagecache.waiting.waiter import FetchWaiter, Look
 
@@ -53,11 +55,9 @@ def entry_get_ready(*, entry_id: str, wait: float | None = None) -> Answer:
     for a transient cause, else after a transient failure or a wait that ran
     out.
     """
-    entry = selectors.entry_get(entry_id=entry_id)
+    entry = entry_get(entry_id=entry_id)
     # The older image that may answer for this one, looked up once.
-    fallback = (
-        selectors.fetch_stale(fetch=entry.fetch) if entry.fetch.state != FetchState.READY else None
-    )
+    fallback = fetch_stale(fetch=entry.fetch) if entry.fetch.state != FetchState.READY else None
     if entry.fetch.state in IN_FLIGHT and fallback is not None and held(entry.fetch):
         return stale_answer(entry, fallback, reason="paused")
     if wait == 0 and entry.fetch.state in IN_FLIGHT:
@@ -89,7 +89,7 @@ def entry_get_ready(*, entry_id: str, wait: float | None = None) -> Answer:
             entry = _entry_after_wait(entry, settled)
             if entry.fetch.state not in IN_FLIGHT or deadline <= time.monotonic():
                 break
-            if fallback is not None and selectors.kentik_holds(fetch=entry.fetch):
+            if fallback is not None and kentik_holds(fetch=entry.fetch):
                 return stale_answer(entry, fallback, reason="paused")
     fetch = entry.fetch
     if fetch.state == FetchState.READY:
@@ -108,7 +108,7 @@ def held(fetch: Fetch) -> bool:
     """Whether to answer with an older image now rather than wait for a
     Kentik that is paused, or that failed the query's last fetch for a
     transient cause."""
-    return selectors.kentik_holds(fetch=fetch) or selectors.fetch_last_failed_transient(fetch=fetch)
+    return kentik_holds(fetch=fetch) or fetch_last_failed_transient(fetch=fetch)
 
 
 def stale_answer(entry: Entry, stale: Fetch, *, reason: str) -> Answer:
@@ -123,19 +123,12 @@ def stale_answer(entry: Entry, stale: Fetch, *, reason: str) -> Answer:
     return Answer(entry, stale, stale=reason)
 
 
-# The look, written out: the ORM built it anew between the news of a new
-# image and its waiters' answers.
-_LOOK = f"SELECT * FROM {Fetch._meta.db_table} WHERE id IN ({{ids}})"
-
-
 def _fetches_in_flight(fetch_ids: list[int]) -> Look:
     """The waiter's look (one query): those of `fetch_ids` still in flight,
     and the rows of the others, for the requests it wakes: one read for all
     of a fetch's waiters, not one each, when a thousand wait on one chart."""
     try:
-        rows = list(
-            Fetch.objects.raw(_LOOK.format(ids=", ".join(["%s"] * len(fetch_ids))), fetch_ids)
-        )
+        rows = list(Fetch.objects.filter(pk__in=fetch_ids))
     except DatabaseError:
         connection.close()  # reconnect on the next tick
         raise
@@ -151,7 +144,7 @@ def _entry_after_wait(entry: Entry, fetch: Fetch | None) -> Entry:
     read again without one (the wait ran out, or the fetch is gone), or when
     the entry expired meanwhile."""
     if fetch is None or entry.expires_at <= timezone.now():
-        return selectors.entry_get(entry_id=entry.pk)
+        return entry_get(entry_id=entry.pk)
     entry.fetch = fetch
     return entry
 

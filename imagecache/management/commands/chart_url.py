@@ -4,9 +4,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from imagecache import chart_params, chart_urls, selectors
+from imagecache import chart_params, chart_urls
 from imagecache.errors import ChartInvalid, ChartNotFound
 from imagecache.media import IMAGE_TYPES
+from imagecache.selectors.charts import chart_get
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -42,7 +43,7 @@ class Command(BaseCommand):
                 raise CommandError(f"--param {pair!r}: give each parameter once, as NAME=VALUE")
             given[name] = value
         try:
-            chart = selectors.chart_get(slug=slug)
+            chart = chart_get(slug=slug)
             chart_params.values_check(chart_params.params_parse(chart.params), given)
             seconds = expires_parse(expires) if expires else None
         except (ChartNotFound, ChartInvalid, ValueError) as exc:
