@@ -124,9 +124,30 @@ def test_a_plain_get_or_head_of_an_image_is_taken_as_it_came():
     assert plain_image_request(PLAIN.replace(b"\r\n\r\n", b"\r\nConnection: keep-alive\r\n\r\n"))
 
 
+def test_a_plain_get_of_a_chart_is_taken_with_its_query_string():
+    for target, path, query in [
+        ("/charts/edge-traffic.png", "/charts/edge-traffic.png", ""),
+        (
+            "/charts/edge-01.svg?device=a%20b&sig=x-_Y",
+            "/charts/edge-01.svg",
+            "device=a%20b&sig=x-_Y",
+        ),
+    ]:
+        request = plain_image_request(PLAIN.replace(READY.encode(), target.encode()))
+        assert request is not None
+        assert (request.path, request.query) == (path, query)
+    assert plain_image_request(PLAIN).query == ""  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize(
     "request_bytes",
     [
+        PLAIN.replace(READY.encode(), b"/charts/edge-traffic"),
+        PLAIN.replace(READY.encode(), b"/charts/Edge.png"),
+        PLAIN.replace(READY.encode(), b"/charts/edge.gif"),
+        PLAIN.replace(READY.encode(), b"/charts/edge.png?a=<b>"),
+        PLAIN.replace(READY.encode(), b"/charts/edge.png?a='x"),
+        PLAIN.replace(READY.encode(), b"/charts/edge.png#x"),
         PLAIN.replace(b"HTTP/1.1", b"HTTP/1.0"),
         PLAIN.replace(b"GET", b"POST"),
         PLAIN.replace(b"GET", b"get"),

@@ -23,7 +23,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from imagecache import chart_params, chart_urls, selectors
-from imagecache.api import views
 from imagecache.errors import ChartInvalid
 from imagecache.hashing import canonical_json
 from imagecache.media import IMAGE_TYPES
@@ -81,7 +80,7 @@ class ChartListApi(APIView):
             return image_urls(chart.slug, {})
 
     def get(self, request: Request) -> Response:
-        viewer_check(request, views._query_parameters(request))
+        viewer_check(request, chart_params.query_values(request.query_params.lists()))
         charts = selectors.charts_list()
         return Response({"charts": self.OutputSerializer(charts, many=True).data}, headers=NO_CACHE)
 
@@ -142,7 +141,7 @@ class ChartPageApi(APIView):
     authentication_classes = [SessionAuthentication]
 
     def get(self, request: Request, slug: str) -> HttpResponseBase:
-        given = views._query_parameters(request)
+        given = chart_params.query_values(request.query_params.lists())
         staff = viewer_check(request, given)
         chart = selectors.chart_get(slug=slug)
         page = ChartPage.of(
