@@ -143,10 +143,15 @@ class FastCharts:
 
     def __init__(self, security: list[tuple[str, str]]) -> None:
         self.links = str(links.chart_directory())
+        self.stamp = str(links.stamp_path())
         self.security = security
         self.keys = list(settings.CHART_URL_KEYS)
         self.stale_if_error = settings.STALE_IF_ERROR
         self.views = ViewsWritten()
+        # Per image file and slug: its fetch, its time, and the headers that
+        # never change (the file's name carries its content hash). Bounded by
+        # clearing, which only costs working them out again.
+        self.fixed: dict[tuple[str, str], tuple[int, float, list[tuple[str, str]]]] = {}
         self.hit_get = metrics.REQUESTS.labels("chart-image-get", "GET", "200")
         self.hit_head = metrics.REQUESTS.labels("chart-image-get", "HEAD", "200")
 
@@ -166,7 +171,7 @@ class FastCharts:
             return None  # Django answers 400 or 403
         if "wait" in given:
             return None  # Django checks its value
-        known = LEARNT.find(stamp=links.charts_stamp(), key=url_key(slug, ext, given))
+        known = LEARNT.find(stamp=links.stamp_read(self.stamp), key=url_key(slug, ext, given))
         if known is None:
             return None
         link = os.path.join(self.links, known.query_key)
@@ -175,46 +180,52 @@ class FastCharts:
             image = open(link, "rb")  # the server closes it
         except OSError:
             return None
-        named = image_name_parse(target)
-        stat = os.fstat(image.fileno())
-        age = time.time() - stat.st_mtime
-        if named is None or age >= known.max_age:
+        fixed = self.fixed.get((target, slug)) or self._fixed(target, slug, image)
+        if fixed is None:
+            image.close()
+            return None
+        fetch_id, rendered_at, headers = fixed
+        age = time.time() - rendered_at
+        if age >= known.max_age:
             image.close()
             return None  # past its max_age: Django answers and starts the refresh
-        fetch_id, content_hash, extension = named
-        headers = self._headers(slug, extension, content_hash, stat, int(max(0, age)), known)
+        seconds = int(max(0, age))
+        cache_control = (
+            f"public, max-age={max(0, known.max_age - seconds)},"
+            f" stale-while-revalidate={known.max_age}, stale-if-error={self.stale_if_error}"
+        )
         head = environ["REQUEST_METHOD"] == "HEAD"
-        if not head:
-            # Django's HEAD answer has no file, hence no Content-Disposition.
-            filename = slug + EXTENSIONS[BY_EXTENSION[extension]]
-            headers.append(("Content-Disposition", f'inline; filename="{filename}"'))
+        # Django's HEAD answer has no file, hence no Content-Disposition (the last).
+        headers = [
+            ("Age", str(seconds)),
+            ("Cache-Control", cache_control),
+            *(headers[:-1] if head else headers),
+        ]
         self.views.add(chart_id=known.chart_id, query_key=known.query_key, fetch_id=fetch_id)
         (self.hit_head if head else self.hit_get).inc()
         metrics.CHART_VIEWS.inc()
         return image, headers
 
-    def _headers(
-        self,
-        slug: str,
-        extension: str,
-        content_hash: str,
-        stat: os.stat_result,
-        age: int,
-        known: Known,
-    ) -> list[tuple[str, str]]:
+    def _fixed(
+        self, target: str, slug: str, image: Any
+    ) -> tuple[int, float, list[tuple[str, str]]] | None:
         # As views._chart_caching_headers and views._image_response make them.
-        return [
-            ("Content-Type", BY_EXTENSION[extension]),
+        named = image_name_parse(target)
+        if named is None:
+            return None
+        fetch_id, content_hash, extension = named
+        stat = os.fstat(image.fileno())
+        media_type = BY_EXTENSION[extension]
+        headers = [
+            ("Content-Type", media_type),
             ("Content-Length", str(stat.st_size)),
-            ("Age", str(age)),
-            (
-                "Cache-Control",
-                f"public, max-age={max(0, known.max_age - age)},"
-                f" stale-while-revalidate={known.max_age},"
-                f" stale-if-error={self.stale_if_error}",
-            ),
             ("ETag", f'"{content_hash}"'),
             ("Last-Modified", http_date(stat.st_mtime)),
             ("Content-Security-Policy", IMAGE_CSP),
             *self.security,
+            ("Content-Disposition", f'inline; filename="{slug}{EXTENSIONS[media_type]}"'),
         ]
+        if len(self.fixed) >= 10_000:
+            self.fixed.clear()
+        self.fixed[(target, slug)] = (fetch_id, stat.st_mtime, headers)
+        return fetch_id, stat.st_mtime, headers

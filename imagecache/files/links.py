@@ -76,11 +76,14 @@ def chart_images_unlink(*, query_keys: Iterable[str]) -> None:
 
 
 def charts_stamp() -> tuple[int, int, int] | None:
-    """The version of the saved charts, as the fast path compares it: one stat."""
-    if not enabled():
-        return None
+    """The version of the saved charts, as the fast path compares it."""
+    return stamp_read(str(stamp_path())) if enabled() else None
+
+
+def stamp_read(path: str) -> tuple[int, int, int] | None:
+    """The version in the stamp at `path`: one stat."""
     try:
-        stat = os.stat(stamp_path())
+        stat = os.stat(path)
     except OSError:
         return None
     # The inode and time too: a stamp made anew (the cache wiped) starts small again.

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from django.conf import settings
@@ -334,15 +334,16 @@ class ViewCounts:
         self.interval = interval
         self._lock = threading.Lock()
         self._views: dict[int, int] = {}
-        # Per image (chart and query hash), its last view here.
-        self._images: dict[tuple[int, str], datetime] = {}
+        # Per image (chart and query hash), its last view here (a unix
+        # time: cheaper than a datetime on the fast path's every answer).
+        self._images: dict[tuple[int, str], float] = {}
         self._fetches: set[int] = set()
         self._written = time.monotonic()
 
     def add(self, *, chart_id: int, query_key: str, fetch_id: int | None) -> None:
         with self._lock:
             self._views[chart_id] = self._views.get(chart_id, 0) + 1
-            self._images[(chart_id, query_key)] = timezone.now()
+            self._images[(chart_id, query_key)] = time.time()
             if fetch_id is not None:
                 self._fetches.add(fetch_id)
             due = time.monotonic() - self._written >= self.interval
@@ -363,7 +364,10 @@ class ViewCounts:
         if images:
             which = [Q(chart_id=chart_id, query_hash=key) for chart_id, key in images]
             last = Case(
-                *(When(q, then=Value(at)) for q, at in zip(which, images.values(), strict=True))
+                *(
+                    When(q, then=Value(datetime.fromtimestamp(at, UTC)))
+                    for q, at in zip(which, images.values(), strict=True)
+                )
             )
             ChartImage.objects.filter(functools.reduce(operator.or_, which)).update(viewed_at=last)
         entries.fetches_mark_read(fetch_ids=fetches)
