@@ -45,6 +45,15 @@ def _learnt() -> Iterator[chart_fastpath.Learnt]:
     chart_fastpath.LEARNT = original
 
 
+@pytest.fixture(autouse=True)
+def _views() -> Iterator[charts.ViewCounts]:
+    """Django's view counts of this test alone, written only when it says so."""
+    counts = charts.ViewCounts(interval=float("inf"))
+    original, charts.VIEWS = charts.VIEWS, counts
+    yield counts
+    charts.VIEWS = original
+
+
 @pytest.fixture
 def fast(django_app: CountingDjango) -> FastImages:
     return FastImages(django_app)
