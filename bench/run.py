@@ -398,6 +398,21 @@ def fill_info(service: Service, fetch_id: int, count: int) -> None:
         service.sql("VACUUM ANALYZE imagecache_entry")
 
 
+def sampled_measure(
+    url: str, expected: bytes, seconds: float, samples: dict[str, int], name: str
+) -> Callable[[], float]:
+    """A wrk measure of `url` with a Sampler checking its answers; the
+    answers checked are added to `samples[name]`."""
+
+    def measure() -> float:
+        with Sampler(url, expected) as sampler:
+            rate = wrk(url, seconds)
+        samples[name] = samples.get(name, 0) + sampler.count
+        return rate
+
+    return measure
+
+
 def interleaved(rounds: int, measures: dict[str, Callable[[], float]]) -> dict[str, float]:
     """Each measure once per round, in turn; the median of each."""
     results: dict[str, list[float]] = {name: [] for name in measures}
@@ -539,13 +554,7 @@ def run_profile(profile: str, args: argparse.Namespace, work: Path) -> dict[str,
                 )
 
             def sampled(name: str) -> Callable[[], float]:
-                def measure() -> float:
-                    with Sampler(urls[name], image.content) as sampler:
-                        rate = wrk(urls[name], args.seconds)
-                    samples[name] = samples.get(name, 0) + sampler.count
-                    return rate
-
-                return measure
+                return sampled_measure(urls[name], image.content, args.seconds, samples, name)
 
             post_script = wrk_post_script(work / "post.lua", {"api_query": POST_QUERY, "ttl": 3600})
             sim.reset()
@@ -717,16 +726,13 @@ def run_chart_get(profile: str, args: argparse.Namespace, work: Path) -> dict[st
                 "chart_get": service.url + chart_saved(service, work, image.content),
             }
 
-            def sampled(name: str) -> Callable[[], float]:
-                def measure() -> float:
-                    with Sampler(urls[name], image.content) as sampler:
-                        rate = wrk(urls[name], args.seconds)
-                    samples[name] = samples.get(name, 0) + sampler.count
-                    return rate
-
-                return measure
-
-            rates = interleaved(args.rounds, {name: sampled(name) for name in urls})
+            rates = interleaved(
+                args.rounds,
+                {
+                    name: sampled_measure(url, image.content, args.seconds, samples, name)
+                    for name, url in urls.items()
+                },
+            )
         finally:
             service.drop()
     figures = [

@@ -1,7 +1,7 @@
 """Saved charts' fresh images answered before Django runs: as Django answers
 them, and never from what a changed, deleted or purged chart left behind."""
 
-# ruff: noqa: F811 - the tests take test_fastpath's `django_app` fixture by its name
+# ruff: noqa: F811 - the tests take the fixtures imported below by their names
 
 import time
 from collections.abc import Iterator
@@ -10,7 +10,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-import time_machine
 from django.db import connection
 from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
@@ -22,6 +21,9 @@ from imagecache.errors import FetchStillPending
 from imagecache.models import IN_FLIGHT, Chart, ChartActivity, ChartImage, Fetch
 from imagecache.services import chart_definitions, charts, fetching
 from tests.harness.data import NOW, unique_query
+
+# The frozen clock, and Django's view counts of each test alone.
+from tests.test_charts import _frozen, _views  # noqa: F401
 from tests.test_fastpath import CountingDjango, call, django_app  # noqa: F401
 
 pytestmark = pytest.mark.django_db
@@ -31,27 +33,12 @@ PARAMS = [{"name": "device", "kind": "string", "pattern": "^[a-z0-9-]+$", "defau
 
 
 @pytest.fixture(autouse=True)
-def _frozen() -> Iterator[Any]:
-    with time_machine.travel(NOW, tick=False) as traveller:
-        yield traveller
-
-
-@pytest.fixture(autouse=True)
 def _learnt() -> Iterator[chart_fastpath.Learnt]:
     """This test's own memory of chart URLs, as a new process has."""
     learnt = chart_fastpath.Learnt()
     original, chart_fastpath.LEARNT = chart_fastpath.LEARNT, learnt
     yield learnt
     chart_fastpath.LEARNT = original
-
-
-@pytest.fixture(autouse=True)
-def _views() -> Iterator[charts.ViewCounts]:
-    """Django's view counts of this test alone, written only when it says so."""
-    counts = charts.ViewCounts(interval=float("inf"))
-    original, charts.VIEWS = charts.VIEWS, counts
-    yield counts
-    charts.VIEWS = original
 
 
 @pytest.fixture

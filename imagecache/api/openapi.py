@@ -350,6 +350,7 @@ chart_page = extend_schema(
     },
 )
 
+_NO_TOKEN = _error("No token, or an unknown one.")
 _WRITES = (
     "For a tool: a DRF token (`Authorization: Token <key>`, made in the admin or by "
     "`manage.py drf_create_token`) of a user with the admin's {} permission on charts."
@@ -371,7 +372,7 @@ def chart_put(request: type, response: type) -> Callable[[_View], _View]:
             200: OpenApiResponse(response, description="Replaced (`outcome`: updated, unchanged)."),
             201: OpenApiResponse(response, description="Created."),
             400: _error("A field is missing or does not fit (named in `field`)."),
-            401: _error("No token, or an unknown one."),
+            401: _NO_TOKEN,
             403: _error("The token's user may not change charts."),
         },
     )
@@ -384,7 +385,7 @@ chart_delete = extend_schema(
     parameters=[_SLUG],
     responses={
         204: OpenApiResponse(description="Deleted; no body."),
-        401: _error("No token, or an unknown one."),
+        401: _NO_TOKEN,
         403: _error("The token's user may not delete charts."),
         404: _error("No such chart."),
     },
