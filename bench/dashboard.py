@@ -24,9 +24,18 @@ calls and the 429s the simulator answered, and the pauses the service
 counted (`imagecache_kentik_pauses_total` in /metrics, n/a where absent);
 then the targets of "on", met or not.
 
+The charts flow (`--flow charts`, issue 28's figure) is the same dashboard
+as saved charts: the `--charts` queries saved by `charts_load` with a
+`--chart-max-age` (default 60 s), and each viewer GETs
+`/charts/{slug}.png` for each of them every `--period` s, against the same
+simulator and outage, with the shield on. Its targets: no viewer error;
+>= 99.5 % of GETs under 50 ms (only each chart's first view waits); outside
+the outage no image older than max_age + 5 s (each answer's `Age`); Kentik
+calls <= 1.1 x charts x (the run / max_age).
+
 Usage: .venv/bin/python bench/dashboard.py [--minutes 5] [--viewers 50]
            [--charts 20] [--period 30] [--outage 60] [--config both|on|off]
-           [--json out.json]
+           [--flow requests|charts|both] [--chart-max-age 60] [--json out.json]
 Quick (about 3 minutes): .venv/bin/python bench/dashboard.py --minutes 1 \
            --viewers 5 --outage 20 --reuse-max-age 15
 """
@@ -68,6 +77,12 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # "Answered without waiting": the whole GET, as the viewer times it.
 NO_WAIT_SECONDS = 0.050
 NO_WAIT_TARGET = 0.95
+# The charts flow: a poll of a saved chart waits only at its first view.
+CHART_NO_WAIT_TARGET = 0.995
+# An image served outside the outage is at most max_age plus this old.
+CHART_AGE_SLACK = 5
+# Kentik calls: at most this share above one render per chart per max_age.
+CHART_CALLS_SLACK = 1.1
 
 # A margin under the simulator's 30: the service counts a call when it sends
 # it and Kentik when it arrives, so a call sent just inside the service's
@@ -99,6 +114,7 @@ class Sample:
     outcome: str  # "200", another status, or the name of a transport error
     seconds: float
     at: float  # seconds since the run began
+    age: float | None = None  # a chart image's Age header
 
 
 @dataclass
@@ -208,6 +224,40 @@ class Viewer:
         self.session.close()
 
 
+class ChartViewer(Viewer):
+    """A wallboard of saved charts: one GET of each chart's URL per poll."""
+
+    def load(self, chart: dict[str, Any], record: Record, began: float) -> None:
+        started = time.monotonic()
+        age = None
+        try:
+            got = self.session.get(f"{self.url}/charts/{chart['slug']}.png", timeout=self.timeout)
+            outcome = str(got.status_code)
+            if got.status_code == 200 and not got.content.startswith(PNG_SIGNATURE):
+                outcome = "200 not a PNG"
+            age = float(got.headers["Age"]) if "Age" in got.headers else None
+        except requests.RequestException as exc:
+            outcome = type(exc).__name__
+        record.add(Sample("GET", outcome, time.monotonic() - started, started - began, age))
+
+
+def saved_charts(count: int, max_age: int) -> list[dict[str, Any]]:
+    """The dashboard's queries as saved charts (as `charts_load` reads them)."""
+    charts = []
+    for n in range(count):
+        query = chart_query(f"dashboard chart {n + 1}", "png")
+        del query["imageType"]  # the URL's extension says it
+        charts.append(
+            {
+                "slug": f"dashboard-{n + 1}",
+                "title": f"Chart {n + 1}",
+                "query": query,
+                "max_age": max_age,
+            }
+        )
+    return charts
+
+
 def metric(service: Service, name: str) -> float | None:
     """The sum of a metric's samples in the service's /metrics; None if absent."""
     text = requests.get(f"{service.url}/metrics", timeout=10).text
@@ -219,9 +269,12 @@ def metric(service: Service, name: str) -> float | None:
 
 
 def run_configuration(
-    name: str, args: argparse.Namespace, work: Path, root: Path = ROOT
+    name: str, args: argparse.Namespace, work: Path, root: Path = ROOT, flow: str = "requests"
 ) -> dict[str, Any]:
-    charts = [chart_query(f"dashboard chart {n + 1}", "png") for n in range(args.charts)]
+    if flow == "charts":
+        charts = saved_charts(args.charts, args.chart_max_age)
+    else:
+        charts = [chart_query(f"dashboard chart {n + 1}", "png") for n in range(args.charts)]
     simulator = Simulator(args.render, args.kentik_limit)
     service: Service | None = None
     try:
@@ -231,11 +284,18 @@ def run_configuration(
         service = Service(work, simulator.url, **env)
         service.root = root
         service.start()
+        viewer_class = Viewer
+        if flow == "charts":
+            definitions = work / "charts.json"
+            definitions.write_text(json.dumps({"charts": charts}))
+            service.manage("charts_load", str(definitions))
+            viewer_class = ChartViewer
         record = Record()
         duration = args.minutes * 60
         rng = random.Random(args.seed)
         viewers = [
-            Viewer(service.url, charts, args.parallel, args.timeout) for _ in range(args.viewers)
+            viewer_class(service.url, charts, args.parallel, args.timeout)
+            for _ in range(args.viewers)
         ]
         began = time.monotonic()
         outage_at = max(0.0, (duration - args.outage) / 2)
@@ -270,7 +330,24 @@ def run_configuration(
         if service is not None:
             service.drop()
         simulator.stop()
-    return summary(record, calls, pauses, stale, elapsed)
+    figures = summary(record, calls, pauses, stale, elapsed)
+    if flow == "charts":
+        outage = (outage_at, outage_at + args.outage) if args.outage > 0 else (0.0, 0.0)
+        figures |= chart_ages(record, outage, args.chart_max_age)
+    return figures
+
+
+def chart_ages(record: Record, outage: tuple[float, float], max_age: int) -> dict[str, Any]:
+    """The oldest image served outside the outage, and how many were too old."""
+    outside = [
+        sample.age
+        for sample in record.samples
+        if sample.age is not None and not outage[0] <= sample.at <= outage[1]
+    ]
+    return {
+        "age_max_outside_outage": max(outside, default=None),
+        "too_old_outside_outage": sum(1 for age in outside if age > max_age + CHART_AGE_SLACK),
+    }
 
 
 def summary(
@@ -366,6 +443,30 @@ def targets(on: dict[str, Any]) -> list[str]:
     return lines
 
 
+def chart_targets(figures: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    """The charts flow's targets, each with its figure and whether it is met."""
+    errors = sum(figures["errors"].values())
+    share = figures["no_wait_share"]
+    limit = CHART_CALLS_SLACK * args.charts * (args.minutes * 60 / args.chart_max_age)
+    calls, too_old = figures["kentik_calls"], figures["too_old_outside_outage"]
+    oldest = figures["age_max_outside_outage"]
+
+    def verdict(met: bool) -> str:
+        return "met" if met else "NOT met"
+
+    return [
+        f"- no viewer errors: {errors} — {verdict(errors == 0)}",
+        f"- at least {CHART_NO_WAIT_TARGET * 100:g} % of GETs under 50 ms: {_share(share)} — "
+        + verdict(share is not None and share >= CHART_NO_WAIT_TARGET),
+        f"- outside the outage, no image older than max_age + {CHART_AGE_SLACK} s"
+        f" ({args.chart_max_age + CHART_AGE_SLACK} s): {too_old} older, the oldest"
+        f" {_count(None if oldest is None else int(oldest))} s — {verdict(too_old == 0)}",
+        f"- Kentik calls <= {CHART_CALLS_SLACK} x {args.charts} charts x"
+        f" {args.minutes * 60:g} s / {args.chart_max_age} s ({limit:.0f}): {calls} — "
+        + verdict(calls <= limit),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=5, help="how long viewers poll")
@@ -391,6 +492,15 @@ def main(argv: list[str] | None = None) -> int:
         help="run 'off' from a checkout of this commit (e.g. the last before the shield, "
         "32d2ce5): today's behaviour as it shipped, not this tree with its settings at 0",
     )
+    parser.add_argument(
+        "--flow",
+        choices=("requests", "charts", "both"),
+        default="both",
+        help="POST /requests + GET /image (issue 13's), saved charts' URLs (issue 28's), or both",
+    )
+    parser.add_argument(
+        "--chart-max-age", type=int, default=60, help="the saved charts' max_age, seconds"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument(
         "--keep", type=Path, help="keep each run's service directory (its log) under this one"
@@ -408,6 +518,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.kentik_limit} calls/min, a {args.outage:g} s outage (503) mid-run"
     )
     results: dict[str, dict[str, Any]] = {}
+    if args.flow in ("charts", "both"):
+        results["charts"] = charts_flow(args)
+    if args.flow == "charts":
+        return report(results, args)
     for name in ["on", "off"] if args.config == "both" else [args.config]:
         settings = " ".join(f"{k}={v}" for k, v in CONFIGURATIONS[name].items())
         if name == "off" and args.off_rev:
@@ -435,11 +549,37 @@ def main(argv: list[str] | None = None) -> int:
                     )
             if args.keep is not None:
                 print(f"  [{name}] its log: {work / 'service.log'}", file=sys.stderr)
-    print()
-    print(markdown(results))
+    return report(results, args)
+
+
+def charts_flow(args: argparse.Namespace) -> dict[str, Any]:
+    print(
+        f"features on, saved charts (max_age {args.chart_max_age} s): GET /charts/{{slug}}.png",
+        file=sys.stderr,
+        flush=True,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.keep / "charts" if args.keep is not None else Path(tmp) / "service"
+        return run_configuration("on", args, work, ROOT, flow="charts")
+
+
+def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> int:
+    requests_flow = {name: figures for name, figures in results.items() if name != "charts"}
+    if requests_flow:
+        print()
+        print(markdown(requests_flow))
     if "on" in results:
         print("\nTargets with the features on:")
         print("\n".join(targets(results["on"])))
+    if "charts" in results:
+        charts = results["charts"]
+        print(f"\nSaved charts (max_age {args.chart_max_age} s), features on:\n")
+        print(markdown({"charts": charts}).replace("features charts", "saved charts"))
+        oldest = charts["age_max_outside_outage"]
+        shown = "n/a" if oldest is None else f"{oldest:g} s"
+        print(f"| the oldest image outside the outage (Age) | {shown} |")
+        print("\nTargets of the saved charts:")
+        print("\n".join(chart_targets(charts, args)))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0

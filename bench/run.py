@@ -83,6 +83,11 @@ PSS_IDLE_TARGET_MIB = 300
 WEB_WORKER_PRIVATE_TARGET_MIB = 40
 # The cached GET as a share of the bare gunicorn app in the same rounds.
 CACHED_GET_TARGET = 0.9
+# A saved chart of IMAGE_QUERY (what a wallboard polls) as a share of the
+# cached GET in the same rounds (issue 28); fresh for the whole run.
+CHART_SLUG = "bench-60kb"
+CHART_MAX_AGE = 3600
+CHART_GET_TARGET = 0.9
 INFO_TARGET_RPS = 500
 WAITERS_P99_TARGET_MS = 500
 
@@ -393,6 +398,21 @@ def fill_info(service: Service, fetch_id: int, count: int) -> None:
         service.sql("VACUUM ANALYZE imagecache_entry")
 
 
+def sampled_measure(
+    url: str, expected: bytes, seconds: float, samples: dict[str, int], name: str
+) -> Callable[[], float]:
+    """A wrk measure of `url` with a Sampler checking its answers; the
+    answers checked are added to `samples[name]`."""
+
+    def measure() -> float:
+        with Sampler(url, expected) as sampler:
+            rate = wrk(url, seconds)
+        samples[name] = samples.get(name, 0) + sampler.count
+        return rate
+
+    return measure
+
+
 def interleaved(rounds: int, measures: dict[str, Callable[[], float]]) -> dict[str, float]:
     """Each measure once per round, in turn; the median of each."""
     results: dict[str, list[float]] = {name: [] for name in measures}
@@ -400,6 +420,33 @@ def interleaved(rounds: int, measures: dict[str, Callable[[], float]]) -> dict[s
         for name, measure in measures.items():
             results[name].append(measure())
     return {name: statistics.median(values) for name, values in results.items()}
+
+
+def chart_saved(service: Service, work: Path, expected: bytes) -> str:
+    """IMAGE_QUERY saved as a chart (by charts_load, as an operator saves
+    one), viewed once (its first view is Django's); the path of its png."""
+    query = {name: value for name, value in IMAGE_QUERY.items() if name != "imageType"}
+    chart = {"slug": CHART_SLUG, "title": "Bench", "query": query, "max_age": CHART_MAX_AGE}
+    file = work / "charts.json"
+    file.write_text(json.dumps({"charts": [chart]}))
+    service.manage("charts_load", str(file))
+    path = f"/charts/{CHART_SLUG}.png"
+    got = requests.get(service.url + path, timeout=60)
+    if got.status_code != 200 or got.content != expected:
+        raise RuntimeError(f"{path} answered {got.status_code} with other bytes")
+    return path
+
+
+def chart_get_figure(rates: dict[str, float], nginx: float | None) -> dict[str, Any]:
+    share = rates["chart_get"] / rates["service_get"]
+    return figure(
+        "Saved chart GET /charts/{slug}.png, fresh",
+        rates["chart_get"],
+        "req/s",
+        rates["chart_get"] / nginx if nginx else None,
+        f">= {CHART_GET_TARGET}x the cached GET (saw {share:.2f}x)",
+        share >= CHART_GET_TARGET,
+    )
 
 
 def production_answers() -> bool:
@@ -492,6 +539,7 @@ def run_profile(profile: str, args: argparse.Namespace, work: Path) -> dict[str,
             urls = {
                 "nginx_static": static.url("/chart.png"),
                 "service_get": service.url + image_path,
+                "chart_get": service.url + chart_saved(service, work, image.content),
                 "bare_gunicorn": bare.url,
                 "bare_service_worker": bare_worker.url,
                 "proxied_get": proxy.url(image_path),
@@ -506,13 +554,7 @@ def run_profile(profile: str, args: argparse.Namespace, work: Path) -> dict[str,
                 )
 
             def sampled(name: str) -> Callable[[], float]:
-                def measure() -> float:
-                    with Sampler(urls[name], image.content) as sampler:
-                        rate = wrk(urls[name], args.seconds)
-                    samples[name] = samples.get(name, 0) + sampler.count
-                    return rate
-
-                return measure
+                return sampled_measure(urls[name], image.content, args.seconds, samples, name)
 
             post_script = wrk_post_script(work / "post.lua", {"api_query": POST_QUERY, "ttl": 3600})
             sim.reset()
@@ -521,6 +563,7 @@ def run_profile(profile: str, args: argparse.Namespace, work: Path) -> dict[str,
                 {
                     "nginx_static": sampled("nginx_static"),
                     "service_get": sampled("service_get"),
+                    "chart_get": sampled("chart_get"),
                     "bare_gunicorn": sampled("bare_gunicorn"),
                     "bare_service_worker": sampled("bare_service_worker"),
                     "nginx_static_2": sampled("nginx_static"),
@@ -563,6 +606,7 @@ def run_profile(profile: str, args: argparse.Namespace, work: Path) -> dict[str,
             f">= {CACHED_GET_TARGET}x the bare app (saw {get_to_bare:.2f}x)",
             get_to_bare >= CACHED_GET_TARGET,
         ),
+        chart_get_figure(rates, nginx),
         figure(
             "Reference: a bare gunicorn app sending the file",
             rates["bare_gunicorn"],
@@ -665,6 +709,44 @@ def run_profile(profile: str, args: argparse.Namespace, work: Path) -> dict[str,
     }
 
 
+def run_chart_get(profile: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """`--only chart-get`: the cached GET and the saved chart's GET alone, in
+    alternating rounds, for a machine that others share."""
+    samples: dict[str, int] = {}
+    with KentikSimulator(email=E2E_EMAIL, token=E2E_TOKEN) as sim:
+        with profile_environment(profile):
+            service = Service(work / "service", sim.url, WEB_ACCESS_LOG=0, REUSE_MAX_AGE=3600)
+        service.env["KT_AUTH_EMAIL"], service.env["KT_AUTH_TOKEN"] = E2E_EMAIL, E2E_TOKEN
+        service.start()
+        try:
+            image = service.get_image(service.post(IMAGE_QUERY, ttl=3600))
+            assert image.status_code == 200, image.text
+            urls = {
+                "service_get": image.url,
+                "chart_get": service.url + chart_saved(service, work, image.content),
+            }
+
+            rates = interleaved(
+                args.rounds,
+                {
+                    name: sampled_measure(url, image.content, args.seconds, samples, name)
+                    for name, url in urls.items()
+                },
+            )
+        finally:
+            service.drop()
+    figures = [
+        figure("Cached GET, 60 KB PNG, gunicorn alone", rates["service_get"], "req/s"),
+        chart_get_figure(rates, None),
+    ]
+    return {
+        "backends": PROFILES[profile],
+        "rates": rates,
+        "samples_checked": samples,
+        "figures": figures,
+    }
+
+
 def verdict(met: bool | None) -> str:
     return "-" if met is None else "yes" if met else "NO"
 
@@ -731,6 +813,11 @@ def main(argv: list[str] | None = None) -> int:
         choices=("embedded", "production", "both"),
         help="default: both when PostgreSQL and Redis answer, else embedded",
     )
+    parser.add_argument(
+        "--only",
+        choices=("chart-get",),
+        help="only the cached GET and the saved chart's GET (nothing written)",
+    )
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results.json")
     parser.add_argument("--markdown", action="store_true", help="also print Markdown tables")
     parser.add_argument(
@@ -739,7 +826,7 @@ def main(argv: list[str] | None = None) -> int:
         help="put the Markdown tables in bench/README.md, between its markers",
     )
     args = parser.parse_args(argv)
-    for tool in ("wrk", "nginx"):
+    for tool in ("wrk",) if args.only else ("wrk", "nginx"):
         if not shutil.which(tool):
             sys.exit(
                 f"{tool} is missing: `make bench` installs it (apt-get install wrk nginx-light)"
@@ -751,6 +838,12 @@ def main(argv: list[str] | None = None) -> int:
     elif args.profile != "embedded" and not production_answers():
         sys.exit("PostgreSQL or Redis does not answer: the production profile cannot run.")
     profiles = ["embedded", "production"] if args.profile == "both" else [args.profile]
+    if args.only == "chart-get":
+        for profile in profiles:
+            with tempfile.TemporaryDirectory() as tmp:
+                os.chmod(tmp, 0o755)
+                print_table(profile, run_chart_get(profile, args, Path(tmp)))
+        return 0
     # The waiters need a descriptor each, here and in the service, which
     # inherits this limit.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -18,8 +18,9 @@ before. TLS and HTTP/2 connections (neither is configured here) take
 gunicorn's own path.
 
 A request whose head has come whole is also looked at once more: the plainest
-GET or HEAD of an image (`plain_image_request`) is answered by the thread from
-the app's fast path for ready images (imagecache/api/fastpath.py) without
+GET or HEAD of an image or of a saved chart's image (`plain_image_request`) is
+answered by the thread from the app's fast path for ready images
+(imagecache/api/fastpath.py) without
 gunicorn's parser, environ and response objects, which cost a cached GET most
 of its CPU. Every other request, and one the fast path does not answer, is
 parsed by gunicorn from the same bytes.
@@ -38,7 +39,9 @@ from functools import cached_property, partial
 from typing import Any
 
 from config import gunicorn_internals as gunicorn
-from imagecache.wire import BODY_LIMIT, IMAGE_PATH
+from imagecache.ids import CHART_SLUG_PATTERN
+from imagecache.media import IMAGE_TYPES
+from imagecache.wire import BODY_LIMIT, CHARTS_PATH, IMAGE_PATH
 
 _HEAD_END = b"\r\n\r\n"
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d{1,12})[ \t]*\r\n", re.I)
@@ -52,8 +55,18 @@ _EXPECT = re.compile(rb"\r\nexpect[ \t]*:", re.I)
 # and tab, and well inside gunicorn's limits. Anything else is parsed by
 # gunicorn, as every request was before.
 _IMAGE_PATH = re.escape(IMAGE_PATH.encode("ascii"))
+# A saved chart's image may carry a query string (parameters, a signature) of
+# characters that need no decoding but %-escapes, which Django's reader decodes.
+_CHART_PATH = (
+    re.escape(CHARTS_PATH.encode("ascii"))
+    + CHART_SLUG_PATTERN.encode("ascii")
+    + rb"\.(?:"
+    + b"|".join(image.extension.encode("ascii") for image in IMAGE_TYPES)
+    + rb")"
+)
 _PLAIN_IMAGE = re.compile(
-    rb"(GET|HEAD) (" + _IMAGE_PATH + rb"[0-9A-Za-z_]{1,128}) HTTP/1\.1\r\n"
+    rb"(GET|HEAD) (?:(" + _IMAGE_PATH + rb"[0-9A-Za-z_]{1,128})"
+    rb"|(" + _CHART_PATH + rb")(?:\?([0-9A-Za-z._~%&=+-]{1,1024}))?) HTTP/1\.1\r\n"
     rb"((?:[!#$%&'*+.^`|~0-9A-Za-z-]{1,64}:[\t -~]{0,2048}\r\n){1,32})\r\n\Z"
 )
 # Fields that change what gunicorn or Django make of a request (a body, an
@@ -62,7 +75,11 @@ _PLAIN_IMAGE = re.compile(
 _THEIRS = (b"content-length", b"transfer-encoding", b"expect", b"upgrade", b"http2-settings")
 _THEIRS_PREFIXES = (b"if-", b"x-forwarded-", b"forwarded")
 # A cheap look before the regular expression's.
-_PLAIN_STARTS = tuple(method + b" " + IMAGE_PATH.encode("ascii") for method in (b"GET", b"HEAD"))
+_PLAIN_STARTS = tuple(
+    method + b" " + path.encode("ascii")
+    for method in (b"GET", b"HEAD")
+    for path in (IMAGE_PATH, CHARTS_PATH)
+)
 
 
 @dataclass(frozen=True)
@@ -71,6 +88,7 @@ class PlainImageRequest:
 
     method: str
     path: str
+    query: str  # a chart's; an image's has none
     host: str
     close: bool  # the client sent "Connection: close"
     head: bytes  # as it arrived, for gunicorn if the app does not answer it
@@ -83,7 +101,7 @@ def plain_image_request(arrived: bytes | bytearray) -> PlainImageRequest | None:
     match = _PLAIN_IMAGE.match(arrived)
     if match is None:
         return None
-    method, path, block = match.groups()
+    method, image_path, chart_path, query, block = match.groups()
     hosts: list[bytes] = []
     close = False
     fields = []
@@ -104,7 +122,8 @@ def plain_image_request(arrived: bytes | bytearray) -> PlainImageRequest | None:
         return None
     return PlainImageRequest(
         method=method.decode("ascii"),
-        path=path.decode("ascii"),
+        path=(image_path or chart_path).decode("ascii"),
+        query=(query or b"").decode("ascii"),
         host=hosts[0].decode("ascii"),
         close=close,
         head=bytes(arrived),
@@ -259,7 +278,7 @@ class HeadersFirstWorker(gunicorn.GthreadWorker):
         environ: dict[str, Any] = {
             "REQUEST_METHOD": plain.method,
             "PATH_INFO": plain.path,
-            "QUERY_STRING": "",
+            "QUERY_STRING": plain.query,
             "HTTP_HOST": plain.host,
             "wsgi.url_scheme": "http",
             "wsgi.file_wrapper": _ImageFile,
@@ -287,7 +306,7 @@ class HeadersFirstWorker(gunicorn.GthreadWorker):
             keep = False
         if gunicorn.access_logged(self):
             environ.update(
-                RAW_URI=plain.path,
+                RAW_URI=plain.path + (f"?{plain.query}" if plain.query else ""),
                 SERVER_PROTOCOL="HTTP/1.1",
                 REMOTE_ADDR=conn.client[0] if isinstance(conn.client, tuple) else str(conn.client),
                 **{f"HTTP_{name.replace('-', '_')}": value for name, value in plain.fields},

@@ -13,7 +13,7 @@ service, the admin's forms and the `charts_load` command read one definition.
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -28,6 +28,19 @@ VALUE_MAX: Final = 256
 RESERVED: Final = frozenset({"sig", "exp", "wait"})
 
 Value = str | int
+
+
+def query_values(lists: Iterable[tuple[str, list[str]]]) -> dict[str, str]:
+    """A chart URL's query string (a QueryDict's `lists()`) as one value per
+    name: a name given twice is refused, so that what is signed, checked and
+    sent to Kentik is the same value. The image route, the chart page, the
+    list and the fast path all read it here."""
+    given: dict[str, str] = {}
+    for name, values in lists:
+        if len(values) > 1:
+            raise ChartInvalid(name, "is given more than once")
+        given[name] = values[0]
+    return given
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,9 @@ from urllib.parse import urlencode
 from django.conf import settings
 
 from imagecache import signing
+from imagecache.wire import CHARTS_PATH
 
-LIST_PATH: Final = "/charts/"
+LIST_PATH: Final = CHARTS_PATH
 
 
 def url_keys() -> list[bytes]:

@@ -1,5 +1,5 @@
 """What every answerer of the service's HTTP agrees on: where it listens, the
-largest body it takes, the image route, and the shape of an error.
+largest body it takes, the image and chart routes, and the shape of an error.
 
 A leaf: it imports nothing of the app and nothing of Django, so that
 gunicorn's master (config/gunicorn.py), its workers (config/web_worker.py),
@@ -15,6 +15,8 @@ BODY_LIMIT: Final = 1024 * 1024
 
 # The path of an image, before its id: `/image/<id>`.
 IMAGE_PATH: Final = "/image/"
+# The saved charts' list, before a chart's slug: `/charts/<slug>[.<ext>]`.
+CHARTS_PATH: Final = "/charts/"
 
 # The address the web server listens on, and what it is without them.
 BIND_VARIABLE: Final = "BIND"

@@ -11,8 +11,17 @@ def test_schema_describes_every_endpoint_and_answer(client):
         "/requests",
         "/image/{entry_id}",
         "/charts/{slug}.{ext}",
+        "/charts/",
+        "/charts/{slug}",
         "/info",
     }
+    page = schema["paths"]["/charts/{slug}"]
+    assert set(page) == {"get", "put", "delete"}
+    assert set(page["get"]["responses"]["200"]["content"]) == {"text/html", "application/json"}
+    assert {"200", "201", "400", "401", "403"} <= set(page["put"]["responses"])
+    assert set(page["put"]["requestBody"]["content"]) == {"application/json"}
+    assert {"204", "401", "403", "404"} <= set(page["delete"]["responses"])
+    assert {"200", "403"} <= set(schema["paths"]["/charts/"]["get"]["responses"])
     chart = schema["paths"]["/charts/{slug}.{ext}"]["get"]["responses"]
     assert {"200", "202", "304", "400", "403", "404"} <= set(chart)
     image = schema["paths"]["/image/{entry_id}"]["get"]["responses"]

@@ -124,9 +124,30 @@ def test_a_plain_get_or_head_of_an_image_is_taken_as_it_came():
     assert plain_image_request(PLAIN.replace(b"\r\n\r\n", b"\r\nConnection: keep-alive\r\n\r\n"))
 
 
+def test_a_plain_get_of_a_chart_is_taken_with_its_query_string():
+    for target, path, query in [
+        ("/charts/edge-traffic.png", "/charts/edge-traffic.png", ""),
+        (
+            "/charts/edge-01.svg?device=a%20b&sig=x-_Y",
+            "/charts/edge-01.svg",
+            "device=a%20b&sig=x-_Y",
+        ),
+    ]:
+        request = plain_image_request(PLAIN.replace(READY.encode(), target.encode()))
+        assert request is not None
+        assert (request.path, request.query) == (path, query)
+    assert plain_image_request(PLAIN).query == ""  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize(
     "request_bytes",
     [
+        PLAIN.replace(READY.encode(), b"/charts/edge-traffic"),
+        PLAIN.replace(READY.encode(), b"/charts/Edge.png"),
+        PLAIN.replace(READY.encode(), b"/charts/edge.gif"),
+        PLAIN.replace(READY.encode(), b"/charts/edge.png?a=<b>"),
+        PLAIN.replace(READY.encode(), b"/charts/edge.png?a='x"),
+        PLAIN.replace(READY.encode(), b"/charts/edge.png#x"),
         PLAIN.replace(b"HTTP/1.1", b"HTTP/1.0"),
         PLAIN.replace(b"GET", b"POST"),
         PLAIN.replace(b"GET", b"get"),
@@ -180,8 +201,10 @@ class App:
     def __init__(self, image: Path) -> None:
         self.image = image
         self.called: list[str] = []
+        self.asked: list[tuple[str, str]] = []
 
     def ready_image(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes] | None:
+        self.asked.append((environ["PATH_INFO"], environ["QUERY_STRING"]))
         if environ["PATH_INFO"] != READY or environ["HTTP_HOST"] != "localhost:8000":
             return None
         size = str(self.image.stat().st_size)
@@ -250,6 +273,15 @@ def test_a_plain_request_for_a_ready_image_is_answered_without_the_app(app_worke
     )
     assert app_worker.wsgi.called == []
     assert app_worker.nr == 1
+
+
+def test_a_plain_chart_request_gives_the_fast_path_its_path_and_query_apart(app_worker, pair):
+    sent = PLAIN.replace(READY.encode(), b"/charts/edge.png?device=a%20b&sig=x")
+    _, received = answered(app_worker, pair, sent)
+    assert app_worker.wsgi.asked == [("/charts/edge.png", "device=a%20b&sig=x")]
+    # Declined: gunicorn parses the same bytes, and the app answers.
+    assert received.startswith(b"HTTP/1.1 404 Not Found\r\n")
+    assert app_worker.wsgi.called == ["/charts/edge.png"]
 
 
 def test_a_plain_head_is_answered_without_a_body_and_close_is_kept(app_worker, pair):

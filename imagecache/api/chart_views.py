@@ -13,8 +13,6 @@ from typing import Any, ClassVar
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import render
 from django.utils.html import escape
-from django.views.decorators.csrf import csrf_exempt
-from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.permissions import BasePermission, IsAuthenticated
@@ -23,7 +21,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from imagecache import chart_params, chart_urls
-from imagecache.api import views
+from imagecache.api import openapi
 from imagecache.errors import ChartInvalid
 from imagecache.hashing import canonical_json
 from imagecache.media import IMAGE_TYPES
@@ -61,7 +59,6 @@ class ChartOutputSerializer(serializers.Serializer):
     updated_at = serializers.DateTimeField()
 
 
-@extend_schema(exclude=True)
 class ChartListApi(APIView):
     authentication_classes = [SessionAuthentication]
 
@@ -81,28 +78,30 @@ class ChartListApi(APIView):
             # has none needs it added (and signed: manage.py chart_url).
             return image_urls(chart.slug, {})
 
+    @openapi.chart_list
     def get(self, request: Request) -> Response:
-        viewer_check(request, views._query_parameters(request))
+        viewer_check(request, chart_params.query_values(request.query_params.lists()))
         charts = charts_list()
         return Response({"charts": self.OutputSerializer(charts, many=True).data}, headers=NO_CACHE)
 
 
 class ChartPermission(BasePermission):
-    """The admin's model permission on charts that the view names."""
+    """The admin's model permission on charts that the view names for the method."""
 
     def has_permission(self, request: Request, view: Any) -> bool:
-        return bool(request.user and request.user.has_perm(view.permission_required))
+        required = view.permissions_required[request.method]
+        return bool(request.user and request.user.has_perm(required))
 
 
-class ChartWriteApi(APIView):
-    authentication_classes = [TokenAuthentication]
-    permission_classes = [IsAuthenticated, ChartPermission]
-    permission_required: ClassVar[str]
+class ChartApi(APIView):
+    """`/charts/{slug}`: the chart page for GET and HEAD (a session, or a
+    signature with signing on); a tool's write for PUT and DELETE (a DRF
+    token and the admin's permission on charts)."""
 
-
-@extend_schema(exclude=True)
-class ChartPutApi(ChartWriteApi):
-    permission_required = "imagecache.change_chart"
+    permissions_required: ClassVar[dict[str, str]] = {
+        "PUT": "imagecache.change_chart",
+        "DELETE": "imagecache.delete_chart",
+    }
 
     class InputSerializer(serializers.Serializer):
         slug = serializers.CharField(required=False)
@@ -111,6 +110,30 @@ class ChartPutApi(ChartWriteApi):
         max_age = serializers.JSONField(required=False)
         params = serializers.JSONField(required=False)
 
+    def _writes(self) -> bool:
+        # No request yet while drf-spectacular builds its own: the page's.
+        request = getattr(self, "request", None)
+        return request is not None and request.method in self.permissions_required
+
+    def get_authenticators(self) -> list[Any]:
+        return [TokenAuthentication()] if self._writes() else [SessionAuthentication()]
+
+    def get_permissions(self) -> list[Any]:
+        return [IsAuthenticated(), ChartPermission()] if self._writes() else []
+
+    @openapi.chart_page
+    def get(self, request: Request, slug: str) -> HttpResponseBase:
+        given = chart_params.query_values(request.query_params.lists())
+        staff = viewer_check(request, given)
+        chart = chart_get(slug=slug)
+        page = ChartPage.of(
+            chart, {k: v for k, v in given.items() if k not in chart_params.RESERVED}
+        )
+        if request.get_preferred_type(["text/html", "application/json"]) == "application/json":
+            return Response(page.as_json(), headers=NO_CACHE)
+        return page.render(request._request, form=staff or not chart_urls.url_keys())
+
+    @openapi.chart_put(InputSerializer, ChartOutputSerializer)
     def put(self, request: Request, slug: str) -> Response:
         if not isinstance(request.data, dict):
             raise serializers.ValidationError("The request body must be a JSON object.")
@@ -128,30 +151,10 @@ class ChartPutApi(ChartWriteApi):
             status=201 if outcome == "created" else 200,
         )
 
-
-@extend_schema(exclude=True)
-class ChartDeleteApi(ChartWriteApi):
-    permission_required = "imagecache.delete_chart"
-
+    @openapi.chart_delete
     def delete(self, request: Request, slug: str) -> Response:
         chart_definitions.chart_delete(slug=slug)
         return Response(status=204)
-
-
-@extend_schema(exclude=True)
-class ChartPageApi(APIView):
-    authentication_classes = [SessionAuthentication]
-
-    def get(self, request: Request, slug: str) -> HttpResponseBase:
-        given = views._query_parameters(request)
-        staff = viewer_check(request, given)
-        chart = chart_get(slug=slug)
-        page = ChartPage.of(
-            chart, {k: v for k, v in given.items() if k not in chart_params.RESERVED}
-        )
-        if request.get_preferred_type(["text/html", "application/json"]) == "application/json":
-            return Response(page.as_json(), headers=NO_CACHE)
-        return page.render(request._request, form=staff or not chart_urls.url_keys())
 
 
 def markdown_text(text: str) -> str:
@@ -236,15 +239,3 @@ class ChartPage:
         response = render(request, "imagecache/chart.html", context)
         response["Cache-Control"] = NO_CACHE["Cache-Control"]
         return response
-
-
-_page = ChartPageApi.as_view()
-_put = ChartPutApi.as_view()
-_delete = ChartDeleteApi.as_view()
-
-
-@csrf_exempt  # Each view below decides: DRF's views are exempt, tokens need no CSRF.
-def chart_route(request: HttpRequest, slug: str) -> HttpResponseBase:
-    """`/charts/{slug}`: the page for GET and HEAD, a tool's write for PUT and DELETE."""
-    view = {"PUT": _put, "DELETE": _delete}.get(request.method or "", _page)
-    return view(request, slug=slug)

@@ -1,5 +1,5 @@
 """Ready images answered before Django runs, the way whitenoise answers
-static files.
+static files; saved charts' fresh images too (`imagecache.api.chart_fastpath`).
 
 `GET /image/{id}` for a ready, unexpired image needs no database: the expiry
 is in the id, and `CACHE_PATH/by-id/<id>` (see `imagecache.files.links`) links to
@@ -27,13 +27,14 @@ from django.db import connection
 from django.http.request import split_domain_port, validate_host
 from django.utils.http import http_date
 
+from imagecache.api.chart_fastpath import FastCharts
 from imagecache.files import links
 from imagecache.files.names import image_name_parse
 from imagecache.ids import ENTRY_ID_PATTERN
 from imagecache.media import BY_EXTENSION, IMAGE_CSP
 from imagecache.ops import metrics
 from imagecache.services import entries
-from imagecache.wire import IMAGE_PATH
+from imagecache.wire import CHARTS_PATH, IMAGE_PATH
 
 logger = logging.getLogger("imagecache.requests")
 
@@ -130,6 +131,7 @@ class FastImages:
         # clearing, which only costs recomputing them.
         self.headers: dict[tuple[str, str], tuple[int, list[tuple[str, str]]]] = {}
         self.security = security_headers()
+        self.charts = FastCharts(self.security) if self.active else None
         self.hsts = hsts_header()
         self.ssl_redirect = settings.SECURE_SSL_REDIRECT
         # Django's own reading of ALLOWED_HOSTS (HttpRequest.get_host), and
@@ -160,10 +162,12 @@ class FastImages:
     def _answer(
         self, environ: dict[str, Any], start_response: StartResponse
     ) -> Iterable[bytes] | None:
-        match = PATH_RE.match(environ.get("PATH_INFO", ""))
+        path = environ.get("PATH_INFO", "")
+        chart = path.startswith(CHARTS_PATH)
+        match = None if chart else PATH_RE.match(path)
         if (
-            match is None
-            or environ.get("QUERY_STRING")
+            (match is None and not chart)
+            or (environ.get("QUERY_STRING") and not chart)
             or "HTTP_IF_NONE_MATCH" in environ
             or "HTTP_IF_MODIFIED_SINCE" in environ
             or not self._host_allowed(environ)
@@ -172,6 +176,14 @@ class FastImages:
         secure = request_is_secure(environ)
         if self.ssl_redirect and not secure:
             return None  # Django redirects it to HTTPS
+        extra = [self.hsts] if secure and self.hsts is not None else []
+        if match is None:
+            found = self.charts.answer(environ) if self.charts is not None else None
+            if found is None:
+                return None
+            image, headers = found
+            start_response("200 OK", [*headers, *extra])
+            return _body(environ, image)
         entry_id, expiry_text = match.groups()
         expires = float(expiry_text)
         now = time.time()
@@ -190,20 +202,12 @@ class FastImages:
                 image.close()
                 return None
         fetch_id, fixed = known
-        headers = [*fixed, ("Cache-Control", f"public, max-age={int(expires - now)}, immutable")]
-        if secure and self.hsts is not None:
-            headers.append(self.hsts)
-        start_response("200 OK", headers)
+        cache_control = ("Cache-Control", f"public, max-age={int(expires - now)}, immutable")
+        start_response("200 OK", [*fixed, cache_control, *extra])
         self.marks.add(fetch_id)
         (self.hit_head if environ["REQUEST_METHOD"] == "HEAD" else self.hit_get).inc()
         metrics.CACHE_HITS.inc()
-        if environ["REQUEST_METHOD"] == "HEAD":
-            image.close()
-            return []
-        wrapper = environ.get("wsgi.file_wrapper")
-        if wrapper is not None:
-            return wrapper(image, 64 * 1024)
-        return _chunks(image)
+        return _body(environ, image)
 
     def _host_allowed(self, environ: dict[str, Any]) -> bool:
         """Whether Django would take the request's Host (ALLOWED_HOSTS). A Host
@@ -248,6 +252,16 @@ class FastImages:
             self.headers.clear()
         self.headers[(target, entry_id)] = (fetch_id, fixed)
         return fetch_id, fixed
+
+
+def _body(environ: dict[str, Any], image: Any) -> Iterable[bytes]:
+    if environ["REQUEST_METHOD"] == "HEAD":
+        image.close()
+        return []
+    wrapper = environ.get("wsgi.file_wrapper")
+    if wrapper is not None:
+        return wrapper(image, 64 * 1024)
+    return _chunks(image)
 
 
 def _chunks(image: Any) -> Iterable[bytes]:

@@ -296,3 +296,97 @@ info = extend_schema(
     description="Totals and the newest live entries by state, from the database alone.",
     responses={200: InfoSerializer, 400: _error("`limit` is not a whole number 0-10000.")},
 )
+
+
+_SLUG = OpenApiParameter(
+    "slug", OpenApiTypes.STR, OpenApiParameter.PATH, description="The chart's slug."
+)
+_SIGNED = (
+    "With CHART_URL_KEYS set, it needs a `sig` of its own URL (`manage.py chart_url`) or a "
+    "staff session, since it shows signed URLs; otherwise 403."
+)
+
+
+class ChartListItemSerializer(serializers.Serializer):
+    slug = serializers.CharField()
+    title = serializers.CharField()
+    max_age = serializers.IntegerField(help_text="Seconds an image may age before a refresh.")
+    params = serializers.JSONField(help_text="The declared parameters.")
+    page = serializers.CharField(help_text="The chart page's URL (signed when signing is on).")
+    images = serializers.DictField(
+        child=serializers.CharField(), help_text="Per extension, the image's URL."
+    )
+
+
+class ChartListSerializer(serializers.Serializer):
+    charts = ChartListItemSerializer(many=True)
+
+
+chart_list = extend_schema(
+    operation_id="chart_list",
+    summary="List the saved charts",
+    description=f"Every saved chart, by slug, with its page's and images' URLs. {_SIGNED}",
+    responses={200: ChartListSerializer, 403: _error("Unsigned, wrongly signed or expired.")},
+)
+
+chart_page = extend_schema(
+    operation_id="chart_page",
+    summary="A saved chart's page",
+    description=(
+        "For a browser (HTML): the title, the image, when it was rendered, a form for its "
+        "parameters and snippets to embed it. With `Accept: application/json`: the "
+        "definition, the parameter values, the image URLs, and per format the last "
+        f"render's state, time, size and media type. {_SIGNED}"
+    ),
+    parameters=[_SLUG],
+    responses={
+        (200, "text/html"): OpenApiResponse(OpenApiTypes.STR, description="The page."),
+        (200, "application/json"): OpenApiResponse(
+            OpenApiTypes.OBJECT, description="The definition and its renders."
+        ),
+        400: _error("A parameter value that does not fit (named in `field`)."),
+        403: _error("Unsigned, wrongly signed or expired, with signing on."),
+        404: _error("No such chart."),
+    },
+)
+
+_NO_TOKEN = _error("No token, or an unknown one.")
+_WRITES = (
+    "For a tool: a DRF token (`Authorization: Token <key>`, made in the admin or by "
+    "`manage.py drf_create_token`) of a user with the admin's {} permission on charts."
+)
+
+
+def chart_put(request: type, response: type) -> Callable[[_View], _View]:
+    """The description of `PUT /charts/{slug}`, given the view's serializers."""
+    return extend_schema(
+        operation_id="chart_put",
+        summary="Create or replace a saved chart",
+        description=(
+            "Creates the chart, or replaces its definition; checked whole as `charts_load` "
+            f"checks a file. {_WRITES.format('change')}"
+        ),
+        parameters=[_SLUG],
+        request={"application/json": request},
+        responses={
+            200: OpenApiResponse(response, description="Replaced (`outcome`: updated, unchanged)."),
+            201: OpenApiResponse(response, description="Created."),
+            400: _error("A field is missing or does not fit (named in `field`)."),
+            401: _NO_TOKEN,
+            403: _error("The token's user may not change charts."),
+        },
+    )
+
+
+chart_delete = extend_schema(
+    operation_id="chart_delete",
+    summary="Delete a saved chart",
+    description=f"The chart and its images' records. {_WRITES.format('delete')}",
+    parameters=[_SLUG],
+    responses={
+        204: OpenApiResponse(description="Deleted; no body."),
+        401: _NO_TOKEN,
+        403: _error("The token's user may not delete charts."),
+        404: _error("No such chart."),
+    },
+)

@@ -20,7 +20,11 @@ urlpatterns = [
     path("info", views.InfoApi.as_view(), name="info"),
     path("charts/", chart_views.ChartListApi.as_view(), name="chart-list"),
     # No '.' in a slug: `/charts/{slug}.{ext}` is the image's route.
-    re_path(f"^charts/(?P<slug>{CHART_SLUG_PATTERN})$", chart_views.chart_route, name="chart-page"),
+    re_path(
+        f"^charts/(?P<slug>{CHART_SLUG_PATTERN})$",
+        chart_views.ChartApi.as_view(),
+        name="chart-page",
+    ),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("healthz", health.HealthzApi.as_view(), name="healthz"),

@@ -28,11 +28,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from imagecache.api import openapi
+from imagecache.api import chart_fastpath, openapi
 from imagecache.api.parsers import AnyTypeJSONParser
 from imagecache.api.serializers import JSONObjectField, TTLField
-from imagecache.chart_params import RESERVED
-from imagecache.errors import AdhocQueriesRefused, ChartInvalid, EntryNotFound
+from imagecache.chart_params import RESERVED, query_values
+from imagecache.errors import AdhocQueriesRefused, EntryNotFound
+from imagecache.files import links
 from imagecache.media import EXTENSIONS, IMAGE_CSP
 from imagecache.models import Fetch
 from imagecache.ops import metrics
@@ -186,7 +187,10 @@ class ChartImageGetApi(APIView):
 
     @openapi.chart_image_get
     def get(self, request: Request, slug: str, ext: str) -> HttpResponseBase:
-        given = _query_parameters(request)
+        # Read before the chart is: what the fast path learns from this
+        # answer is dropped if the chart changes meanwhile.
+        stamp = links.charts_stamp()
+        given = query_values(request.query_params.lists())
         if settings.CHART_URL_KEYS:
             url_verify(
                 keys=settings.CHART_URL_KEYS, path=request.path_info, params=given, now=time.time()
@@ -199,21 +203,12 @@ class ChartImageGetApi(APIView):
             given={name: value for name, value in given.items() if name not in RESERVED},
             **filters.validated_data,
         )
+        if not answer.stale:
+            chart_fastpath.LEARNT.learn(stamp=stamp, url=(slug, ext, given), answer=answer)
         headers = _chart_caching_headers(answer)
         if _not_modified(request, headers):
             return _not_modified_response(answer.fetch, headers)
         return _image_response(request, answer.fetch, headers, name=slug)
-
-
-def _query_parameters(request: Request) -> dict[str, str]:
-    """The query string as one value per name: a name given twice is refused,
-    so that what is signed, checked and sent to Kentik is the same value."""
-    given: dict[str, str] = {}
-    for name, values in request.query_params.lists():
-        if len(values) > 1:
-            raise ChartInvalid(name, "is given more than once")
-        given[name] = values[0]
-    return given
 
 
 def _chart_caching_headers(answer: charts.ChartAnswer) -> dict[str, str]:

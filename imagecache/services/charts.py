@@ -12,14 +12,16 @@ Views are counted in memory per process and written in batches
 (`ViewCounts`): a wallboard's poll costs no write.
 """
 
+import functools
 import json
 import logging
 import math
+import operator
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from django.conf import settings
@@ -32,7 +34,15 @@ from imagecache.errors import ChartInvalid
 from imagecache.files import links
 from imagecache.hashing import canonical_json, query_hash
 from imagecache.media import IMAGE_TYPES
-from imagecache.models import Chart, ChartActivity, ChartImage, Entry, Fetch, FetchState
+from imagecache.models import (
+    Chart,
+    ChartActivity,
+    ChartImage,
+    Entry,
+    Fetch,
+    FetchPriority,
+    FetchState,
+)
 from imagecache.ops import metrics
 from imagecache.selectors.charts import (
     chart_get,
@@ -118,7 +128,7 @@ def chart_image_get(
     if fetch is not None and fetch.state == FetchState.READY and fetch.finished_at is not None:
         age = (now - fetch.finished_at).total_seconds()
         if age < chart.max_age + settings.STALE_IF_ERROR:
-            VIEWS.add(chart_id=chart.pk, image_id=image.pk, fetch_id=fetch.pk)
+            VIEWS.add(chart_id=chart.pk, query_key=key, fetch_id=fetch.pk)
             stale = ""
             if age >= chart.max_age:
                 _refresh(query=query, key=key, now=now, chart_id=chart.pk, viewer=True)
@@ -126,7 +136,7 @@ def chart_image_get(
                     stale = "paused"
             entries.fetch_refresh_used(fetch=fetch, counter=metrics.CHART_REFRESHES_USED)
             return ChartAnswer(chart, image, fetch, stale)
-    VIEWS.add(chart_id=chart.pk, image_id=image.pk, fetch_id=None)
+    VIEWS.add(chart_id=chart.pk, query_key=key, fetch_id=None)
     return _first_render(chart=chart, image=image, query=query, wait=wait)
 
 
@@ -170,7 +180,10 @@ def _first_render(
 def _image_point(*, image: ChartImage, fetch: Fetch) -> None:
     """Point the image at a ready fetch, unless it points at a newer one."""
     newer = Q(fetch__finished_at__gte=fetch.finished_at)
-    ChartImage.objects.filter(pk=image.pk).exclude(newer).update(fetch=fetch)
+    if ChartImage.objects.filter(pk=image.pk).exclude(newer).update(fetch=fetch):
+        # A query first asked for by a client may have been ready before its
+        # chart image existed: the worker's `chart_images_point` never saw it.
+        links.chart_images_link(query_key=image.query_hash, file_name=fetch.file_name)
     image.fetch = fetch
 
 
@@ -199,6 +212,7 @@ def chart_images_point(*, fetch: Fetch) -> int:
     if not chart_ids:
         return 0
     count = pointed.update(fetch_id=fetch.pk)
+    links.chart_images_link(query_key=fetch.query_hash, file_name=fetch.file_name)
     activity_add(counts=dict.fromkeys(chart_ids, 1), column="refreshes", now=timezone.now())
     return count
 
@@ -207,7 +221,7 @@ def chart_images_keep_warm() -> int:
     """Refresh the watched chart images (viewed within CHART_KEEP_WARM, at most
     CHART_WARM_MAX per chart) whose image reaches its max_age; how many
     refreshes started. Run every KEEP_WARM_INTERVAL by each worker: several
-    workers start one refresh between them (`selectors.fetch_refresh_due` and
+    workers start one refresh between them (`selectors.charts.fetch_refresh_due` and
     the one fetch in flight per query)."""
     if not settings.CHART_KEEP_WARM:
         return 0
@@ -274,7 +288,7 @@ def chart_purge(*, chart: Chart) -> RemovalResult:
     with transaction.atomic():
         images = ChartImage.objects.filter(chart=chart)
         keys = set(images.values_list("query_hash", flat=True))
-        images.delete()
+        images.delete()  # with their fast-path links (a post_delete receiver)
         fetch_ids = set(Fetch.objects.filter(query_hash__in=keys).values_list("pk", flat=True))
         entry_ids = list(Entry.objects.filter(fetch_id__in=fetch_ids).values_list("pk", flat=True))
         links.entries_unlink(entry_ids=entry_ids)
@@ -319,21 +333,23 @@ def activity_add(
 class ViewCounts:
     """The views of this process since its last write: per chart (activity),
     the images viewed (what keeps them warm) and their fetches (eviction's
-    clock). Written by the view that finds the last write `interval` old."""
+    clock, and the refreshes a viewer used). Written by the view that finds
+    the last write `interval` old, or by a thread (the fast path's)."""
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self._lock = threading.Lock()
         self._views: dict[int, int] = {}
-        # Per image, its last view here.
-        self._images: dict[int, datetime] = {}
+        # Per image (chart and query hash), its last view here (a unix
+        # time: cheaper than a datetime on the fast path's every answer).
+        self._images: dict[tuple[int, str], float] = {}
         self._fetches: set[int] = set()
         self._written = time.monotonic()
 
-    def add(self, *, chart_id: int, image_id: int, fetch_id: int | None) -> None:
+    def add(self, *, chart_id: int, query_key: str, fetch_id: int | None) -> None:
         with self._lock:
             self._views[chart_id] = self._views.get(chart_id, 0) + 1
-            self._images[image_id] = timezone.now()
+            self._images[(chart_id, query_key)] = time.time()
             if fetch_id is not None:
                 self._fetches.add(fetch_id)
             due = time.monotonic() - self._written >= self.interval
@@ -352,9 +368,21 @@ class ViewCounts:
             self._written = time.monotonic()
         now = timezone.now()
         if images:
-            last = Case(*(When(pk=pk, then=Value(at)) for pk, at in images.items()))
-            ChartImage.objects.filter(pk__in=images).update(viewed_at=last)
+            which = [Q(chart_id=chart_id, query_hash=key) for chart_id, key in images]
+            last = Case(
+                *(
+                    When(q, then=Value(datetime.fromtimestamp(at, UTC)))
+                    for q, at in zip(which, images.values(), strict=True)
+                )
+            )
+            ChartImage.objects.filter(functools.reduce(operator.or_, which)).update(viewed_at=last)
         entries.fetches_mark_read(fetch_ids=fetches)
+        # Views the fast path answered cannot see a fetch's priority: a
+        # keep-warm refresh they showed is counted as used here.
+        used = Fetch.objects.filter(pk__in=fetches, priority=FetchPriority.REFRESH).update(
+            priority=FetchPriority.NORMAL
+        )
+        metrics.CHART_REFRESHES_USED.inc(used)
         activity_add(counts=views, column="views", now=now)
 
 

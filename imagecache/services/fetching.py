@@ -462,7 +462,7 @@ def _fetch_record(*, fetch: Fetch, chart: kentik.Chart, saved_name: str, content
         logger.info("fetch %s: finished elsewhere or purged, image dropped", fetch.pk)
         return
     _entries_link(fetch_id=fetch.pk, file_name=saved_name)
-    fetch.finished_at = now
+    fetch.finished_at, fetch.file_name = now, saved_name
     try:
         charts.chart_images_point(fetch=fetch)
     except DatabaseError:
