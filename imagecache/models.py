@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 from django.db import DEFAULT_DB_ALIAS, connections, models
 from django.db.models import Q
 
+from imagecache.ops import request_ids
+
 
 class FetchState(models.TextChoices):
     PENDING = "pending", "Pending"  # queued, no worker holds it
@@ -74,6 +76,9 @@ class Fetch(models.Model):
     # Kentik was overloaded or failing (429, 5xx, timeout, unreachable), not
     # refusing the query: the entry may be answered with an older image.
     error_transient = models.BooleanField(default=False)
+    # The X-Request-ID of the request that started the fetch: the worker's
+    # lines about it carry it, so that they can be traced to that request.
+    request_id = models.CharField(max_length=request_ids.MAX_LENGTH, blank=True)
 
     class Meta:
         verbose_name_plural = "fetches"

@@ -31,7 +31,7 @@ from imagecache.files import links
 from imagecache.files.names import image_name_parse
 from imagecache.ids import ENTRY_ID_PATTERN
 from imagecache.media import BY_EXTENSION, IMAGE_CSP
-from imagecache.ops import metrics
+from imagecache.ops import metrics, request_ids
 from imagecache.services import entries
 from imagecache.wire import IMAGE_PATH
 
@@ -163,7 +163,14 @@ class FastImages:
                 image.close()
                 return None
         fetch_id, fixed = known
-        headers = [*fixed, ("Cache-Control", f"public, max-age={int(expires - now)}, immutable")]
+        headers = [
+            *fixed,
+            ("Cache-Control", f"public, max-age={int(expires - now)}, immutable"),
+            (
+                request_ids.HEADER,
+                request_ids.request_id_accept(environ.get(request_ids.ENVIRON_KEY)),
+            ),
+        ]
         start_response("200 OK", headers)
         self.marks.add(fetch_id)
         (self.hit_head if environ["REQUEST_METHOD"] == "HEAD" else self.hit_get).inc()

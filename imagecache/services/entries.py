@@ -15,7 +15,7 @@ from imagecache.files import links
 from imagecache.hashing import query_hash
 from imagecache.ids import entry_id_make
 from imagecache.models import IN_FLIGHT, Entry, Fetch, FetchPriority, FetchState, first, insert
-from imagecache.ops import metrics
+from imagecache.ops import metrics, request_ids
 from imagecache.services import queue
 
 logger = logging.getLogger(__name__)
@@ -169,6 +169,7 @@ def _refresh_ahead(*, fetch: Fetch, now: datetime) -> None:
                 created_at=now,
                 enqueued_at=now,
                 priority=FetchPriority.REFRESH,
+                request_id=request_ids.current.get(),
             )
     except IntegrityError:
         return  # another request started it first
@@ -184,6 +185,17 @@ def _refresh_used(*, fetch: Fetch) -> None:
         priority=FetchPriority.NORMAL
     ):
         metrics.REFRESHES_USED.inc()
+
+
+def _fetch_new(*, query_key: str, query_json: str, now: datetime) -> Fetch:
+    """A new pending fetch, marked with the id of the request being served."""
+    return Fetch(
+        query_hash=query_key,
+        query_json=query_json,
+        created_at=now,
+        enqueued_at=now,
+        request_id=request_ids.current.get(),
+    )
 
 
 def fetch_share(
@@ -204,15 +216,11 @@ def fetch_share(
     if fetch is not None:
         return fetch, False
     if not raced:
-        fetch = insert(
-            Fetch(query_hash=query_key, query_json=query_json, created_at=now, enqueued_at=now)
-        )
+        fetch = insert(_fetch_new(query_key=query_key, query_json=query_json, now=now))
         return fetch, True
     try:
         with transaction.atomic():
-            fetch = insert(
-                Fetch(query_hash=query_key, query_json=query_json, created_at=now, enqueued_at=now)
-            )
+            fetch = insert(_fetch_new(query_key=query_key, query_json=query_json, now=now))
         return fetch, True
     except IntegrityError:
         # Another request created the query's in-flight fetch after the read:
