@@ -10,13 +10,13 @@ named in DENYLIST wherever they are (headers, local variables, extra), and
 
 import re
 from collections.abc import Iterable
-from functools import partial
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import sentry_sdk
 from sentry_sdk.integrations.django import DjangoIntegration
 from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
+from sentry_sdk.types import Event, Hint
 
 from imagecache.ops import request_ids
 
@@ -36,8 +36,6 @@ DENYLIST = [
     "dsn",
 ]
 
-Event = dict[str, Any]
-
 
 def url_secrets(url: str) -> list[str]:
     """The password (and the whole URL) of a database or Redis URL."""
@@ -51,6 +49,10 @@ def sentry_init(*, dsn: str, secrets: Iterable[str], environment: str | None = N
     """Report errors to `dsn`, with every value of `secrets` replaced in what
     is sent."""
     hidden = sorted({secret for secret in secrets if secret}, key=len, reverse=True)
+
+    def before_send(event: Event, hint: Hint) -> Event:
+        return event_scrub(event, secrets=hidden)
+
     sentry_sdk.init(
         dsn=dsn,
         environment=environment,
@@ -58,11 +60,11 @@ def sentry_init(*, dsn: str, secrets: Iterable[str], environment: str | None = N
         send_default_pii=False,
         event_scrubber=EventScrubber(denylist=DENYLIST, recursive=True),
         # The event holds its breadcrumbs: they are scrubbed with it.
-        before_send=partial(event_scrub, secrets=hidden),
+        before_send=before_send,
     )
 
 
-def event_scrub(event: Event, hint: Any, *, secrets: list[str]) -> Event:
+def event_scrub(event: Event, *, secrets: list[str]) -> Event:
     """The event with each secret replaced wherever a string holds it, and the
     request id it happened in as a tag."""
     request_id = request_ids.current.get()
@@ -71,7 +73,8 @@ def event_scrub(event: Event, hint: Any, *, secrets: list[str]) -> Event:
     if not secrets:
         return event
     pattern = re.compile("|".join(re.escape(secret) for secret in secrets))
-    return _scrub(event, pattern)
+    scrubbed: Event = _scrub(event, pattern)
+    return scrubbed
 
 
 def _scrub(value: Any, pattern: re.Pattern[str]) -> Any:
