@@ -68,6 +68,43 @@ keepalive = int(os.environ.get("WEB_KEEPALIVE", "5"))
 accesslog = "-" if os.environ.get("WEB_ACCESS_LOG", "1") == "1" else None
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 errorlog = "-"
+
+
+def json_logging(access: bool) -> dict[str, Any]:
+    """gunicorn's own lines (its error log: starts, workers, tracebacks; and
+    its access log) as JSON objects, one per line, as LOG_FORMAT=json makes
+    the service's; the access line's fields are its atoms'."""
+    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "imagecache.ops.log.JSONFormatter"}},
+        "filters": {
+            "access_fields": {"()": "imagecache.ops.log.AccessFields"},
+            "redact_secrets": {"()": "imagecache.ops.log.RedactSecrets"},
+        },
+        "handlers": {
+            "error": {**handler, "stream": "ext://sys.stderr", "filters": ["redact_secrets"]},
+            "access": {**handler, "filters": ["access_fields", "redact_secrets"]},
+        },
+        # Not gunicorn's default root handler: Django's LOGGING sets the root up.
+        "root": {"level": "INFO", "handlers": []},
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": ["error"], "propagate": False},
+            # Any logging configuration turns gunicorn's access log on: off
+            # (WEB_ACCESS_LOG=0) is no handler.
+            "gunicorn.access": {
+                "level": "INFO",
+                "handlers": ["access"] if access else [],
+                "propagate": False,
+            },
+        },
+    }
+
+
+# LOG_FORMAT as the settings read it (config/settings/base.py checks its value).
+if os.environ.get("LOG_FORMAT", "plain").lower() == "json":
+    logconfig_dict = json_logging(access=accesslog is not None)
 # X-Forwarded-* headers are trusted only from these addresses (the proxy).
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 # One control socket per user would be shared by every gunicorn on the host.

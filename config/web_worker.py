@@ -41,6 +41,7 @@ from typing import Any
 from config import gunicorn_internals as gunicorn
 from imagecache.ids import CHART_SLUG_PATTERN
 from imagecache.media import IMAGE_TYPES
+from imagecache.ops import request_ids
 from imagecache.wire import BODY_LIMIT, CHARTS_PATH, IMAGE_PATH
 
 _HEAD_END = b"\r\n\r\n"
@@ -74,6 +75,8 @@ _PLAIN_IMAGE = re.compile(
 # them, the request is gunicorn's.
 _THEIRS = (b"content-length", b"transfer-encoding", b"expect", b"upgrade", b"http2-settings")
 _THEIRS_PREFIXES = (b"if-", b"x-forwarded-", b"forwarded")
+# The request id's field, as `PlainImageRequest.fields` names it.
+_REQUEST_ID = request_ids.HEADER.upper()
 # A cheap look before the regular expression's.
 _PLAIN_STARTS = tuple(
     method + b" " + path.encode("ascii")
@@ -283,6 +286,10 @@ class HeadersFirstWorker(gunicorn.GthreadWorker):
             "wsgi.url_scheme": "http",
             "wsgi.file_wrapper": _ImageFile,
         }
+        # The proxy's request id, which the fast path repeats on its answer.
+        for name, value in plain.fields:
+            if name == _REQUEST_ID:
+                environ[request_ids.ENVIRON_KEY] = value
         answer: list[Any] = []
 
         def start_response(status: str, headers: list[tuple[str, str]]) -> None:

@@ -17,6 +17,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from imagecache.ids import CHART_SLUG_RE
+from imagecache.ops import request_ids
 
 
 class FetchState(models.TextChoices):
@@ -78,6 +79,9 @@ class Fetch(models.Model):
     # Kentik was overloaded or failing (429, 5xx, timeout, unreachable), not
     # refusing the query: the entry may be answered with an older image.
     error_transient = models.BooleanField(default=False)
+    # The X-Request-ID of the request that started the fetch: the worker's
+    # lines about it carry it, so that they can be traced to that request.
+    request_id = models.CharField(max_length=request_ids.MAX_LENGTH, blank=True)
 
     class Meta:
         verbose_name_plural = "fetches"

@@ -2,6 +2,7 @@
 fast path cannot be sure."""
 
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -86,9 +87,11 @@ def ready(fetch_chart, django_capture_on_commit_callbacks) -> Callable[..., str]
 @time_machine.travel(NOW, tick=False)
 def test_ready_image_is_answered_without_django_and_as_django_would(fast, django_app, ready):
     entry_id = ready()
-    status, headers, body = call(fast, f"/image/{entry_id}")
+    # Both repeat the proxy's request id.
+    proxy = {"HTTP_X_REQUEST_ID": "proxy-1"}
+    status, headers, body = call(fast, f"/image/{entry_id}", **proxy)
     assert (status, body, django_app.calls) == (200, PNG, 0)
-    _, django_headers, django_body = call(django_app, f"/image/{entry_id}")
+    _, django_headers, django_body = call(django_app, f"/image/{entry_id}", **proxy)
     assert django_body == body
     # Every header alike, the security headers included; DRF adds `Allow` to
     # every answer of its views, which an image does not need.
@@ -98,8 +101,11 @@ def test_ready_image_is_answered_without_django_and_as_django_would(fast, django
     with time_machine.travel(NOW.timestamp() + 100, tick=False):
         _, later, _ = call(fast, f"/image/{entry_id}")
     assert later["Cache-Control"] == "public, max-age=200, immutable"
-    assert {k: v for k, v in later.items() if k != "Cache-Control"} == {
-        k: v for k, v in headers.items() if k != "Cache-Control"
+    # Without the proxy's, an id of its own.
+    assert re.fullmatch(r"[0-9a-f]{32}", later["X-Request-ID"])
+    moving = ("Cache-Control", "X-Request-ID")
+    assert {k: v for k, v in later.items() if k not in moving} == {
+        k: v for k, v in headers.items() if k not in moving
     }
 
 

@@ -5,6 +5,7 @@ import io
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,9 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gunicorn.glogging import SafeAtoms
 
 from imagecache import kentik
-from imagecache.ops.log import JSONFormatter, RedactSecrets
+from imagecache.models import Fetch
+from imagecache.ops import request_ids
+from imagecache.ops.log import AccessFields, JSONFormatter, RedactSecrets
+from imagecache.ops.request_ids import RequestIdFilter
 from imagecache.services import fetching
 from imagecache.services.entries import entry_create
 from tests.harness.data import QUERY
@@ -195,3 +200,110 @@ def test_an_answer_the_service_chose_is_logged_once_and_not_as_an_error(client, 
     assert [r for r in logged if r[0] == "django.request"] == []
     assert ("imagecache.requests", "WARNING") in {(name, level) for name, level, _ in logged}
     assert len([r for r in logged if r[0] == "imagecache.requests"]) == 2
+
+
+# --- Request ids ---------------------------------------------------------------
+
+HOSTILE_REQUEST_IDS = {
+    "newlines": "abc\r\nX-Injected: 1",
+    "10 kB": "a" * 10_000,
+    "quotes": "\"abc'<script>",
+    "empty": "",
+}
+
+
+@pytest.fixture
+def json_root() -> Iterator[io.StringIO]:
+    """The root logger's lines as the console writes them with LOG_FORMAT=json."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RequestIdFilter())
+    handler.addFilter(RedactSecrets())
+    handler.setFormatter(JSONFormatter())
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    yield stream
+    root.removeHandler(handler)
+    root.setLevel(level)
+
+
+@pytest.mark.django_db
+def test_the_proxys_request_id_is_on_the_answer_each_line_and_the_fetch(
+    client, json_root, fetch_chart
+):
+    response = client.post(
+        "/requests",
+        {"api_query": QUERY},
+        content_type="application/json",
+        headers={"X-Request-ID": "proxy-42"},
+    )
+    assert response.status_code == 200, response.content
+    assert response.headers["X-Request-ID"] == "proxy-42"
+    logged = [line for line in lines(json_root) if line["logger"].startswith("imagecache")]
+    assert logged
+    assert {line.get("request_id") for line in logged} == {"proxy-42"}
+    assert Fetch.objects.get().request_id == "proxy-42"
+
+
+@pytest.mark.django_db
+def test_a_request_without_an_id_gets_a_new_one_on_its_answer_and_lines(client, json_root):
+    first = client.get("/info")
+    second = client.get("/info")
+    made = first.headers["X-Request-ID"]
+    assert re.fullmatch(r"[0-9a-f]{32}", made)
+    assert second.headers["X-Request-ID"] != made
+    assert [line["request_id"] for line in lines(json_root)] == [
+        made,
+        second.headers["X-Request-ID"],
+    ]
+
+
+@pytest.mark.parametrize("offered", HOSTILE_REQUEST_IDS.values(), ids=HOSTILE_REQUEST_IDS.keys())
+def test_a_hostile_request_id_is_replaced(offered):
+    made = request_ids.request_id_accept(offered)
+    assert re.fullmatch(r"[0-9a-f]{32}", made)
+
+
+@pytest.mark.django_db
+def test_a_hostile_request_id_is_replaced_on_the_answer(client):
+    # The test client passes any header value; a real server refuses a newline.
+    response = client.get("/info", headers={"X-Request-ID": HOSTILE_REQUEST_IDS["10 kB"]})
+    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-ID"])
+
+
+@pytest.mark.django_db
+def test_the_fetchs_lines_carry_the_id_of_the_request_that_started_it(fetch_chart, json_root):
+    with request_ids.request_id_bound("post-7"):
+        entry = entry_create(api_query=QUERY)
+    fetching.fetch_run(fetch_id=entry.fetch_id)
+    logged = [line for line in lines(json_root) if line["logger"] == fetching.__name__]
+    assert logged
+    assert {line.get("request_id") for line in logged} == {"post-7"}
+
+
+def test_gunicorns_access_atoms_become_fields_of_the_line():
+    atoms = SafeAtoms(
+        {
+            "h": "10.0.0.1",
+            "m": "GET",
+            "U": "/info",
+            "s": "200",
+            "B": 12,
+            "M": 3,
+            "a": "curl",
+            "{x-request-id}o": "abc",
+        }
+    )
+    record = logging.LogRecord(
+        "gunicorn.access", logging.INFO, "", 0, '%(h)s "%(r)s"', (atoms,), None
+    )
+    assert AccessFields().filter(record)
+    line = json.loads(JSONFormatter().format(record))
+    assert (line["method"], line["path"], line["status"], line["request_id"]) == (
+        "GET",
+        "/info",
+        200,
+        "abc",
+    )

@@ -622,12 +622,15 @@ LOGGING = {
         "json": {"()": "imagecache.ops.log.JSONFormatter"},
     },
     # On the handler, so that no record of any logger leaves with a credential.
-    "filters": {"redact_secrets": {"()": "imagecache.ops.log.RedactSecrets"}},
+    "filters": {
+        "redact_secrets": {"()": "imagecache.ops.log.RedactSecrets"},
+        "request_id": {"()": "imagecache.ops.request_ids.RequestIdFilter"},
+    },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": LOG_FORMAT,
-            "filters": ["redact_secrets"],
+            "filters": ["request_id", "redact_secrets"],
         }
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
@@ -636,3 +639,22 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},
     },
 }
+
+# Errors to Sentry (imagecache/ops/sentry.py), for every process that loads
+# the settings: web and worker. Off unless set; sentry-sdk is imported only then.
+SENTRY_DSN = env_str("SENTRY_DSN", "")
+if SENTRY_DSN:
+    from imagecache.ops.sentry import sentry_init, url_secrets
+
+    sentry_init(
+        dsn=SENTRY_DSN,
+        environment=env_str("SENTRY_ENVIRONMENT", "") or None,
+        secrets=[
+            KT_AUTH_TOKEN,
+            KT_AUTH_EMAIL,
+            SECRET_KEY,
+            str(DATABASES["default"].get("PASSWORD") or ""),
+            *url_secrets(SECRETS_FROM_FILES.get("DATABASE_URL") or env_str("DATABASE_URL", "")),
+            *url_secrets(REDIS_URL),
+        ],
+    )

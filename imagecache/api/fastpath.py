@@ -32,7 +32,7 @@ from imagecache.files import links
 from imagecache.files.names import image_name_parse
 from imagecache.ids import ENTRY_ID_PATTERN
 from imagecache.media import BY_EXTENSION, IMAGE_CSP
-from imagecache.ops import metrics
+from imagecache.ops import metrics, request_ids
 from imagecache.services import entries
 from imagecache.wire import CHARTS_PATH, IMAGE_PATH
 
@@ -177,6 +177,9 @@ class FastImages:
         if self.ssl_redirect and not secure:
             return None  # Django redirects it to HTTPS
         extra = [self.hsts] if secure and self.hsts is not None else []
+        # The proxy's request id, or a new one, as Django's answer would carry.
+        request_id = request_ids.request_id_accept(environ.get(request_ids.ENVIRON_KEY))
+        extra.append((request_ids.HEADER, request_id))
         if match is None:
             found = self.charts.answer(environ) if self.charts is not None else None
             if found is None:

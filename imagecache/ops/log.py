@@ -9,14 +9,14 @@ models.
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 
-from imagecache.ops import metrics
+from imagecache.ops import metrics, request_ids
 
 logger = logging.getLogger("imagecache.requests")
 
@@ -105,15 +105,46 @@ def _redact(text: str, secrets: list[str]) -> str:
     return text
 
 
+class AccessFields(logging.Filter):
+    """gunicorn's access line as fields of its record (for the JSON
+    formatter): gunicorn passes its access log atoms as the record's
+    arguments, and the request id is the one the answer carries."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        atoms = record.args
+        if not isinstance(atoms, Mapping):
+            return True
+        status = str(atoms["s"])
+        record.remote = atoms["h"]
+        record.method = atoms["m"]
+        record.path = atoms["U"]
+        record.status = int(status) if status.isdigit() else status
+        record.bytes = atoms["B"]
+        record.duration_ms = atoms["M"]
+        record.user_agent = atoms["a"]
+        request_id = atoms[f"{{{request_ids.HEADER.lower()}}}o"]
+        if request_id != "-":
+            record.request_id = request_id
+        return True
+
+
 class RequestLogMiddleware:
     """One log line and one count per request: method, path, status, duration,
     and the entry id for /image/{id}. Outermost, so that the duration covers
-    the other middleware too."""
+    the other middleware too, and so that every line the request logs
+    carries its id (X-Request-ID, also on the answer)."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        request_id = request_ids.request_id_accept(request.META.get(request_ids.ENVIRON_KEY))
+        with request_ids.request_id_bound(request_id):
+            response = self._answer(request)
+        response[request_ids.HEADER] = request_id
+        return response
+
+    def _answer(self, request: HttpRequest) -> HttpResponseBase:
         started = time.monotonic()
         response = self.get_response(request)
         duration_ms = (time.monotonic() - started) * 1000

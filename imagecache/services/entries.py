@@ -18,7 +18,7 @@ from imagecache.files import links
 from imagecache.hashing import query_hash
 from imagecache.ids import entry_id_make
 from imagecache.models import IN_FLIGHT, Entry, Fetch, FetchPriority, FetchState, first
-from imagecache.ops import metrics
+from imagecache.ops import metrics, request_ids
 from imagecache.services import queue
 
 logger = logging.getLogger(__name__)
@@ -179,6 +179,7 @@ def fetch_refresh(*, query_key: str, query_json: str, now: datetime) -> Fetch | 
                 created_at=now,
                 enqueued_at=now,
                 priority=FetchPriority.REFRESH,
+                request_id=request_ids.current.get(),
             )
     except IntegrityError:
         return None  # another request started it first
@@ -225,6 +226,9 @@ def fetch_share(
         "query_json": query_json,
         "created_at": now,
         "enqueued_at": now,
+        # The request being served, so that the worker's lines about its
+        # fetch can be traced to it.
+        "request_id": request_ids.current.get(),
     }
     if not raced:
         return Fetch.objects.create(**made), True

@@ -27,7 +27,7 @@ from imagecache.files import links
 from imagecache.files.names import image_name_make, image_name_parse, image_prefix
 from imagecache.media import BY_EXTENSION
 from imagecache.models import IN_FLIGHT, Entry, Fetch, FetchState
-from imagecache.ops import metrics
+from imagecache.ops import metrics, request_ids
 from imagecache.services import charts, housekeeping, queue, shield
 
 logger = logging.getLogger(__name__)
@@ -230,8 +230,10 @@ def fetch_run(*, fetch_id: int) -> None:
             waited = True
             continue
         assert claim.fetch is not None
-        if _fetch_call(claim.fetch, probe=claim.probe):
-            return
+        # The lines about the fetch carry the id of the request that started it.
+        with request_ids.request_id_bound(claim.fetch.request_id):
+            if _fetch_call(claim.fetch, probe=claim.probe):
+                return
         waited = True
 
 
