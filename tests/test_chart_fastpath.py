@@ -76,9 +76,10 @@ def test_a_fresh_chart_image_is_answered_without_django_as_django_answers_it(
     status, django_headers, django_body = call(fast, "/charts/edge-traffic.png")
     assert (status, django_app.calls) == (200, 1)
     _frozen.shift(7)
-    status, headers, body = call(fast, "/charts/edge-traffic.png")
+    # The proxy's request id, so that both answers carry the same one.
+    status, headers, body = call(fast, "/charts/edge-traffic.png", HTTP_X_REQUEST_ID="r-1")
     assert (status, django_app.calls, body) == (200, 1, django_body)
-    _, django_headers, _ = call(django_app, "/charts/edge-traffic.png")
+    _, django_headers, _ = call(django_app, "/charts/edge-traffic.png", HTTP_X_REQUEST_ID="r-1")
     django_headers.pop("Allow")  # DRF's, on every answer of its views
     assert headers == django_headers
     assert headers["Age"] == "7"
@@ -96,9 +97,9 @@ def test_head_and_other_formats_are_answered_as_django_answers_them(
     for ext in ("svg", "pdf"):
         for method in ("GET", "HEAD"):
             path = f"/charts/edge-traffic.{ext}"
-            _, django_headers, django_body = call(django_app, path, method)
+            _, django_headers, django_body = call(django_app, path, method, HTTP_X_REQUEST_ID="r")
             calls = django_app.calls
-            status, headers, body = call(fast, path, method)
+            status, headers, body = call(fast, path, method, HTTP_X_REQUEST_ID="r")
             django_headers.pop("Allow")
             assert (status, django_app.calls) == (200, calls)
             assert (headers, body) == (django_headers, django_body)

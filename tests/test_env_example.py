@@ -27,6 +27,7 @@ NOT_SETTINGS = {
     "IMAGECACHE_METRICS_DIR_PREPARED": (
         "internal: `manage.py serve` tells gunicorn it made the directory"
     ),
+    "IMAGECACHE_SUPERVISOR_PID": "internal: `manage.py serve` tells its children its pid",
     "PROMETHEUS_MULTIPROC_DIR": "internal: the service makes the metrics directory itself",
     "PYTHONUNBUFFERED": "set by the image for Python, not read as a setting",
     "RUN_AS": "the image's entry point's, documented with the image (docs/development.md)",

@@ -12,7 +12,7 @@ from tests.harness.service import ROOT
 # Calls that read a variable, and which argument names it: django-environ's
 # `env.<cast>(NAME)` (and `env.get` on a mapping called env), the settings'
 # helpers, and os.environ / os.getenv.
-READERS = {"env_str": 0, "env_number": 0, "_read": 1, "getenv": 0}
+READERS = {"env_str": 0, "env_number": 0, "env_flag": 0, "_read": 1, "getenv": 0}
 
 
 def _names_read_in_python(path: Path) -> set[str]:
