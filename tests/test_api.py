@@ -321,11 +321,10 @@ def test_fetch_still_in_flight_after_the_wait_is_500_with_retry_after(api, setti
     ("rule", "status", "message"),
     [
         ({"status": 400, "message": "Unknown metric: nope"}, 400, "Unknown metric: nope"),
-        ({"status": 429, "message": "Rate limit exceeded", "retry_after": "0"}, 429, None),
         ({"status": 503, "message": "Down for maintenance"}, 503, None),
         ({"status": 500, "body": "Internal blip", "content_type": "text/plain"}, 500, None),
     ],
-    ids=["400", "429", "503", "500-text"],
+    ids=["400", "503", "500-text"],
 )
 def test_kentik_error_is_answered_with_its_status_and_message(
     api, sim, fetched, rule, status, message
@@ -336,6 +335,21 @@ def test_kentik_error_is_answered_with_its_status_and_message(
     data = json_error(api.get(f"/image/{entry_id}"), status)
 
     assert data["error"] == (message or rule.get("message") or rule.get("body"))
+
+
+def test_kentik_slowing_down_leaves_the_image_in_line_not_failed(api, sim, fetched, settings):
+    # A 429 speaks of the deployment: the fetch waits out the pause in line,
+    # and a client whose wait runs out is told to come back, not given a 429.
+    settings.KENTIK_SLOT_WAIT = 0.2
+    settings.ENTRY_WAIT_TIMEOUT = 0.3
+    sim.add_rule(status=429, message="Rate limit exceeded", retry_after="1")
+    entry_id = fetched(chart_query())
+
+    response = api.get(f"/image/{entry_id}")
+
+    json_error(response, 500)
+    assert "Retry-After" in response
+    assert Entry.objects.get(pk=entry_id).fetch.state == FetchState.PENDING
 
 
 def test_bad_query_refused_by_kentik_is_400_with_its_message(api, sim, fetched):

@@ -356,7 +356,8 @@ def test_head_of_a_pending_image_with_wait_0_is_202(api):
     [
         ({"status": 400, "message": "Unknown metric"}, 400),
         ({"status": 403, "message": "Forbidden"}, 403),
-        ({"status": 429, "message": "Slow down", "retry_after": "0"}, 429),
+        # A 429 leaves the fetch in line: the wait runs out, "come back later".
+        ({"status": 429, "message": "Slow down", "retry_after": "1"}, 500),
         ({"status": 503, "message": "Down"}, 503),
         ({"hang": True}, 504),
         ({"status": 200, "body": "{}"}, 502),
@@ -365,6 +366,8 @@ def test_head_of_a_pending_image_with_wait_0_is_202(api):
 )
 def test_kentik_errors_are_no_store(api, sim, fetched, settings, rule, status):
     settings.KENTIK_API_TIMEOUT = 0.3
+    settings.KENTIK_SLOT_WAIT = 0.2
+    settings.ENTRY_WAIT_TIMEOUT = 0.3
     sim.add_rule(**rule)
     entry_id = fetched(chart_query())
 
