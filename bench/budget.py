@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Measures what the deployment-wide Kentik budget (KENTIK_RATE_LIMIT) costs a
-claim: the time of `fetching.fetch_claim` (the lock row, the line, the slot
+claim: the time of `claims.fetch_claim` (the lock row, the line, the slot
 count, the pause, the budget, the lease) with no limit and with one, on
 SQLite and, when it answers, on PostgreSQL. The budget's read counts the
 calls of the last 60 s, so the window is filled with calls first.
@@ -31,7 +31,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.utils import timezone
 from imagecache.models import Fetch, KentikCall
-from imagecache.services import fetching
+from imagecache.services.claims import ClaimOutcome, fetch_claim
 
 claims, limit = int(sys.argv[1]), int(sys.argv[2])
 call_command("migrate", verbosity=0)
@@ -47,9 +47,9 @@ ids = list(Fetch.objects.values_list("pk", flat=True))
 times = []
 for fetch_id in ids:
     started = time.perf_counter()
-    claim = fetching.fetch_claim(fetch_id=fetch_id)
+    claim = fetch_claim(fetch_id=fetch_id)
     times.append(time.perf_counter() - started)
-    assert claim.outcome == fetching.ClaimOutcome.CLAIMED, claim
+    assert claim.outcome == ClaimOutcome.CLAIMED, claim
 print(json.dumps({"median_us": statistics.median(times) * 1e6}))
 """
 

@@ -102,7 +102,7 @@ def json_logging(access: bool) -> dict[str, Any]:
     }
 
 
-# LOG_FORMAT as the settings read it (config/settings/base.py checks its value).
+# LOG_FORMAT as the settings read it (config/settings/ops.py checks its value).
 if os.environ.get("LOG_FORMAT", "plain").lower() == "json":
     logconfig_dict = json_logging(access=accesslog is not None)
 # X-Forwarded-* headers are trusted only from these addresses (the proxy).

@@ -101,7 +101,7 @@ class Fetch(models.Model):
             models.Index(fields=["state", "lease_until"], name="fetch_state_lease"),
             # services.housekeeping.cache_evict: the least recently read ready images.
             models.Index(fields=["state", "last_read_at"], name="fetch_state_read"),
-            # services.fetching.fetch_claim: the next pending fetch in line.
+            # services.claims.fetch_claim: the next pending fetch in line.
             models.Index(fields=["state", "priority", "created_at"], name="fetch_state_line"),
             # selectors.info.cache_info: the bytes stored, summed from the index alone
             # (a table scan took 12 ms of /info's 51 with 100,000 fetches).

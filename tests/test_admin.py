@@ -23,7 +23,7 @@ from imagecache import kentik
 from imagecache.admin.display import duration, time_left
 from imagecache.ids import entry_id_parts
 from imagecache.models import Entry, Fetch, FetchState
-from imagecache.services import fetching
+from imagecache.services import claims, fetching
 from imagecache.services.entries import entry_create
 from tests.harness.data import PNG, QUERY
 
@@ -313,7 +313,7 @@ def test_fetch_pages_and_image(admin_client, cache):
 
 def test_fetch_list_shows_state_attempts_and_lease(admin_client, fetch_chart):
     entry = entry_create(api_query=query("held"))
-    fetching.fetch_claim(fetch_id=entry.fetch_id)
+    claims.fetch_claim(fetch_id=entry.fetch_id)
     fetch = Fetch.objects.get(pk=entry.fetch_id)
     content = admin_client.get(FETCHES).content.decode()
     assert fetch.lease_owner in content

@@ -19,7 +19,7 @@ from imagecache.hashing import query_hash
 from imagecache.ids import ENTRY_ID_RE, entry_id_make
 from imagecache.models import Entry, Fetch, FetchState
 from imagecache.selectors.info import _ready_entries
-from imagecache.services import fetching
+from imagecache.services import claims
 from imagecache.simulator.render import render_chart
 from tests.harness.api import Api, body_of, chart_query, json_error, pending
 from tests.harness.data import NOW, QUERY
@@ -306,7 +306,7 @@ def test_fetch_still_in_flight_after_the_wait_is_500_with_retry_after(api, setti
         entry_id = pending(api, chart_query())
         fetch_id = Entry.objects.get(pk=entry_id).fetch_id
         # The task enqueued on commit finds it taken and skips it.
-        assert fetching.fetch_claim(fetch_id=fetch_id) is not None
+        assert claims.fetch_claim(fetch_id=fetch_id) is not None
 
     started = time.monotonic()
     response = api.get(f"/image/{entry_id}")

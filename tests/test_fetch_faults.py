@@ -15,7 +15,7 @@ import time_machine
 from imagecache import kentik
 from imagecache.models import Fetch, FetchState
 from imagecache.ops import health
-from imagecache.services import fetching
+from imagecache.services import claims, fetching, storing
 from imagecache.services.entries import entry_create
 from tests.harness.data import PNG, QUERY
 
@@ -116,9 +116,9 @@ def test_an_image_stored_but_never_recorded_is_recorded_without_kentik(settings,
     # A worker stored the image, then died (or lost the database) before
     # recording it: the fetch stays `fetching`, its file on disk.
     with time_machine.travel(NOW, tick=False):
-        fetch = fetching.fetch_claim(fetch_id=entry.fetch_id).fetch
+        fetch = claims.fetch_claim(fetch_id=entry.fetch_id).fetch
         assert fetch is not None
-        fetching._file_save(fetch=fetch, chart=chart(100, mark=7))
+        storing.file_save(fetch=fetch, chart=chart(100, mark=7))
     fetch_chart.reset_mock()
 
     with time_machine.travel(NOW.timestamp() + settings.FETCH_LEASE + 1, tick=False):

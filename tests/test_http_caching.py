@@ -21,7 +21,7 @@ from django.test import Client
 
 from imagecache.media import IMAGE_CSP
 from imagecache.models import Entry, Fetch, FetchState
-from imagecache.services import fetching
+from imagecache.services import claims
 from imagecache.simulator.render import render_chart
 from imagecache.simulator.server import KentikSimulator
 from tests.harness.api import Api, body_of, chart_query, json_error, pending
@@ -83,7 +83,7 @@ def claimed_elsewhere(api: Api) -> str:
         entry_id = pending(api, chart_query())
         fetch_id = Entry.objects.get(pk=entry_id).fetch_id
         # The task enqueued on commit finds it taken and skips it.
-        assert fetching.fetch_claim(fetch_id=fetch_id) is not None
+        assert claims.fetch_claim(fetch_id=fetch_id) is not None
     return entry_id
 
 
@@ -112,7 +112,7 @@ def test_wait_0_on_a_pending_image_is_202_with_its_state_and_retry_after(api):
 def test_wait_0_names_the_fetching_state(api):
     entry_id = pending(api, chart_query())
     fetch = Entry.objects.get(pk=entry_id).fetch
-    assert fetching.fetch_claim(fetch_id=fetch.pk) is not None
+    assert claims.fetch_claim(fetch_id=fetch.pk) is not None
 
     response = api.get(f"/image/{entry_id}?wait=0.0")
 

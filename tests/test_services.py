@@ -22,7 +22,7 @@ from imagecache.files.storage import TEMP_PREFIX, TEMP_SUFFIX
 from imagecache.hashing import query_hash
 from imagecache.ids import entry_id_make
 from imagecache.models import Entry, Fetch, FetchState
-from imagecache.services import fetching, housekeeping, queue
+from imagecache.services import claims, fetching, housekeeping, queue
 from imagecache.services.entries import entry_create, fetch_mark_read, fetch_share
 from tests.harness.data import PNG, QUERY, unique_query
 
@@ -328,20 +328,16 @@ def test_fetch_run_is_idempotent(fetch_chart):
 def test_fetch_held_by_live_lease_is_not_claimed_again(fetch_chart):
     entry = entry_create(api_query=QUERY)
     with time_machine.travel(NOW, tick=False):
-        assert (
-            fetching.fetch_claim(fetch_id=entry.fetch_id).outcome == fetching.ClaimOutcome.CLAIMED
-        )
-        assert (
-            fetching.fetch_claim(fetch_id=entry.fetch_id).outcome == fetching.ClaimOutcome.SKIPPED
-        )
+        assert claims.fetch_claim(fetch_id=entry.fetch_id).outcome == claims.ClaimOutcome.CLAIMED
+        assert claims.fetch_claim(fetch_id=entry.fetch_id).outcome == claims.ClaimOutcome.SKIPPED
 
 
 def test_fetch_with_expired_lease_is_taken_over(settings, fetch_chart):
     entry = entry_create(api_query=QUERY, ttl=3600)
     with time_machine.travel(NOW, tick=False):
-        fetching.fetch_claim(fetch_id=entry.fetch_id)
+        claims.fetch_claim(fetch_id=entry.fetch_id)
     with time_machine.travel(NOW.timestamp() + settings.FETCH_LEASE + 1, tick=False):
-        claim = fetching.fetch_claim(fetch_id=entry.fetch_id)
+        claim = claims.fetch_claim(fetch_id=entry.fetch_id)
     assert claim.fetch is not None
     assert claim.fetch.attempts == 2
 
@@ -386,7 +382,7 @@ def test_recover_enqueues_pending_and_abandoned_fetches(settings, fetch_chart):
     other = {**QUERY, "imageType": "svg"}
     abandoned = entry_create(api_query=other, ttl=3600)
     with time_machine.travel(NOW, tick=False):
-        fetching.fetch_claim(fetch_id=abandoned.fetch_id)
+        claims.fetch_claim(fetch_id=abandoned.fetch_id)
     with (
         mock.patch.object(queue, "fetch_enqueue", autospec=True) as enqueue,
         time_machine.travel(NOW.timestamp() + settings.FETCH_LEASE + 1, tick=False),
@@ -461,28 +457,28 @@ def test_prune_dry_run_changes_nothing(settings, fetch_chart):
 
 def test_fetch_of_a_dead_worker_on_this_host_is_taken_over_at_once(fetch_chart):
     entry = entry_create(api_query=QUERY)
-    fetching.fetch_claim(fetch_id=entry.fetch_id)
+    claims.fetch_claim(fetch_id=entry.fetch_id)
     dead = subprocess.Popen(["true"])
     dead.wait()
     Fetch.objects.filter(pk=entry.fetch_id).update(lease_owner=f"{leases.HOST}:{dead.pid}")
-    assert fetching.fetch_claim(fetch_id=entry.fetch_id).outcome == fetching.ClaimOutcome.CLAIMED
+    assert claims.fetch_claim(fetch_id=entry.fetch_id).outcome == claims.ClaimOutcome.CLAIMED
 
 
 def test_fetch_of_a_live_worker_on_another_host_waits_for_its_lease(fetch_chart):
     entry = entry_create(api_query=QUERY)
-    fetching.fetch_claim(fetch_id=entry.fetch_id)
+    claims.fetch_claim(fetch_id=entry.fetch_id)
     Fetch.objects.filter(pk=entry.fetch_id).update(lease_owner="elsewhere:1")
-    assert fetching.fetch_claim(fetch_id=entry.fetch_id).outcome == fetching.ClaimOutcome.SKIPPED
+    assert claims.fetch_claim(fetch_id=entry.fetch_id).outcome == claims.ClaimOutcome.SKIPPED
 
 
 def test_claims_stop_at_kentik_max_concurrency(settings, fetch_chart):
     settings.KENTIK_MAX_CONCURRENCY = 2
     entries = [entry_create(api_query={**QUERY, "n": n}) for n in range(3)]
-    outcomes = [fetching.fetch_claim(fetch_id=e.fetch_id).outcome for e in entries]
+    outcomes = [claims.fetch_claim(fetch_id=e.fetch_id).outcome for e in entries]
     assert outcomes == [
-        fetching.ClaimOutcome.CLAIMED,
-        fetching.ClaimOutcome.CLAIMED,
-        fetching.ClaimOutcome.WAIT,
+        claims.ClaimOutcome.CLAIMED,
+        claims.ClaimOutcome.CLAIMED,
+        claims.ClaimOutcome.WAIT,
     ]
 
 
@@ -490,7 +486,7 @@ def test_busy_fetch_waits_for_a_slot_then_stays_pending(settings, fetch_chart):
     settings.KENTIK_MAX_CONCURRENCY = 1
     settings.KENTIK_SLOT_WAIT = 0.3
     holder = entry_create(api_query={**QUERY, "n": 1})
-    fetching.fetch_claim(fetch_id=holder.fetch_id)
+    claims.fetch_claim(fetch_id=holder.fetch_id)
     waiting = entry_create(api_query={**QUERY, "n": 2})
     fetching.fetch_run(fetch_id=waiting.fetch_id)
     assert Fetch.objects.get(pk=waiting.fetch_id).state == FetchState.PENDING
@@ -545,8 +541,8 @@ def test_reap_requeues_abandoned_and_lost_fetches_only(settings):
     later = NOW + timedelta(seconds=settings.Q_CLUSTER["retry"] + 1)
     Fetch.objects.filter(pk=fresh.fetch_id).update(enqueued_at=later)
     with time_machine.travel(later, tick=False):
-        fetching.fetch_claim(fetch_id=held.fetch_id)
-        fetching.fetch_claim(fetch_id=dead.fetch_id)
+        claims.fetch_claim(fetch_id=held.fetch_id)
+        claims.fetch_claim(fetch_id=dead.fetch_id)
         Fetch.objects.filter(pk=dead.fetch_id).update(lease_owner=f"{leases.HOST}:999999999")
         with mock.patch.object(queue, "async_task", autospec=True) as enqueue:
             reaped = housekeeping.fetch_reap()

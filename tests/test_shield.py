@@ -29,7 +29,7 @@ from imagecache.models import (
     Lock,
 )
 from imagecache.selectors.shield import kentik_holds, kentik_status
-from imagecache.services import fetching, housekeeping, shield
+from imagecache.services import claims, fetching, housekeeping, shield
 from imagecache.services.entries import entry_create
 from tests.harness.data import PNG, QUERY
 from tests.harness.prometheus import parse, value
@@ -38,7 +38,7 @@ from tests.harness.service import wait_for
 pytestmark = pytest.mark.django_db
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
-CLAIMED, WAIT = fetching.ClaimOutcome.CLAIMED, fetching.ClaimOutcome.WAIT
+CLAIMED, WAIT = claims.ClaimOutcome.CLAIMED, claims.ClaimOutcome.WAIT
 
 
 @pytest.fixture(autouse=True)
@@ -93,8 +93,8 @@ def in_line(settings: Any, api_query: dict[str, Any]) -> Entry:
     return entry
 
 
-def claim(fetch: Fetch) -> fetching.Claim:
-    return fetching.fetch_claim(fetch_id=fetch.pk)
+def claim(fetch: Fetch) -> claims.Claim:
+    return claims.fetch_claim(fetch_id=fetch.pk)
 
 
 def ready(api_query: dict[str, Any], *, at: datetime, data: bytes = PNG) -> Entry:
@@ -457,7 +457,7 @@ def test_a_task_that_waited_serves_its_class_oldest_first(clock):
     # Before it waited, a task takes its own; once it waited, the oldest.
     assert claim(newer).fetch == newer
     Fetch.objects.filter(pk=newer.pk).update(state=FetchState.PENDING)
-    assert fetching.fetch_claim(fetch_id=newer.pk, waited=True).fetch == older
+    assert claims.fetch_claim(fetch_id=newer.pk, waited=True).fetch == older
 
 
 @pytest.mark.django_db(transaction=True)

@@ -206,7 +206,7 @@ def _refresh(
 
 def chart_images_point(*, fetch: Fetch) -> int:
     """A fetch became ready: the chart images of its query point at it, and
-    their charts count a refresh. Called by the worker (services.fetching)."""
+    their charts count a refresh. Called by the worker (services.storing)."""
     pointed = ChartImage.objects.filter(query_hash=fetch.query_hash)
     chart_ids = list(pointed.values_list("chart_id", flat=True))
     if not chart_ids:

@@ -27,7 +27,7 @@ def entry_purge(*, entry_ids: list[str]) -> RemovalResult:
     """Delete entries now, and each fetch (with its file) that no other entry uses.
 
     A fetch in flight that is purged is harmless: its task finds no row to
-    claim, or stores nothing and drops its file (see `services.fetching`).
+    claim, or stores nothing and drops its file (see `services.storing`).
     """
     with transaction.atomic():
         entries = Entry.objects.filter(pk__in=entry_ids)

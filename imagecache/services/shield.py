@@ -53,7 +53,7 @@ class Admission:
     wait: float = 0.0
 
 
-# Written out as the rest of the claim's SQL (services.fetching), which claims
+# Written out as the rest of the claim's SQL (services.claims), which claims
 # under contention queue behind. SQLite has no FOR UPDATE: its claims hold
 # the write lock from their start (transaction_mode IMMEDIATE).
 _GATE = f"SELECT * FROM {Lock._meta.db_table} WHERE name = %s"
