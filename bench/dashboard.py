@@ -344,9 +344,21 @@ def chart_ages(record: Record, outage: tuple[float, float], max_age: int) -> dic
         for sample in record.samples
         if sample.age is not None and not outage[0] <= sample.at <= outage[1]
     ]
+    too_old = [
+        sample
+        for sample in record.samples
+        if sample.age is not None
+        and not outage[0] <= sample.at <= outage[1]
+        and sample.age > max_age + CHART_AGE_SLACK
+    ]
+    after = [sample.at - outage[1] for sample in too_old if sample.at > outage[1]]
     return {
         "age_max_outside_outage": max(outside, default=None),
-        "too_old_outside_outage": sum(1 for age in outside if age > max_age + CHART_AGE_SLACK),
+        "too_old_outside_outage": len(too_old),
+        # Where they were: before the outage (a fault of keep-warm), or while
+        # the budget caught up with every chart after it.
+        "too_old_before_outage": sum(1 for sample in too_old if sample.at < outage[0]),
+        "too_old_last_after_outage": max(after, default=None),
     }
 
 
@@ -578,6 +590,11 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> int:
         oldest = charts["age_max_outside_outage"]
         shown = "n/a" if oldest is None else f"{oldest:g} s"
         print(f"| the oldest image outside the outage (Age) | {shown} |")
+        before = charts["too_old_before_outage"]
+        last = charts["too_old_last_after_outage"]
+        print(f"| too old before the outage | {before} |")
+        late = "n/a" if last is None else f"{last:.0f} s after its end"
+        print(f"| the last too old after the outage | {late} |")
         print("\nTargets of the saved charts:")
         print("\n".join(chart_targets(charts, args)))
     if args.json:
