@@ -2,7 +2,7 @@
 202 of `wait=0`, validators and freshness, conditional requests, HEAD,
 `Cache-Control: no-store` on every other answer, and X-Accel-Redirect.
 
-Fetches run as in tests/test_api.py: django-q2 in sync mode, against a real
+Fetches run as in tests/api/test_api.py: django-q2 in sync mode, against a real
 KentikSimulator on loopback.
 """
 

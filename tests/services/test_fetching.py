@@ -397,7 +397,8 @@ def test_recover_enqueues_pending_and_abandoned_fetches(settings, fetch_chart):
 
 
 def test_prune_removes_expired_entries_their_fetches_and_files(settings, fetch_chart):
-    settings.STALE_IF_ERROR = 0  # else the last image of a query stays (tests/test_shield.py)
+    # Else the last image of a query stays (tests/services/test_shield.py).
+    settings.STALE_IF_ERROR = 0
     with time_machine.travel(NOW, tick=False):
         short = entry_create(api_query=QUERY, ttl=10)
         fetching.fetch_run(fetch_id=short.fetch_id)
