@@ -3,7 +3,6 @@ the bound on Kentik calls, the image stored and the ready mark, and Kentik's
 errors and a poisoned query recorded instead of crashing."""
 
 import subprocess
-import time
 from datetime import UTC, datetime
 from typing import Any
 from unittest import mock
@@ -20,6 +19,7 @@ from imagecache.models import Fetch, FetchState
 from imagecache.services import fetching, queue
 from imagecache.services.entries import entry_create
 from tests.harness.data import PNG, QUERY
+from tests.harness.service import wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -223,13 +223,18 @@ def test_lease_is_renewed_while_kentik_renders(settings, fetch_chart):
         entry = entry_create(api_query=QUERY)
     leases_seen = []
 
+    def lease() -> datetime:
+        return Fetch.objects.get(pk=entry.fetch_id).lease_until
+
     def slow(query_json: str, **kwargs: Any) -> kentik.Chart:
-        for _ in range(4):
-            time.sleep(0.15)
-            leases_seen.append(Fetch.objects.get(pk=entry.fetch_id).lease_until)
+        # Kentik answers only once the lease was renewed twice meanwhile.
+        leases_seen.append(lease())
+        for _ in range(2):
+            wait_for(lambda: lease() != leases_seen[-1], timeout=30, interval=0.02)
+            leases_seen.append(lease())
         return kentik.Chart(media_type="image/png", data=PNG)
 
     fetch_chart.side_effect = slow
     fetching.fetch_run(fetch_id=entry.fetch_id)
-    assert len(set(leases_seen)) >= 2
+    assert leases_seen == sorted(set(leases_seen))
     assert Fetch.objects.get(pk=entry.fetch_id).state == FetchState.READY
