@@ -221,10 +221,12 @@ def test_lease_is_renewed_while_kentik_renders(settings, fetch_chart):
     settings.FETCH_LEASE = 0.3
     with mock.patch.object(queue, "async_task", autospec=True):
         entry = entry_create(api_query=QUERY)
-    leases_seen = []
+    leases_seen: list[datetime] = []
 
     def lease() -> datetime:
-        return Fetch.objects.get(pk=entry.fetch_id).lease_until
+        until = Fetch.objects.get(pk=entry.fetch_id).lease_until
+        assert until is not None  # claimed: the fetch holds a lease
+        return until
 
     def slow(query_json: str, **kwargs: Any) -> kentik.Chart:
         # Kentik answers only once the lease was renewed twice meanwhile.
