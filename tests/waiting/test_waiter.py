@@ -33,12 +33,21 @@ class Board:
         return Look(in_flight={i for i in ids if i in self.in_flight})
 
 
+def waiting(
+    waiter: FetchWaiter, fetch_id: int, timeout: float
+) -> tuple[threading.Thread, list[bool]]:
+    """A request waiting on `fetch_id` in a thread of its own, and where its
+    answer will be."""
+    results: list[bool] = []
+    thread = threading.Thread(target=lambda: results.append(waiter.wait(fetch_id, timeout)))
+    thread.start()
+    return thread, results
+
+
 def test_wait_returns_once_the_fetch_leaves_flight():
     board = Board({1})
     waiter = FetchWaiter(board, interval=0.01)
-    results: list[bool] = []
-    thread = threading.Thread(target=lambda: results.append(waiter.wait(1, timeout=60)))
-    thread.start()
+    thread, results = waiting(waiter, 1, timeout=60)
     # It looks, tick after tick, and keeps waiting while the fetch is in flight.
     wait_for(lambda: board.queries >= 3)
     assert results == []
@@ -106,9 +115,7 @@ def test_a_wake_looks_at_once_and_releases_only_a_fetch_out_of_flight():
     board = Board({1})
     # A tick far longer than the deadlines: only the wakes make it look.
     waiter = FetchWaiter(board, interval=600)
-    results: list[bool] = []
-    thread = threading.Thread(target=lambda: results.append(waiter.wait(1, timeout=600)))
-    thread.start()
+    thread, results = waiting(waiter, 1, timeout=600)
     wait_for(lambda: waiter.watched_count == 1 and board.queries >= 1)
     # A wake for a fetch still in flight (another deployment's, or early) is
     # a look, not an answer.
@@ -125,9 +132,7 @@ def test_a_wake_looks_at_once_and_releases_only_a_fetch_out_of_flight():
 def test_a_wake_for_an_id_nobody_waits_on_does_not_look():
     board = Board({1})
     waiter = FetchWaiter(board, interval=600)
-    results: list[bool] = []
-    thread = threading.Thread(target=lambda: results.append(waiter.wait(1, timeout=600)))
-    thread.start()
+    thread, results = waiting(waiter, 1, timeout=600)
     wait_for(lambda: board.queries >= 1)
     looked = board.queries
     waiter.wake(2)
@@ -148,9 +153,7 @@ def test_a_wake_looks_in_the_callers_thread():
         return board(ids)
 
     waiter = FetchWaiter(look, interval=600)
-    results: list[bool] = []
-    thread = threading.Thread(target=lambda: results.append(waiter.wait(1, timeout=600)))
-    thread.start()
+    thread, results = waiting(waiter, 1, timeout=600)
     wait_for(lambda: waiter.watched_count == 1 and board.queries >= 1)
     board.in_flight.discard(1)
     # The listener's thread (here, this one) looks and wakes the request
@@ -172,9 +175,7 @@ def test_a_wake_whose_look_fails_leaves_it_to_the_waiters_thread():
         return board(ids)
 
     waiter = FetchWaiter(look, interval=600)
-    results: list[bool] = []
-    thread = threading.Thread(target=lambda: results.append(waiter.wait(1, timeout=600)))
-    thread.start()
+    thread, results = waiting(waiter, 1, timeout=600)
     wait_for(lambda: waiter.watched_count == 1 and board.queries >= 1)
     board.in_flight.discard(1)
     failing["next"] = True
