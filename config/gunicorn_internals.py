@@ -3,7 +3,7 @@ promises to keep (its gthread worker's methods and attributes, its connection
 and parser objects, its arbiter's signal queue, `util.write_error`).
 
 config/web_worker.py and config/gunicorn.py reach gunicorn's insides only
-through this module, and tests/test_gunicorn_internals.py checks each of
+through this module, and tests/config/test_gunicorn_internals.py checks each of
 these against the installed gunicorn, so that an upgrade that changes one
 fails there, by name, rather than in production. gunicorn's settings,
 hooks and logger are its public interface and are used directly.

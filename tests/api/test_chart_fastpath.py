@@ -20,11 +20,11 @@ from imagecache.api.fastpath import FastImages
 from imagecache.errors import FetchStillPending
 from imagecache.models import IN_FLIGHT, Chart, ChartActivity, ChartImage, Fetch
 from imagecache.services import chart_definitions, charts, fetching
+from tests.api.test_fastpath import CountingDjango, call, django_app  # noqa: F401
 from tests.harness.data import NOW, unique_query
 
 # The frozen clock, and Django's view counts of each test alone.
-from tests.test_charts import _frozen, _views  # noqa: F401
-from tests.test_fastpath import CountingDjango, call, django_app  # noqa: F401
+from tests.services.test_charts import _frozen, _views  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 

@@ -8,7 +8,6 @@ HTTP to a real KentikSimulator on loopback. Without it, the fetch stays pending.
 import json
 import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,11 +22,11 @@ from imagecache.services import claims
 from imagecache.simulator.render import render_chart
 from tests.harness.api import Api, body_of, chart_query, json_error, pending
 from tests.harness.data import NOW, QUERY
-from tests.harness.service import free_port
+from tests.harness.service import ROOT, free_port
 
 pytestmark = pytest.mark.django_db
 
-FAVICON = Path(__file__).resolve().parents[1] / "imagecache" / "root" / "favicon.ico"
+FAVICON = ROOT / "imagecache" / "root" / "favicon.ico"
 
 
 @pytest.fixture

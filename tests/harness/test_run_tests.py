@@ -25,7 +25,7 @@ from imagecache.api import examples
 from imagecache.simulator.render import MIME_TYPES
 from tests.harness import run_tests
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = run_tests.DEFAULT_DIR
 LINE_RE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} \S")
 # The image types the simulator (and Kentik) answer, by `imageType`.
 CONTENT_TYPES = MIME_TYPES

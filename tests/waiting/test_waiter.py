@@ -1,5 +1,4 @@
 import threading
-import time
 from datetime import timedelta
 
 import pytest
@@ -14,6 +13,7 @@ from imagecache.services.entries import entry_create
 from imagecache.waiting import ready
 from imagecache.waiting.waiter import FetchWaiter, Look
 from tests.harness.data import NOW, QUERY
+from tests.harness.service import wait_for
 
 
 class Board:
@@ -23,19 +23,37 @@ class Board:
     def __init__(self, in_flight: set[int]) -> None:
         self.in_flight = set(in_flight)
         self.queries = 0
+        self.seen: list[list[int]] = []
+        self.lookers: set[str] = set()
 
     def __call__(self, ids: list[int]) -> Look:
+        self.seen.append(list(ids))
+        self.lookers.add(threading.current_thread().name)
         self.queries += 1
         return Look(in_flight={i for i in ids if i in self.in_flight})
+
+
+def waiting(
+    waiter: FetchWaiter, fetch_id: int, timeout: float
+) -> tuple[threading.Thread, list[bool]]:
+    """A request waiting on `fetch_id` in a thread of its own, and where its
+    answer will be."""
+    results: list[bool] = []
+    thread = threading.Thread(target=lambda: results.append(waiter.wait(fetch_id, timeout)))
+    thread.start()
+    return thread, results
 
 
 def test_wait_returns_once_the_fetch_leaves_flight():
     board = Board({1})
     waiter = FetchWaiter(board, interval=0.01)
-    threading.Timer(0.1, lambda: board.in_flight.discard(1)).start()
-    started = time.monotonic()
-    assert waiter.wait(1, timeout=5) is True
-    assert 0.09 < time.monotonic() - started < 1
+    thread, results = waiting(waiter, 1, timeout=60)
+    # It looks, tick after tick, and keeps waiting while the fetch is in flight.
+    wait_for(lambda: board.queries >= 3)
+    assert results == []
+    board.in_flight.discard(1)
+    thread.join(timeout=60)
+    assert results == [True]
 
 
 def test_wait_times_out_while_the_fetch_stays_in_flight():
@@ -54,13 +72,17 @@ def test_many_waiters_cost_one_query_per_tick():
     ]
     for thread in threads:
         thread.start()
-    time.sleep(0.3)
+    wait_for(lambda: waiter.watched_count == 200)
+    before = board.queries
+    wait_for(lambda: board.queries >= before + 3)
     board.in_flight.clear()
     for thread in threads:
         thread.join()
     assert results == [True] * 200
-    # ~0.3 s at one query per 20 ms tick, whatever the number of waiters.
-    assert board.queries < 40
+    # Each look, made by the waiter's one thread, covered both fetches of all
+    # 200 waiters: one query per tick, whatever the number of waiters.
+    assert board.lookers == {"fetch-waiter"}
+    assert all(sorted(ids) == [1, 2] for ids in board.seen[before:])
 
 
 def test_waiter_survives_a_failing_query():
@@ -80,26 +102,20 @@ def test_waiter_survives_a_failing_query():
 def test_idle_waiter_does_not_query():
     board = Board(set())
     waiter = FetchWaiter(board, interval=0.01)
-    waiter.wait(1, timeout=1)
-    after_first = board.queries
-    time.sleep(0.1)
-    assert board.queries == after_first
-
-
-def wait_for(condition, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "not within the deadline"
-        time.sleep(0.005)
+    assert waiter.wait(1, timeout=60) is True
+    # Its thread finds nothing to watch and blocks until a request waits
+    # again: no look, however long it stays so.
+    wait_for(lambda: not waiter._work.is_set())
+    idle = board.queries
+    assert waiter.wait(2, timeout=60) is True
+    assert board.queries > idle
 
 
 def test_a_wake_looks_at_once_and_releases_only_a_fetch_out_of_flight():
     board = Board({1})
     # A tick far longer than the deadlines: only the wakes make it look.
     waiter = FetchWaiter(board, interval=600)
-    results: list[bool] = []
-    thread = threading.Thread(target=lambda: results.append(waiter.wait(1, timeout=600)))
-    thread.start()
+    thread, results = waiting(waiter, 1, timeout=600)
     wait_for(lambda: waiter.watched_count == 1 and board.queries >= 1)
     # A wake for a fetch still in flight (another deployment's, or early) is
     # a look, not an answer.
@@ -116,9 +132,7 @@ def test_a_wake_looks_at_once_and_releases_only_a_fetch_out_of_flight():
 def test_a_wake_for_an_id_nobody_waits_on_does_not_look():
     board = Board({1})
     waiter = FetchWaiter(board, interval=600)
-    results: list[bool] = []
-    thread = threading.Thread(target=lambda: results.append(waiter.wait(1, timeout=600)))
-    thread.start()
+    thread, results = waiting(waiter, 1, timeout=600)
     wait_for(lambda: board.queries >= 1)
     looked = board.queries
     waiter.wake(2)
@@ -139,9 +153,7 @@ def test_a_wake_looks_in_the_callers_thread():
         return board(ids)
 
     waiter = FetchWaiter(look, interval=600)
-    results: list[bool] = []
-    thread = threading.Thread(target=lambda: results.append(waiter.wait(1, timeout=600)))
-    thread.start()
+    thread, results = waiting(waiter, 1, timeout=600)
     wait_for(lambda: waiter.watched_count == 1 and board.queries >= 1)
     board.in_flight.discard(1)
     # The listener's thread (here, this one) looks and wakes the request
@@ -163,9 +175,7 @@ def test_a_wake_whose_look_fails_leaves_it_to_the_waiters_thread():
         return board(ids)
 
     waiter = FetchWaiter(look, interval=600)
-    results: list[bool] = []
-    thread = threading.Thread(target=lambda: results.append(waiter.wait(1, timeout=600)))
-    thread.start()
+    thread, results = waiting(waiter, 1, timeout=600)
     wait_for(lambda: waiter.watched_count == 1 and board.queries >= 1)
     board.in_flight.discard(1)
     failing["next"] = True

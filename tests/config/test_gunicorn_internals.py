@@ -24,7 +24,7 @@ from gunicorn.http.wsgi import Response
 from gunicorn.workers.gthread import TConn
 
 from config import gunicorn_internals as internals
-from tests.test_web_worker import connection
+from tests.config.test_web_worker import connection
 
 GET = b"GET /info HTTP/1.1\r\nHost: localhost\r\n\r\n"
 

@@ -22,7 +22,6 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,8 +33,8 @@ from imagecache.hashing import query_hash
 from imagecache.simulator.render import render_chart
 from imagecache.simulator.rules import RuleError
 from imagecache.simulator.server import KentikSimulator
+from tests.harness.service import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 EMAIL = "simulator@example.com"
 TOKEN = "s3cret-t0ken"
 HEADERS = {"X-CH-Auth-Email": EMAIL, "X-CH-Auth-API-Token": TOKEN}

@@ -9,7 +9,6 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,8 +22,7 @@ from imagecache.ops.request_ids import RequestIdFilter
 from imagecache.services import fetching
 from imagecache.services.entries import entry_create
 from tests.harness.data import QUERY
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.harness.service import ROOT
 
 
 @pytest.fixture

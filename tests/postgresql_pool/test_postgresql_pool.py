@@ -67,7 +67,7 @@ def test_no_request_fails_after_postgresql_dropped_every_pooled_connection(
 ) -> None:
     result = setup_and_run(
         "config.settings.production",
-        "from tests.test_postgresql_pool import requests_after_a_restart as run; run()",
+        f"from {__name__} import requests_after_a_restart as run; run()",
         {
             # What gunicorn gives its workers (config/gunicorn.py), and the
             # production profile's other inputs; the pool's own settings are

@@ -11,7 +11,7 @@ from imagecache import kentik
 from imagecache.api import examples
 from imagecache.hashing import query_hash
 from imagecache.simulator.methods import PORTAL_LINK
-from tests.test_kentik import _Handler, stand_in  # noqa: F401 - a fixture
+from tests.kentik.test_kentik import _Handler, stand_in  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.usefixtures("sim")
 

@@ -12,8 +12,8 @@ from django.contrib import admin
 from django.urls import include, path, reverse
 
 from imagecache.models import Chart, ChartImage, Entry
+from tests.admin.test_admin import ENTRIES, FETCHES, query, ready_entry
 from tests.harness.data import NOW
-from tests.test_admin import ENTRIES, FETCHES, query, ready_entry
 
 pytestmark = pytest.mark.django_db
 

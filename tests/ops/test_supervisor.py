@@ -15,6 +15,7 @@ import pytest
 from imagecache.ops import supervisor
 from imagecache.ops.supervisor import Supervisor
 from imagecache.processes import SUPERVISOR_PID, supervisor_gone
+from tests.harness.service import ROOT
 
 # A child that, once signalled, exits only when its sibling was signalled too:
 # stopping children one at a time would leave the first waiting for the
@@ -127,7 +128,7 @@ def test_a_stop_between_a_web_workers_fork_and_its_handlers_ends_it(queued, then
 
     result = subprocess.run(
         [sys.executable, "-c", JUST_FORKED, queued, then or "-"],
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
@@ -213,7 +214,7 @@ def test_a_child_gets_its_signal_when_the_supervisor_is_killed(tmp_path):
     got = tmp_path / "got"
     parent = subprocess.Popen(
         [sys.executable, "-c", ORPHANED, str(got)],
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -13,8 +13,8 @@ from imagecache.hashing import query_hash
 from imagecache.simulator.methods import PORTAL_LINK
 from imagecache.simulator.rules import RuleError
 from imagecache.simulator.server import KentikSimulator
-from tests import test_simulator
-from tests.test_simulator import EMAIL, HEADERS, chart_body, control_url, post_chart
+from tests.simulator import test_simulator
+from tests.simulator.test_simulator import EMAIL, HEADERS, chart_body, control_url, post_chart
 
 # The simulator tests' fixtures: one that accepts EMAIL and TOKEN, and one on a moved clock.
 sim, clock, clocked = test_simulator.sim, test_simulator.clock, test_simulator.clocked
