@@ -50,18 +50,24 @@ def browser_tools() -> None:
 def service(
     browser_tools: None, simulator: KentikSimulator, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
-    service = Service(
-        tmp_path_factory.mktemp("admin-browser"),
-        simulator.url,
+    service = operator_service(tmp_path_factory.mktemp("admin-browser"), simulator.url).start()
+    yield service
+    service.drop()
+
+
+def operator_service(workdir: Path, kentik_url: str) -> Service:
+    """A node (not started) whose `createsuperuser --noinput` makes the
+    operator the browser signs in as."""
+    return Service(
+        workdir,
+        kentik_url,
         KENTIK_API_TIMEOUT=5,
         KENTIK_API_RETRIES=0,
         ENTRY_WAIT_TIMEOUT=30,
         DJANGO_SUPERUSER_USERNAME=USER,
         DJANGO_SUPERUSER_PASSWORD=PASSWORD,
         DJANGO_SUPERUSER_EMAIL="operator@example.com",
-    ).start()
-    yield service
-    service.drop()
+    )
 
 
 def test_operator_purges_an_entry_in_a_real_browser(service: Service) -> None:

@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from imagecache.simulator.server import KentikSimulator
-from tests.browser.test_admin_browser import PASSWORD, TOOLS_PYTHON, USER, browser_tools
+from tests.browser.test_admin_browser import (
+    PASSWORD,
+    TOOLS_PYTHON,
+    USER,
+    browser_tools,
+    operator_service,
+)
 from tests.harness.data import unique_query
 from tests.harness.service import ROOT, Service
 
@@ -39,17 +45,7 @@ charts:
 def service(
     browser_tools: None, simulator: KentikSimulator, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
-    workdir = tmp_path_factory.mktemp("charts-browser")
-    service = Service(
-        workdir,
-        simulator.url,
-        KENTIK_API_TIMEOUT=5,
-        KENTIK_API_RETRIES=0,
-        ENTRY_WAIT_TIMEOUT=30,
-        DJANGO_SUPERUSER_USERNAME=USER,
-        DJANGO_SUPERUSER_PASSWORD=PASSWORD,
-        DJANGO_SUPERUSER_EMAIL="operator@example.com",
-    )
+    service = operator_service(tmp_path_factory.mktemp("charts-browser"), simulator.url)
     service.env["PUBLIC_URL"] = service.url
     yield service.start()
     service.drop()
