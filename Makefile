@@ -7,9 +7,9 @@ BIN := $(VENV)/bin
 
 .PHONY: run test test-embedded test-production test-unit pins outdated lock bench bench-dashboard docker-smoke k8s-validate lint typecheck install install-dev clean
 
-# Every install comes from uv.lock (the dependencies are declared once, in
-# pyproject.toml; docs/development.md, "Dependencies"). uv itself, the release
-# pyproject.toml requires, lives in a venv of its own that every VENV shares.
+# Every install comes from uv.lock, the dependencies being declared once, in
+# pyproject.toml (docs/development.md, "Dependencies: one lock"). uv itself,
+# the release pyproject.toml requires, lives in a venv that every VENV shares.
 UV_VERSION := $(shell sed -n 's/^required-version = "==\(.*\)"$$/\1/p' pyproject.toml)
 UV_HOME := .venv-uv
 UV := $(UV_HOME)/bin/uv
