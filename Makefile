@@ -5,48 +5,51 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-embedded test-production test-unit pins outdated bench bench-dashboard docker-smoke k8s-validate lint typecheck install install-dev constraints clean
+.PHONY: run test test-embedded test-production test-unit pins outdated lock bench bench-dashboard docker-smoke k8s-validate lint typecheck install install-dev clean
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+# Every install comes from uv.lock, the dependencies being declared once, in
+# pyproject.toml (docs/development.md, "Dependencies: one lock"). uv itself,
+# the release pyproject.toml requires, lives in a venv that every VENV shares.
+UV_VERSION := $(shell sed -n 's/^required-version = "==\(.*\)"$$/\1/p' pyproject.toml)
+UV_HOME := .venv-uv
+UV := $(UV_HOME)/bin/uv
+UV_STAMP := $(UV_HOME)/uv-$(UV_VERSION)
+# uv syncs $(VENV) (a path relative to the clone) on $(PYTHON), and never
+# downloads an interpreter of its own. By the interpreter's own path: uv takes
+# a pyenv shim for another interpreter than the venv's, and would rebuild it.
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_PYTHON := $(shell $(PYTHON) -c 'import sys; print(sys.executable)')
+export UV_PYTHON_DOWNLOADS := never
 
-# Every pip install in the venv keeps the versions of requirements/constraints.txt
-# (pip reads the venv's own pip.conf), so that nothing can bring kentik-api's
-# old == pins back by the way.
-$(VENV)/pip.conf: | $(BIN)/python
-	printf '[install]\nconstraint = %s\n' "$(CURDIR)/requirements/constraints.txt" > $@
-
-# kentik-api goes in on its own, without its dependencies: see requirements/kentik.txt.
-$(VENV)/.base: requirements/base.txt requirements/kentik.txt requirements/constraints.txt | $(VENV)/pip.conf
-	$(BIN)/pip install -q -r requirements/base.txt
-	$(BIN)/pip install -q --no-deps -r requirements/kentik.txt
+$(UV_STAMP):
+	rm -rf $(UV_HOME)
+	$(PYTHON) -m venv $(UV_HOME)
+	$(UV_HOME)/bin/pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 	touch $@
 
-# The bundled Kentik simulator and Pillow: for `make run` without credentials,
-# the tests and the benchmarks, never in the image (requirements/simulator.txt).
-$(VENV)/.simulator: $(VENV)/.base requirements/simulator.txt
-	$(BIN)/pip install -q -r requirements/simulator.txt
+# `--locked`: a uv.lock that pyproject.toml has moved away from fails the
+# install instead of being re-resolved on the way. The venv then holds
+# exactly the lock: the service and the simulator's Pillow (`make run`),
+# plus the dev group (`make test`). Leaving the dev group out removes it, so
+# the stamp that says it is there goes too.
+$(VENV)/.simulator: pyproject.toml uv.lock | $(UV_STAMP)
+	$(UV) sync --locked --extra simulator --no-dev
+	rm -f $(VENV)/.dev
 	touch $@
 
-$(VENV)/.dev: $(VENV)/.simulator requirements/dev.txt
-	$(BIN)/pip install -q -r requirements/dev.txt
-	touch $@
+$(VENV)/.dev: pyproject.toml uv.lock | $(UV_STAMP)
+	$(UV) sync --locked --extra simulator
+	touch $@ $(VENV)/.simulator
 
 install: $(VENV)/.simulator
 install-dev: $(VENV)/.dev
 
-## constraints: pin every package that base.txt, simulator.txt, dev.txt and kentik.txt bring
-## in, resolved afresh in a scratch venv (after editing base.txt or dev.txt).
-constraints:
-	rm -rf $(VENV)-constraints
-	$(PYTHON) -m venv $(VENV)-constraints
-	$(VENV)-constraints/bin/pip install -q --upgrade pip
-	$(VENV)-constraints/bin/pip install -q -r requirements/dev.txt
-	$(VENV)-constraints/bin/pip install -q --no-deps -r requirements/kentik.txt
-	{ sed -n '/^#/p' requirements/constraints.txt; $(VENV)-constraints/bin/pip freeze --exclude-editable; } > requirements/constraints.txt.new
-	mv requirements/constraints.txt.new requirements/constraints.txt
-	rm -rf $(VENV)-constraints
+## lock: bring uv.lock up to date with pyproject.toml after editing its
+## dependencies, keeping every other pin. UPGRADE=1 resolves everything afresh
+## to the newest releases pyproject.toml admits; UPGRADE=<name> moves that one.
+UPGRADE ?=
+lock: | $(UV_STAMP)
+	$(UV) lock $(if $(filter 1,$(UPGRADE)),--upgrade,$(if $(UPGRADE),--upgrade-package $(UPGRADE)))
 
 ## run: install, migrate, and run gunicorn + the worker (+ the Kentik simulator
 ## when KT_AUTH_EMAIL/KT_AUTH_TOKEN are not set) until Ctrl-C.
@@ -102,7 +105,7 @@ docker-smoke: install-dev
 	tests/docker/smoke.sh
 
 ## k8s-validate: render every kustomization of deploy/kubernetes/ with kubectl
-## (the dev requirements install it) and validate each object against
+## (the dev group installs it) and validate each object against
 ## Kubernetes' schemas, with no cluster; the PrometheusRule against
 ## monitoring/alerts.yml, every variable set against the settings read.
 k8s-validate: install-dev
@@ -110,25 +113,20 @@ k8s-validate: install-dev
 
 TYPED := config imagecache bench deploy manage.py tests
 
-## pins: pip check finds nothing amiss but kentik-api's own == lines, and the
-## constraints make an install that would bring those pins back fail.
+## pins: uv.lock agrees with pyproject.toml, the venv holds exactly the lock,
+## and the lock holds kentik-api 1.0.7 but none of its own stale == pins, with
+## protobuf and grpcio pinned exactly (tests/pins.py).
 pins: install-dev
-	@! $(BIN)/pip check | grep -v '^kentik-api 1.0.7 has requirement '
-	@out=$$($(BIN)/pip install --dry-run --ignore-installed kentik-api==1.0.7 2>&1); \
-	if echo "$$out" | grep -q ResolutionImpossible; then \
-	  echo "pins: the constraints keep kentik-api's old pins out"; \
-	else \
-	  echo "$$out" | tail -n 20; \
-	  echo "pins: requirements/constraints.txt no longer keeps kentik-api's old pins out"; exit 1; \
-	fi
+	@$(UV) lock --check --offline --quiet
+	@$(UV) sync --locked --check --extra simulator --offline --quiet
+	@$(BIN)/python -m tests.pins
 
-## outdated: the packages of .venv that have a newer release on the package
-## index than requirements/constraints.txt pins (pip list --outdated). kentik-api
-## is left out: 1.0.7 is its last release, and its own == pins are older than
-## ours on purpose (requirements/kentik.txt); `make pins` watches those. So are
-## pip and setuptools, the venv's own, which no requirements file pins.
+## outdated: the packages of the venv (installed from uv.lock) that have a
+## newer release on the package index. kentik-api is left out: 1.0.7 is its
+## last release, and its own == pins are older than ours on purpose
+## (pyproject.toml's override-dependencies); `make pins` watches those.
 outdated: install-dev
-	@$(BIN)/pip list --outdated --exclude kentik-api --exclude pip --exclude setuptools
+	@$(UV) pip list --outdated --python $(BIN)/python --exclude-editable --exclude kentik-api
 
 lint: install-dev pins
 	$(BIN)/ruff check .
@@ -141,4 +139,4 @@ typecheck: install-dev
 	$(BIN)/mypy $(TYPED)
 
 clean:
-	rm -rf $(VENV) var staticfiles .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(UV_HOME) var staticfiles .pytest_cache .ruff_cache .mypy_cache

@@ -22,7 +22,7 @@ from gunicorn.config import PostRequest, PreRequest
 from gunicorn.http2 import negotiation
 from gunicorn.workers.gthread import ThreadWorker
 
-# The gunicorn these were checked against (requirements/base.txt pins it).
+# The gunicorn these were checked against (pyproject.toml pins it).
 CHECKED_WITH = "27.0.1"
 
 # The base of config/web_worker.py's worker. gthread's loop calls three of its

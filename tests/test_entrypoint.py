@@ -77,11 +77,8 @@ def test_started_as_root_it_gives_the_cache_to_run_as_and_runs_as_that_user(imag
     cache = mount / "cache"
     cache.mkdir()
     (cache / "db.sqlite3").write_bytes(b"")
-    # The script runs itself again as RUN_AS, who may not enter the clone (a
-    # clone in a `mktemp -d` directory is 0700): a copy that RUN_AS can read.
-    app = mount / "app" / "config"
-    app.mkdir(parents=True)
-    entrypoint = Path(shutil.copy2(ENTRYPOINT, app / ENTRYPOINT.name))
+    # The script runs itself again as RUN_AS, who may not enter the clone.
+    entrypoint = entrypoint_copy(mount)
     env = {**image_env, "CACHE_PATH": str(cache), "RUN_AS": "nobody"}
     script = 'id -un; stat -c %U "$CACHE_PATH" "$CACHE_PATH/db.sqlite3"; touch "$CACHE_PATH/new"'
     try:
@@ -90,6 +87,48 @@ def test_started_as_root_it_gives_the_cache_to_run_as_and_runs_as_that_user(imag
         shutil.rmtree(mount)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["nobody", "nobody", "nobody"]
+
+
+def entrypoint_copy(mount: Path) -> Path:
+    """The entry point, copied where any user may run it (a clone in a `mktemp
+    -d` directory is 0700)."""
+    app = mount / "app" / "config"
+    app.mkdir(parents=True)
+    return Path(shutil.copy2(ENTRYPOINT, app / ENTRYPOINT.name))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can start it as another user")
+@pytest.mark.parametrize("owner", ["root", "service"])
+def test_run_as_the_images_user_it_needs_a_cache_it_can_write(image_env, owner):
+    # The image's USER; the cache as a host directory left root's, or given to it.
+    uid = int(image.user().split(":")[0])
+    mount = Path(tempfile.mkdtemp())
+    mount.chmod(0o755)
+    cache = mount / "cache"
+    cache.mkdir()
+    if owner == "service":
+        os.chown(cache, uid, uid)
+    entrypoint = entrypoint_copy(mount)
+    env = {**image_env, "CACHE_PATH": str(cache), "RUN_AS": "imagecache"}
+    as_user = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+    try:
+        result = subprocess.run(
+            [*as_user, str(entrypoint), "sh", "-c", 'id -u; touch "$CACHE_PATH/new"'],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        shutil.rmtree(mount)
+    if owner == "root":
+        assert result.returncode == 1
+        assert result.stdout == ""
+        assert f"CACHE_PATH ({cache}) is not writable by uid {uid}" in result.stderr
+        assert "--user 0" in result.stderr
+    else:
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split() == [str(uid)]
 
 
 def test_other_arguments_run_as_a_command(image_env):

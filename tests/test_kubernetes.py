@@ -40,7 +40,7 @@ def kustomizations() -> list[Path]:
 
 
 def kubectl() -> str:
-    """The dev requirements' kubectl (in the venv), else the machine's."""
+    """The dev group's kubectl (in the venv), else the machine's."""
     beside = Path(sys.executable).with_name("kubectl")
     found = str(beside) if beside.exists() else shutil.which("kubectl")
     if found is None:

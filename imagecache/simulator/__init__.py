@@ -19,7 +19,7 @@ tests steer single answers), `modes` (the rate limit and the outage), `state`
 body and the image answered), `chart` (the chart a query describes) and
 `drawing` (the chart drawn).
 
-It is a tool for development and tests: Pillow comes from
-requirements/simulator.txt, and the production image leaves the package out
+It is a tool for development and tests: Pillow comes from pyproject.toml's
+`simulator` extra, and the production image leaves the package out
 (the production profile refuses to start without Kentik credentials).
 """

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The Docker image, built and run as docs/deploying.md says:
-#   1. the image holds neither the simulator nor Pillow, and refuses to start
-#      without Kentik credentials, naming them;
+#   1. the image runs as uid 10001, holds neither the simulator nor Pillow, and
+#      refuses to start without Kentik credentials, naming them;
 #   2. `serve` alone against a simulator on the host, a root-owned host
-#      directory as /cache, ALLOWED_HOSTS not loopback first: the container
+#      directory as /cache (so started with --user 0: the entry point gives it
+#      to the image's user), ALLOWED_HOSTS not loopback first: the container
 #      turns healthy, the integration client passes, and the cache survives a
 #      restart of the container;
 #   3. the split roles (`migrate`, `web`, `worker`) on PostgreSQL and Redis at
@@ -68,9 +69,12 @@ start() {  # name, role, docker run options...
 active_count() { curl -s "http://127.0.0.1:$1/info" | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["active_count"])'; }
 
 echo "== build"
-docker build -q --network host --build-arg "PYTHON_IMAGE=${PYTHON_IMAGE:-python:3.11-slim}" -t "$IMAGE" . >/dev/null
+build_args=()
+[ -z "${PYTHON_IMAGE:-}" ] || build_args=(--build-arg "PYTHON_IMAGE=$PYTHON_IMAGE")
+docker build -q --network host "${build_args[@]}" -t "$IMAGE" . >/dev/null
 
-echo "== no simulator, no Pillow, no start without Kentik credentials"
+echo "== uid 10001, no simulator, no Pillow, no start without Kentik credentials"
+[ "$(docker run --rm "$IMAGE" id -u)" = 10001 ]
 for module in imagecache.simulator PIL; do
   if docker run --rm "$IMAGE" python -c "import $module" 2>/dev/null; then
     echo "the image has $module" >&2
@@ -95,7 +99,7 @@ kentik=(-e KENTIK_API_URL="http://127.0.0.1:$sim_port/api/v5"
 echo "== serve: embedded, a host directory as /cache, healthy with ALLOWED_HOSTS=$HOSTS"
 port=$(free_port)
 mkdir "$workdir/cache"  # root's, as a host directory is
-start serve serve -e PORT="$port" "${kentik[@]}" -v "$workdir/cache:/cache"
+start serve serve --user 0 -e PORT="$port" "${kentik[@]}" -v "$workdir/cache:/cache"
 wait_ready "$port"
 wait_healthy "$run_id-serve"
 "$PY" -m tests.harness.run_tests --url "http://127.0.0.1:$port" --concurrent --timeout 60 | tail -n 1

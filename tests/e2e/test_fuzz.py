@@ -1,6 +1,7 @@
 """The API fuzzed from its own OpenAPI description by schemathesis.
 
-schemathesis is installed in the same venv as the service (requirements/dev.txt).
+schemathesis is installed in the same venv as the service (pyproject.toml's dev
+group).
 """
 
 import os

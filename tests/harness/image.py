@@ -40,6 +40,35 @@ def final_stage() -> list[tuple[str, str]]:
     return every[last_from + 1 :]
 
 
+def build_args() -> dict[str, str]:
+    """The default of each ARG declared before the first FROM."""
+    args: dict[str, str] = {}
+    for keyword, arguments in instructions():
+        if keyword == "FROM":
+            break
+        if keyword == "ARG":
+            name, _, default = arguments.partition("=")
+            args[name] = default
+    return args
+
+
+def base_images() -> list[str]:
+    """The image each stage starts from, with the ARGs' defaults put in."""
+    args = build_args()
+    found = []
+    for keyword, arguments in instructions():
+        if keyword == "FROM":
+            image = arguments.split()[0]
+            found.append(re.sub(r"\$\{(\w+)\}", lambda m: args[m[1]], image))
+    return found
+
+
+def user() -> str:
+    """The USER the running image starts as (the last one that says)."""
+    users = [arguments for keyword, arguments in final_stage() if keyword == "USER"]
+    return users[-1] if users else "root"
+
+
 def environment() -> dict[str, str]:
     """What the running image's ENV instructions set (PATH left out: it
     names the image's /venv)."""
