@@ -10,6 +10,7 @@ from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiRespo
 from rest_framework import serializers
 
 from imagecache.api.examples import chart_query
+from imagecache.ids import CHART_SLUG_PATTERN
 from imagecache.media import MEDIA_TYPES
 from imagecache.wire import BODY_LIMIT
 
@@ -181,6 +182,13 @@ image_get = extend_schema(
 )
 
 
+_SLUG = OpenApiParameter(
+    "slug",
+    {"type": "string", "pattern": f"^{CHART_SLUG_PATTERN}$"},
+    OpenApiParameter.PATH,
+    description="The chart's slug: lower-case letters, digits and '-', at most 64.",
+)
+
 chart_image_get = extend_schema(
     operation_id="chart_image_get",
     summary="Get a saved chart's image",
@@ -200,9 +208,7 @@ chart_image_get = extend_schema(
         "every other parameter) and may carry `exp` (unix time); otherwise 403."
     ),
     parameters=[
-        OpenApiParameter(
-            "slug", OpenApiTypes.STR, OpenApiParameter.PATH, description="The chart's slug."
-        ),
+        _SLUG,
         OpenApiParameter(
             "ext",
             {"type": "string", "enum": ["png", "jpg", "svg", "pdf"]},
@@ -298,9 +304,6 @@ info = extend_schema(
 )
 
 
-_SLUG = OpenApiParameter(
-    "slug", OpenApiTypes.STR, OpenApiParameter.PATH, description="The chart's slug."
-)
 _SIGNED = (
     "With CHART_URL_KEYS set, it needs a `sig` of its own URL (`manage.py chart_url`) or a "
     "staff session, since it shows signed URLs; otherwise 403."
@@ -374,6 +377,7 @@ def chart_put(request: type, response: type) -> Callable[[_View], _View]:
             400: _error("A field is missing or does not fit (named in `field`)."),
             401: _NO_TOKEN,
             403: _error("The token's user may not change charts."),
+            404: _error("The slug is not one a chart may have (no such route)."),
         },
     )
 

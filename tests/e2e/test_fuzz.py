@@ -32,8 +32,10 @@ def test_fuzzing_finds_no_server_error_and_no_schema_violation(service):
             "examples,coverage,fuzzing",
             "--max-examples",
             "100",
+            # One: schemathesis's generators in two threads broke CPython 3.11.7's
+            # AST constructor now and then ("recursion depth mismatch").
             "--workers",
-            "2",
+            "1",
             "--seed",
             "20261128",
             "--no-color",
