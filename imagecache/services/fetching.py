@@ -89,7 +89,7 @@ def _fetch_call(fetch: Fetch, *, probe: bool) -> bool:
             # Kentik speaks of the deployment, not of this query: the fetch
             # waits its turn however long it lasts, and only its entries'
             # life (or its clients' waits, answered stale) ends it.
-            _fetch_requeue(fetch, why=f"Kentik answered {exc.status}")
+            _fetch_requeue(fetch, why=f"Kentik answered {exc.status}", answered=exc)
             return False
         except kentik.CallWithheld:
             _fetch_requeue(fetch, why="the deployment paused")
@@ -141,7 +141,7 @@ def _kentik_failed(fetch: Fetch, exc: kentik.KentikError, *, probe: bool) -> boo
         return False
     if exc.deployment:
         # Kentik still fails: the fetch waits for the next probe, in its place.
-        _fetch_requeue(fetch, why=f"the probe failed ({exc.status})")
+        _fetch_requeue(fetch, why=f"the probe failed ({exc.status})", answered=exc)
         return True
     # It failed on its own query: one of its retries is spent, and another
     # fetch goes first next, so that it cannot hold every other one back.
@@ -149,7 +149,12 @@ def _kentik_failed(fetch: Fetch, exc: kentik.KentikError, *, probe: bool) -> boo
         shield.probe_pass(owner=fetch.lease_owner)
     if fetch.probe_failures >= settings.KENTIK_API_RETRIES:
         return False
-    _fetch_requeue(fetch, why=f"the probe failed on its query ({exc.status})", probe_failed=True)
+    _fetch_requeue(
+        fetch,
+        why=f"the probe failed on its query ({exc.status})",
+        probe_failed=True,
+        answered=exc,
+    )
     return True
 
 
@@ -172,9 +177,21 @@ def _retry_admit() -> None:
         time.sleep(min(wait, WAIT_STEP))
 
 
-def _fetch_requeue(fetch: Fetch, *, why: str, probe_failed: bool = False) -> None:
+def _fetch_requeue(
+    fetch: Fetch,
+    *,
+    why: str,
+    probe_failed: bool = False,
+    answered: kentik.KentikError | None = None,
+) -> None:
     """Back in line, as if this attempt had not been claimed (but for a probe
-    that failed on its query, counted)."""
+    that failed on its query, counted). Kentik's answer, if it gave one, is
+    kept: a client whose wait runs out meanwhile is told it."""
+    said = (
+        {"error_status": answered.status, "error_message": answered.message}
+        if answered is not None
+        else {}
+    )
     Fetch.objects.filter(pk=fetch.pk, state=FetchState.FETCHING, attempts=fetch.attempts).update(
         state=FetchState.PENDING,
         attempts=fetch.attempts - 1,
@@ -182,6 +199,7 @@ def _fetch_requeue(fetch: Fetch, *, why: str, probe_failed: bool = False) -> Non
         started_at=None,
         lease_until=None,
         lease_owner="",
+        **said,
     )
     logger.info("fetch %s: back in line (%s)", fetch.pk, why)
 

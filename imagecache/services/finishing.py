@@ -24,7 +24,8 @@ _FETCHES = Fetch._meta.db_table
 # it made rather than taken for another worker's and its image dropped.
 _READY = f"""
 UPDATE {_FETCHES} SET state = %s, file_name = %s, media_type = %s, size = %s, content_hash = %s,
-    finished_at = %s, last_read_at = %s, lease_until = NULL, lease_owner = ''
+    finished_at = %s, last_read_at = %s, lease_until = NULL, lease_owner = '',
+    error_status = NULL, error_message = ''
 WHERE id = %s AND (state = %s OR (state = %s AND file_name = %s))
 """
 

@@ -101,6 +101,11 @@ def entry_get_ready(*, entry_id: str, wait: float | None = None) -> Answer:
     # Still in line for a Kentik call (the budget, the pause) when the wait ran out.
     if fetch.state == FetchState.PENDING and fallback is not None:
         return stale_answer(entry, fallback, reason="pending")
+    if fetch.state == FetchState.PENDING and fetch.error_status:
+        # In line again after Kentik spoke for the whole deployment (a 429, an
+        # outage): the client hears Kentik's last word, and the fetch stays in
+        # line for the next client.
+        raise FetchFailed(fetch.error_status, fetch.error_message)
     raise FetchPending(retry_after=max(1, math.ceil(settings.KENTIK_API_TIMEOUT / 4)))
 
 

@@ -372,8 +372,8 @@ def test_head_of_a_pending_image_with_wait_0_is_202(api):
     [
         ({"status": 400, "message": "Unknown metric"}, 400),
         ({"status": 403, "message": "Forbidden"}, 403),
-        # A 429 leaves the fetch in line: the wait runs out, "come back later".
-        ({"status": 429, "message": "Slow down", "retry_after": "1"}, 500),
+        # A 429 leaves the fetch in line; the wait runs out on Kentik's answer.
+        ({"status": 429, "message": "Slow down", "retry_after": "1"}, 429),
         ({"status": 503, "message": "Down"}, 503),
         ({"hang": True}, 504),
         ({"status": 200, "body": "{}"}, 502),

@@ -99,9 +99,10 @@ def cache_control(head: bytes) -> str:
 def test_the_plain_answer_is_gunicorns(service, ready, conn, method):
     # A field of a proxy's sends the same request through gunicorn's parser.
     asked = time.monotonic()
-    conn.sendall(plain(method, ready))
+    # The proxy's request id, so that both answers carry the same one.
+    conn.sendall(plain(method, ready, "X-Request-ID: r-1"))
     head, body = answer(conn, method)
-    conn.sendall(plain(method, ready, "X-Forwarded-For: 10.0.0.1"))
+    conn.sendall(plain(method, ready, "X-Request-ID: r-1", "X-Forwarded-For: 10.0.0.1"))
     theirs_head, theirs_body = answer(conn, method)
     elapsed = time.monotonic() - asked
     assert head.startswith(b"HTTP/1.1 200 OK\r\n")
