@@ -336,6 +336,8 @@ def test_kentik_error_is_answered_with_its_status_and_message(
     assert data["error"] == (message or rule.get("message") or rule.get("body"))
 
 
+# Transactional: the wait lets go of its PostgreSQL connection, as in production.
+@pytest.mark.django_db(transaction=True)
 def test_kentik_slowing_down_is_told_once_the_wait_runs_out_and_the_fetch_stays_in_line(
     api, sim, fetched, settings
 ):
