@@ -38,7 +38,7 @@ from imagecache.errors import ChartInvalid, SignatureRefused
 from imagecache.files import links
 from imagecache.files.names import image_name_parse
 from imagecache.ids import CHART_SLUG_PATTERN
-from imagecache.media import BY_EXTENSION, EXTENSIONS, IMAGE_CSP, IMAGE_TYPES
+from imagecache.media import BY_EXTENSION, EXTENSIONS, IMAGE_CSP
 from imagecache.ops import metrics
 from imagecache.services.charts import VIEWS_FLUSH_INTERVAL, ChartAnswer, ViewCounts
 from imagecache.signing import url_verify
@@ -47,8 +47,7 @@ from imagecache.wire import CHARTS_PATH
 logger = logging.getLogger(__name__)
 
 PATH_RE = re.compile(
-    f"^{re.escape(CHARTS_PATH)}({CHART_SLUG_PATTERN})"
-    f"\\.({'|'.join(image.extension for image in IMAGE_TYPES)})$"
+    f"^{re.escape(CHARTS_PATH)}({CHART_SLUG_PATTERN})\\.({'|'.join(BY_EXTENSION)})$"
 )
 
 # A chart URL as the fast path knows it: slug, extension, and the chart's own

@@ -25,12 +25,12 @@ from imagecache import chart_params, chart_urls
 from imagecache.api import openapi
 from imagecache.errors import ChartInvalid
 from imagecache.hashing import canonical_json
-from imagecache.media import IMAGE_TYPES
+from imagecache.media import BY_EXTENSION
 from imagecache.models import Chart
 from imagecache.selectors.charts import ChartRender, chart_get, chart_renders, charts_list
 from imagecache.services import chart_definitions, portal
 
-FORMATS = [image.extension for image in IMAGE_TYPES]
+FORMATS = list(BY_EXTENSION)
 NO_CACHE = {"Cache-Control": "private, no-cache"}
 
 

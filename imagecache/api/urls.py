@@ -3,7 +3,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from imagecache.api import chart_views, views
 from imagecache.ids import CHART_SLUG_PATTERN
-from imagecache.media import IMAGE_TYPES
+from imagecache.media import BY_EXTENSION
 from imagecache.ops import health
 from imagecache.wire import IMAGE_PATH
 
@@ -13,7 +13,7 @@ urlpatterns = [
     path(f"{IMAGE_PATH[1:]}<str:entry_id>", views.ImageGetApi.as_view(), name="image-get"),
     re_path(
         rf"^charts/(?P<slug>{CHART_SLUG_PATTERN})"
-        rf"\.(?P<ext>{'|'.join(image.extension for image in IMAGE_TYPES)})$",
+        rf"\.(?P<ext>{'|'.join(BY_EXTENSION)})$",
         views.ChartImageGetApi.as_view(),
         name="chart-image-get",
     ),

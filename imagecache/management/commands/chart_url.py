@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from imagecache import chart_params, chart_urls
 from imagecache.errors import ChartInvalid, ChartNotFound
-from imagecache.media import IMAGE_TYPES
+from imagecache.media import BY_EXTENSION
 from imagecache.selectors.charts import chart_get
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -28,9 +28,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--param", action="append", default=[], metavar="NAME=VALUE", help="A parameter."
         )
-        parser.add_argument(
-            "--format", default="png", choices=[image.extension for image in IMAGE_TYPES]
-        )
+        parser.add_argument("--format", default="png", choices=list(BY_EXTENSION))
         parser.add_argument("--expires", help="How long the URL works: 90s, 10m, 12h, 7d.")
 
     def handle(
