@@ -115,6 +115,7 @@ class Sample:
     seconds: float
     at: float  # seconds since the run began
     age: float | None = None  # a chart image's Age header
+    chart: str = ""  # the saved chart's slug (the charts flow)
 
 
 @dataclass
@@ -238,7 +239,9 @@ class ChartViewer(Viewer):
             age = float(got.headers["Age"]) if "Age" in got.headers else None
         except requests.RequestException as exc:
             outcome = type(exc).__name__
-        record.add(Sample("GET", outcome, time.monotonic() - started, started - began, age))
+        record.add(
+            Sample("GET", outcome, time.monotonic() - started, started - began, age, chart["slug"])
+        )
 
 
 def saved_charts(count: int, max_age: int) -> list[dict[str, Any]]:
@@ -334,6 +337,7 @@ def run_configuration(
     if flow == "charts":
         outage = (outage_at, outage_at + args.outage) if args.outage > 0 else (0.0, 0.0)
         figures |= chart_ages(record, outage, args.chart_max_age)
+        figures |= chart_waits(record, outage)
     return figures
 
 
@@ -360,6 +364,35 @@ def chart_ages(record: Record, outage: tuple[float, float], max_age: int) -> dic
         "too_old_before_outage": sum(1 for sample in too_old if sample.at < outage[0]),
         "too_old_last_after_outage": max(after, default=None),
     }
+
+
+def chart_waits(record: Record, outage: tuple[float, float]) -> dict[str, Any]:
+    """Where the GETs of NO_WAIT_SECONDS or more were: before their chart's
+    first image (first views, and those that came while it rendered), during
+    the outage, after it, or elsewhere."""
+    gets = [sample for sample in record.samples if sample.method == "GET"]
+    # A chart's first image: the end of its first quick 200 answer.
+    first_image: dict[str, float] = {}
+    for sample in gets:
+        if sample.outcome == "200" and sample.seconds < NO_WAIT_SECONDS:
+            end = sample.at + sample.seconds
+            first_image[sample.chart] = min(first_image.get(sample.chart, end), end)
+    places: Counter[str] = Counter()
+    slow = []
+    for sample in gets:
+        if sample.seconds < NO_WAIT_SECONDS:
+            continue
+        slow.append([round(sample.at, 2), round(sample.seconds * 1000), sample.chart, sample.age])
+        if sample.at < first_image.get(sample.chart, float("inf")):
+            places["before_first_image"] += 1
+        elif outage[0] <= sample.at <= outage[1]:
+            places["during_outage"] += 1
+        elif sample.at > outage[1]:
+            places["after_outage"] += 1
+        else:
+            places["elsewhere"] += 1
+    # Each slow GET (when, ms, chart, Age), for --json.
+    return {"slow_gets": dict(places), "slow_samples": slow}
 
 
 def summary(
@@ -595,6 +628,9 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> int:
         print(f"| too old before the outage | {before} |")
         late = "n/a" if last is None else f"{last:.0f} s after its end"
         print(f"| the last too old after the outage | {late} |")
+        slow = charts["slow_gets"]
+        where = ", ".join(f"{place.replace('_', ' ')}: {n}" for place, n in slow.items())
+        print(f"| GETs of 50 ms or more, where | {where or 'none'} |")
         print("\nTargets of the saved charts:")
         print("\n".join(chart_targets(charts, args)))
     if args.json:

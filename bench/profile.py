@@ -2,7 +2,8 @@
 """Profiles one hot path of the real service with py-spy, as `make bench`
 drives it, and prints the functions where the web workers spend their time.
 
-Scenarios: `get` (a ready image, wrk), `posts` (identical POSTs, wrk), `info`
+Scenarios: `get` (a ready image, wrk), `chart` (a saved chart's fresh image
+of the same query, wrk), `posts` (identical POSTs, wrk), `info`
 (`/info` with 10,000 entries, wrk), `waiters` (1,000 clients on one pending
 id). py-spy samples gunicorn and its workers (`--subprocesses`) while the
 load runs; the collapsed stacks are written next to the summary.
@@ -21,7 +22,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import IMAGE_QUERY, fill_info, service_pids, wrk, wrk_post_script  # noqa: E402
+from bench.run import (  # noqa: E402
+    IMAGE_QUERY,
+    chart_saved,
+    fill_info,
+    service_pids,
+    wrk,
+    wrk_post_script,
+)
 from bench.waiters import waiters  # noqa: E402
 from imagecache.api.examples import chart_query  # noqa: E402
 from imagecache.hashing import query_hash  # noqa: E402
@@ -87,7 +95,7 @@ class Recording:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("scenario", choices=["get", "posts", "info", "waiters"])
+    parser.add_argument("scenario", choices=["get", "chart", "posts", "info", "waiters"])
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "profiles")
@@ -106,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         collapsed = args.out / f"{args.scenario}-{database}.txt"
         try:
             entry_id = service.post(IMAGE_QUERY, ttl=3600)
-            assert service.get_image(entry_id).status_code == 200
+            image = service.get_image(entry_id)
+            assert image.status_code == 200
             pid = gunicorn_pid(service)
             if args.scenario == "waiters":
                 recording = Recording(pid, args.seconds, collapsed)
@@ -118,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
                     url = service.url + "/requests"
                     body = {"api_query": chart_query("profile-posts", "png")}
                     script = wrk_post_script(Path(tmp) / "post.lua", body)
+                elif args.scenario == "chart":
+                    url = service.url + chart_saved(service, Path(tmp), image.content)
                 elif args.scenario == "info":
                     ((fetch_id,),) = service.sql(
                         "SELECT id FROM imagecache_fetch WHERE query_hash = ?",

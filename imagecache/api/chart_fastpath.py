@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
 from django.http import QueryDict
 from django.utils.http import http_date
 
@@ -40,7 +39,8 @@ from imagecache.files.names import image_name_parse
 from imagecache.ids import CHART_SLUG_PATTERN
 from imagecache.media import BY_EXTENSION, EXTENSIONS, IMAGE_CSP
 from imagecache.ops import metrics
-from imagecache.services.charts import VIEWS_FLUSH_INTERVAL, ChartAnswer, ViewCounts
+from imagecache.services import charts
+from imagecache.services.charts import ChartAnswer
 from imagecache.signing import url_verify
 from imagecache.wire import CHARTS_PATH
 
@@ -104,39 +104,6 @@ class Learnt:
 LEARNT = Learnt()
 
 
-class ViewsWritten:
-    """The views the fast path answered, written by a thread of their own
-    every VIEWS_FLUSH_INTERVAL: a request never waits for the database."""
-
-    def __init__(self, interval: float = VIEWS_FLUSH_INTERVAL) -> None:
-        self.counts = ViewCounts(interval=float("inf"))
-        self._interval = interval
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._pid = 0
-
-    def add(self, *, chart_id: int, query_key: str, fetch_id: int) -> None:
-        self.counts.add(chart_id=chart_id, query_key=query_key, fetch_id=fetch_id)
-        if self._thread is None or self._pid != os.getpid():
-            with self._lock:
-                if self._thread is None or self._pid != os.getpid():
-                    self._pid = os.getpid()
-                    self._thread = threading.Thread(
-                        target=self._run, name="chart-views", daemon=True
-                    )
-                    self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(self._interval)
-            try:
-                self.counts.flush()
-            except Exception:  # the thread must outlive a database hiccup
-                logger.exception("Views of fast-path charts were not recorded")
-            finally:
-                connection.close()
-
-
 class FastCharts:
     """The answers to chart URLs that the fast path can be sure of."""
 
@@ -146,7 +113,6 @@ class FastCharts:
         self.security = security
         self.keys = list(settings.CHART_URL_KEYS)
         self.stale_if_error = settings.STALE_IF_ERROR
-        self.views = ViewsWritten()
         # Per image file and slug: its fetch, its time, and the headers that
         # never change (the file's name carries its content hash). Bounded by
         # clearing, which only costs working them out again.
@@ -200,7 +166,7 @@ class FastCharts:
             ("Cache-Control", cache_control),
             *(headers[:-1] if head else headers),
         ]
-        self.views.add(chart_id=known.chart_id, query_key=known.query_key, fetch_id=fetch_id)
+        charts.VIEWS.add(chart_id=known.chart_id, query_key=known.query_key, fetch_id=fetch_id)
         (self.hit_head if head else self.hit_get).inc()
         metrics.CHART_VIEWS.inc()
         return image, headers

@@ -63,13 +63,16 @@ class ChartOutputSerializer(serializers.Serializer):
 class ChartListApi(APIView):
     authentication_classes = [SessionAuthentication]
 
+    @extend_schema_serializer(component_name="ChartListItem")
     class OutputSerializer(serializers.Serializer):
         slug = serializers.CharField()
         title = serializers.CharField()
-        max_age = serializers.IntegerField()
-        params = serializers.JSONField()
-        page = serializers.SerializerMethodField()
-        images = serializers.SerializerMethodField()
+        max_age = serializers.IntegerField(help_text="Seconds an image may age before a refresh.")
+        params = serializers.JSONField(help_text="The declared parameters.")
+        page = serializers.SerializerMethodField(
+            help_text="The chart page's URL (signed when signing is on)."
+        )
+        images = serializers.SerializerMethodField(help_text="Per extension, the image's URL.")
 
         def get_page(self, chart: Chart) -> str:
             return chart_urls.url_make(path=chart_urls.chart_path(chart.slug))
@@ -79,7 +82,7 @@ class ChartListApi(APIView):
             # has none needs it added (and signed: manage.py chart_url).
             return image_urls(chart.slug, {})
 
-    @openapi.chart_list
+    @openapi.chart_list(OutputSerializer)
     def get(self, request: Request) -> Response:
         viewer_check(request, chart_params.query_values(request.query_params.lists()))
         charts = charts_list()

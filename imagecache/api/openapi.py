@@ -6,7 +6,13 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
 from rest_framework import serializers
 
 from imagecache.api.examples import chart_query
@@ -310,27 +316,19 @@ _SIGNED = (
 )
 
 
-class ChartListItemSerializer(serializers.Serializer):
-    slug = serializers.CharField()
-    title = serializers.CharField()
-    max_age = serializers.IntegerField(help_text="Seconds an image may age before a refresh.")
-    params = serializers.JSONField(help_text="The declared parameters.")
-    page = serializers.CharField(help_text="The chart page's URL (signed when signing is on).")
-    images = serializers.DictField(
-        child=serializers.CharField(), help_text="Per extension, the image's URL."
+def chart_list(item: type[serializers.Serializer]) -> Callable[[_View], _View]:
+    """The description of `GET /charts/`, given the serializer of one item."""
+    listed = serializers.ListSerializer(child=item())
+    return extend_schema(
+        operation_id="chart_list",
+        summary="List the saved charts",
+        description=f"Every saved chart, by slug, with its page's and images' URLs. {_SIGNED}",
+        responses={
+            200: inline_serializer("ChartList", {"charts": listed}),
+            403: _error("Unsigned, wrongly signed or expired."),
+        },
     )
 
-
-class ChartListSerializer(serializers.Serializer):
-    charts = ChartListItemSerializer(many=True)
-
-
-chart_list = extend_schema(
-    operation_id="chart_list",
-    summary="List the saved charts",
-    description=f"Every saved chart, by slug, with its page's and images' URLs. {_SIGNED}",
-    responses={200: ChartListSerializer, 403: _error("Unsigned, wrongly signed or expired.")},
-)
 
 chart_page = extend_schema(
     operation_id="chart_page",

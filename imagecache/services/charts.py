@@ -8,7 +8,7 @@ waits, as `GET /image/{id}` waits: through an entry of its query and
 `imagecache.waiting.ready`, so that `?wait=`, the 202 of `wait=0`,
 stale-if-error and negative caching are the same code.
 
-Views are counted in memory per process and written in batches
+Views are counted in memory per process and written in batches by a thread
 (`ViewCounts`): a wallboard's poll costs no write.
 """
 
@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import operator
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -25,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Case, Q, Value, When
 from django.utils import timezone
 
@@ -333,8 +334,9 @@ def activity_add(
 class ViewCounts:
     """The views of this process since its last write: per chart (activity),
     the images viewed (what keeps them warm) and their fetches (eviction's
-    clock, and the refreshes a viewer used). Written by the view that finds
-    the last write `interval` old, or by a thread (the fast path's)."""
+    clock, and the refreshes a viewer used). Written every `interval` by a
+    thread of each process's own, so that no request waits for the database
+    (with an infinite interval, only when `flush` is called: the tests)."""
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
@@ -344,7 +346,8 @@ class ViewCounts:
         # time: cheaper than a datetime on the fast path's every answer).
         self._images: dict[tuple[int, str], float] = {}
         self._fetches: set[int] = set()
-        self._written = time.monotonic()
+        # The process whose writer runs: a forked web worker starts its own.
+        self._writer_pid = 0
 
     def add(self, *, chart_id: int, query_key: str, fetch_id: int | None) -> None:
         with self._lock:
@@ -352,20 +355,28 @@ class ViewCounts:
             self._images[(chart_id, query_key)] = time.time()
             if fetch_id is not None:
                 self._fetches.add(fetch_id)
-            due = time.monotonic() - self._written >= self.interval
-        if due:
+            start = self._writer_pid != os.getpid() and math.isfinite(self.interval)
+            if start:
+                self._writer_pid = os.getpid()
+        if start:
+            threading.Thread(target=self._write, name="chart-views", daemon=True).start()
+
+    def _write(self) -> None:
+        while True:
+            time.sleep(self.interval)
             try:
                 self.flush()
-            except DatabaseError:
-                # Counts are worth less than the answer: dropped, said once.
+            except Exception:  # the writer must outlive a database hiccup
+                # Counts are worth less than the answers: dropped, and said.
                 logger.warning("Chart views were not recorded", exc_info=True)
+            finally:
+                connection.close()
 
     def flush(self) -> None:
         with self._lock:
             views, self._views = self._views, {}
             images, self._images = self._images, {}
             fetches, self._fetches = self._fetches, set()
-            self._written = time.monotonic()
         now = timezone.now()
         if images:
             which = [Q(chart_id=chart_id, query_hash=key) for chart_id, key in images]

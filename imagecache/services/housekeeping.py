@@ -21,7 +21,15 @@ from django.utils import timezone
 from imagecache import leases
 from imagecache.files import links
 from imagecache.files.names import IMAGES
-from imagecache.models import ENTRY_TALLY, ChartImage, Entry, Fetch, FetchState, tally_minute
+from imagecache.models import (
+    ENTRY_TALLY,
+    ChartImage,
+    Entry,
+    Fetch,
+    FetchPriority,
+    FetchState,
+    tally_minute,
+)
 from imagecache.services import queue
 
 logger = logging.getLogger(__name__)
@@ -133,16 +141,16 @@ PRUNE_BATCH = 500
 
 
 def cache_prune(*, dry_run: bool = False) -> RemovalResult:
-    """Remove expired entries, the fetches no live entry uses (but for the
-    last image of each query within STALE_IF_ERROR), their files, and files
-    no row needs (temp files and images left by a crash).
+    """Remove expired entries, the fetches no live entry uses (but for those
+    of `prune_kept`), their files, and files no row needs (temp files and
+    images left by a crash).
 
     In batches of PRUNE_BATCH rows, each its own transaction: the expired
     entries first, then the fetches left without any entry."""
     now = timezone.now()
     if dry_run:
         expired = Entry.objects.filter(expires_at__lte=now)
-        orphans = Fetch.objects.exclude(entries__expires_at__gt=now).exclude(stale_kept(now=now))
+        orphans = Fetch.objects.exclude(entries__expires_at__gt=now).exclude(prune_kept(now=now))
         entry_count = expired.count()
         doomed = list(orphans.values_list("pk", "file_name", "size"))
     else:
@@ -263,6 +271,19 @@ def stale_kept(*, now: datetime) -> Q:
     ) | Q(Exists(watched))
 
 
+def prune_kept(*, now: datetime) -> Q:
+    """The fetches a prune keeps though no live entry uses them: those of
+    `stale_kept`, any whose Kentik call is under way (dropping its image
+    would cost a second call), and the refreshes waiting in line. A refresh
+    has no entry of its own and may wait long: through a Kentik outage, the
+    refreshes of every watched chart do, and Kentik must see each one once
+    it is back."""
+    in_use = Q(state=FetchState.FETCHING) | Q(
+        state=FetchState.PENDING, priority=FetchPriority.REFRESH
+    )
+    return stale_kept(now=now) | in_use
+
+
 def _chart_images_forget(*, now: datetime) -> int:
     """Delete the chart images nobody viewed since `chart_watched_since`: a
     value set asked for once is not kept for ever. Their fetches are then
@@ -287,7 +308,7 @@ def _orphan_fetches_delete(
     while True:
         others = list(
             Fetch.objects.filter(entries__isnull=True)
-            .exclude(stale_kept(now=now))
+            .exclude(prune_kept(now=now))
             .values_list("pk", flat=True)[:PRUNE_BATCH]
         )
         if not others:
@@ -313,7 +334,7 @@ def _fetches_delete_unused_batch(
         )
         batch = list(
             Fetch.objects.filter(pk__in=locked, entries__isnull=True)
-            .exclude(stale_kept(now=now))
+            .exclude(prune_kept(now=now))
             .values_list("pk", "file_name", "size")
         )
         if batch:

@@ -218,7 +218,7 @@ def test_fast_path_views_keep_a_chart_warm_and_an_unwatched_one_costs_nothing(
     for _ in range(3):
         assert call(fast, "/charts/edge-traffic.png")[0] == 200
     assert django_app.calls == 1
-    fast.charts.views.counts.flush()
+    charts.VIEWS.flush()
     assert ChartImage.objects.get().viewed_at == NOW + timedelta(seconds=10)
     assert ChartActivity.objects.get().views == 3
     # Watched: refreshed ahead of its max_age.
@@ -228,7 +228,7 @@ def test_fast_path_views_keep_a_chart_warm_and_an_unwatched_one_costs_nothing(
     # Nobody looks any more: no refresh, and nothing written by the fast path.
     _frozen.shift(settings.CHART_KEEP_WARM + MAX_AGE)
     with CaptureQueriesContext(connection) as queries:
-        fast.charts.views.counts.flush()
+        charts.VIEWS.flush()
     assert len(queries) == 0
     assert charts.chart_images_keep_warm() == 0
     assert Fetch.objects.filter(state__in=IN_FLIGHT).count() == 0

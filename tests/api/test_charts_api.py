@@ -2,13 +2,13 @@
 image and its caching headers, 304, parameters from the query string,
 signed URLs, and `POST /requests` with ADHOC_QUERIES off."""
 
-from collections.abc import Iterator
+# ruff: noqa: F811 - the tests take the fixtures imported below by their names
+
 from typing import Any
 from unittest import mock
 from urllib.parse import urlencode
 
 import pytest
-import time_machine
 from django.test import Client
 
 from imagecache.media import IMAGE_CSP
@@ -18,24 +18,14 @@ from imagecache.signing import url_params_sign
 from tests.harness.api import Api, body_of
 from tests.harness.data import NOW, PNG, QUERY, unique_query
 
+# The frozen clock, and Django's view counts of each test alone.
+from tests.services.test_charts import _frozen, _views  # noqa: F401
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 MAX_AGE = 60
 KEYS = [b"new-key-0123456789", b"old-key-0123456789"]
 PATH = "/charts/per-device.png"
-
-
-@pytest.fixture(autouse=True)
-def _frozen() -> Iterator[Any]:
-    with time_machine.travel(NOW, tick=False) as traveller:
-        yield traveller
-
-
-@pytest.fixture(autouse=True)
-def _views() -> Iterator[None]:
-    original, charts.VIEWS = charts.VIEWS, charts.ViewCounts(interval=float("inf"))
-    yield
-    charts.VIEWS = original
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 entries and stray files, eviction by last read, and the reap and recovery of
 abandoned fetches."""
 
+import json
 import os
 import time
 from datetime import UTC, datetime, timedelta
@@ -16,7 +17,7 @@ from imagecache import leases
 from imagecache.files.names import IMAGES
 from imagecache.files.storage import TEMP_PREFIX, TEMP_SUFFIX
 from imagecache.models import Entry, Fetch, FetchState
-from imagecache.services import claims, fetching, housekeeping, queue
+from imagecache.services import claims, entries, fetching, housekeeping, queue
 from imagecache.services.entries import entry_create
 from tests.harness.data import PNG, QUERY, unique_query
 
@@ -90,6 +91,28 @@ def test_prune_in_batches_removes_every_expired_entry_and_unused_fetch(
     assert not any(
         default_storage.exists(name) for pk, name in files.items() if pk != kept.fetch_id
     )
+
+
+def test_prune_keeps_refreshes_in_line_and_calls_under_way(settings):
+    """Through a Kentik outage, the refreshes of watched charts wait in line
+    for longer than a maintenance period: a prune must leave them, and any
+    fetch whose call is under way, or Kentik sees each query twice."""
+    settings.STALE_IF_ERROR = 0
+    with time_machine.travel(NOW, tick=False):
+        refresh = entries.fetch_refresh(query_key="a" * 64, query_json=json.dumps(QUERY), now=NOW)
+        assert refresh is not None
+        calling = entry_create(api_query={**QUERY, "n": 1}, ttl=10)
+        claims.fetch_claim(fetch_id=calling.fetch_id)
+        forgotten = entry_create(api_query={**QUERY, "n": 2}, ttl=10)
+    with time_machine.travel(NOW.timestamp() + 600, tick=False):
+        dry = housekeeping.cache_prune(dry_run=True)
+        result = housekeeping.cache_prune()
+    # The pending fetch whose entry expired goes: nobody reads its image.
+    assert (dry.entries, dry.fetches) == (result.entries, result.fetches) == (2, 1)
+    assert sorted(Fetch.objects.values_list("pk", flat=True)) == sorted(
+        [refresh.pk, calling.fetch_id]
+    )
+    assert not Fetch.objects.filter(pk=forgotten.fetch_id).exists()
 
 
 def test_prune_dry_run_changes_nothing(settings, fetch_chart):
