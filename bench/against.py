@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """This tree's service beside an earlier checkout's, on the figures of
 `make bench` that clients feel and that one run cannot compare across days:
-`/info` with 10,000 entries and identical POSTs on 32 connections.
+a cached GET, `/info` with 10,000 entries and identical POSTs on 32
+connections.
 
 Both services run at once, as `bench/run.py` starts one (the same simulator,
 the same data), and their rounds interleave (this, the other, this, ...),
@@ -37,8 +38,9 @@ from tests.harness.data import E2E_EMAIL, E2E_TOKEN  # noqa: E402
 from tests.harness.service import Service  # noqa: E402
 
 
-def started(root: Path, work: Path, sim_url: str) -> Service:
-    """A service of the tree at `root`, filled as `make bench` fills it."""
+def started(root: Path, work: Path, sim_url: str) -> tuple[Service, str]:
+    """A service of the tree at `root`, filled as `make bench` fills it, and
+    the path of its ready image."""
     with profile_environment("embedded"):
         service = Service(
             work, sim_url, ENTRY_WAIT_TIMEOUT=120, WEB_ACCESS_LOG=0, REUSE_MAX_AGE=3600
@@ -46,13 +48,14 @@ def started(root: Path, work: Path, sim_url: str) -> Service:
     service.root = root
     service.env["KT_AUTH_EMAIL"], service.env["KT_AUTH_TOKEN"] = E2E_EMAIL, E2E_TOKEN
     service.start()
-    image = service.get_image(service.post(IMAGE_QUERY, ttl=3600))
+    entry_id = service.post(IMAGE_QUERY, ttl=3600)
+    image = service.get_image(entry_id)
     assert image.status_code == 200, image.text
     ((fetch_id,),) = service.sql(
         "SELECT id FROM imagecache_fetch WHERE query_hash = ?", (query_hash(IMAGE_QUERY),)
     )
     fill_info(service, fetch_id, 10_000)
-    return service
+    return service, f"/image/{entry_id}"
 
 
 def main() -> int:
@@ -73,7 +76,10 @@ def main() -> int:
         }
         try:
             measures = {}
-            for name, service in services.items():
+            for name, (service, image_path) in services.items():
+                measures[f"get {name}"] = lambda s=service, p=image_path: wrk(
+                    s.url + p, args.seconds
+                )
                 measures[f"info {name}"] = lambda s=service: wrk(s.url + "/info", args.seconds)
                 measures[f"posts {name}"] = lambda s=service: wrk(
                     s.url + "/requests", args.seconds, script=script
@@ -83,10 +89,10 @@ def main() -> int:
                 for name, measure in measures.items():
                     rates[name].append(measure())
         finally:
-            for service in services.values():
+            for service, _ in services.values():
                 service.drop()
     print(f"embedded: this tree against {args.against}, {args.rounds} rounds of {args.seconds:g} s")
-    for figure in ("info", "posts"):
+    for figure in ("get", "info", "posts"):
         this, other = rates[f"{figure} this"], rates[f"{figure} other"]
         ratio = statistics.median(this) / statistics.median(other)
         print(

@@ -1,5 +1,6 @@
 """What every answerer of the service's HTTP agrees on: where it listens, the
-largest body it takes, the image and chart routes, and the shape of an error.
+largest body it takes, the image and chart routes, the header of a stale
+answer, and the shape of an error.
 
 A leaf: it imports nothing of the app and nothing of Django, so that
 gunicorn's master (config/gunicorn.py), its workers (config/web_worker.py),
@@ -17,6 +18,8 @@ BODY_LIMIT: Final = 1024 * 1024
 IMAGE_PATH: Final = "/image/"
 # The saved charts' list, before a chart's slug: `/charts/<slug>[.<ext>]`.
 CHARTS_PATH: Final = "/charts/"
+# On an older image that answers while Kentik fails: why (stale-if-error).
+STALE_HEADER: Final = "X-Image-Stale"
 
 # The address the web server listens on, and what it is without them.
 BIND_VARIABLE: Final = "BIND"

@@ -30,6 +30,7 @@ from typing import Any
 
 from django.conf import settings
 from django.http import QueryDict
+from django.utils import timezone
 from django.utils.http import http_date
 
 from imagecache.chart_params import RESERVED, query_values
@@ -42,7 +43,7 @@ from imagecache.ops import metrics
 from imagecache.services import charts
 from imagecache.services.charts import ChartAnswer
 from imagecache.signing import url_verify
-from imagecache.wire import CHARTS_PATH
+from imagecache.wire import CHARTS_PATH, STALE_HEADER
 
 logger = logging.getLogger(__name__)
 
@@ -60,11 +61,23 @@ def url_key(slug: str, ext: str, given: Mapping[str, str]) -> UrlKey:
     return (slug, ext, tuple(sorted((k, v) for k, v in given.items() if k not in RESERVED)))
 
 
+# How long after Django answered an image at or past its chart's max_age (and
+# saw to its refresh) the fast path answers that image too, as Django did:
+# until the refresh lands, more visits to Django would only find it in flight,
+# and a wallboard's viewers all come back at once as a chart's image ages.
+STALE_RECHECK = 10.0
+
+
 @dataclass(frozen=True)
 class Known:
     chart_id: int
     max_age: int
     query_key: str
+    # The image of Django's answer, and until when (a unix time) the fast
+    # path may answer it at or past max_age, or with Django's X-Image-Stale.
+    fetch_id: int = 0
+    stale: str = ""
+    stale_until: float = 0.0
 
 
 class Learnt:
@@ -85,7 +98,15 @@ class Learnt:
         """What Django answered to `url` (slug, extension, query parameters);
         `stamp` is the charts' version read before the chart was."""
         key = url_key(*url)
-        known = Known(answer.chart.pk, answer.chart.max_age, answer.image.query_hash)
+        aged = answer.fresh_for(timezone.now()) == 0
+        known = Known(
+            answer.chart.pk,
+            answer.chart.max_age,
+            answer.image.query_hash,
+            fetch_id=answer.fetch.pk,
+            stale=answer.stale,
+            stale_until=time.time() + STALE_RECHECK if answer.stale or aged else 0.0,
+        )
         with self._lock:
             if stamp != self._stamp or len(self._known) >= self.LIMIT:
                 self._known, self._stamp = {}, stamp
@@ -150,22 +171,27 @@ class FastCharts:
             image.close()
             return None
         fetch_id, rendered_at, headers = fixed
-        age = time.time() - rendered_at
-        if age >= known.max_age:
+        now = time.time()
+        age = now - rendered_at
+        if (age >= known.max_age or known.stale) and not (
+            fetch_id == known.fetch_id
+            and now < known.stale_until
+            and age < known.max_age + self.stale_if_error
+        ):
             image.close()
-            return None  # past its max_age: Django answers and starts the refresh
+            return None  # Django answers, and sees to the refresh
         seconds = int(max(0, age))
-        cache_control = (
-            f"public, max-age={max(0, known.max_age - seconds)},"
-            f" stale-while-revalidate={known.max_age}, stale-if-error={self.stale_if_error}"
-        )
+        if known.stale:
+            caching = [("Cache-Control", "no-cache"), (STALE_HEADER, known.stale)]
+        else:
+            cache_control = (
+                f"public, max-age={max(0, known.max_age - seconds)},"
+                f" stale-while-revalidate={known.max_age}, stale-if-error={self.stale_if_error}"
+            )
+            caching = [("Cache-Control", cache_control)]
         head = environ["REQUEST_METHOD"] == "HEAD"
         # Django's HEAD answer has no file, hence no Content-Disposition (the last).
-        headers = [
-            ("Age", str(seconds)),
-            ("Cache-Control", cache_control),
-            *(headers[:-1] if head else headers),
-        ]
+        headers = [("Age", str(seconds)), *caching, *(headers[:-1] if head else headers)]
         charts.VIEWS.add(chart_id=known.chart_id, query_key=known.query_key, fetch_id=fetch_id)
         (self.hit_head if head else self.hit_get).inc()
         metrics.CHART_VIEWS.inc()

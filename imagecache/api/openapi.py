@@ -18,7 +18,7 @@ from rest_framework import serializers
 from imagecache.api.examples import chart_query
 from imagecache.ids import CHART_SLUG_PATTERN
 from imagecache.media import MEDIA_TYPES
-from imagecache.wire import BODY_LIMIT
+from imagecache.wire import BODY_LIMIT, STALE_HEADER
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -157,7 +157,7 @@ image_get = extend_schema(
         _header("Expires", "The id's expiry, an HTTP date.", [200, 304]),
         _header("Retry-After", "Seconds before asking again.", [202, 500]),
         _header(
-            "X-Image-Stale",
+            STALE_HEADER,
             "Only on a stale answer, why an older image of the query answers: "
             "`error=<status>`, `paused` (Kentik is paused for the deployment, or failed the "
             "query's last fetch) or `pending` (the wait ran out in line for Kentik).",
@@ -246,7 +246,7 @@ chart_image_get = extend_schema(
             "every other answer.",
             [200, 202, 304, 400, 403, 404, 500, 502, 503, 504],
         ),
-        _header("X-Image-Stale", "Only while Kentik fails: why an older image answers.", [200]),
+        _header(STALE_HEADER, "Only while Kentik fails: why an older image answers.", [200]),
     ],
     responses=_IMAGES
     | {

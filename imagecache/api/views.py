@@ -42,6 +42,7 @@ from imagecache.selectors.info import cache_info
 from imagecache.services import charts, entries
 from imagecache.signing import url_verify
 from imagecache.waiting import ready
+from imagecache.wire import STALE_HEADER
 
 
 class RequestCreateApi(APIView):
@@ -96,9 +97,6 @@ class ImageGetApi(APIView):
 
 
 # Says that an older image of the query answers, and why (see ready.Answer).
-STALE_HEADER = "X-Image-Stale"
-
-
 def _caching_headers(answer: ready.Answer) -> dict[str, str]:
     """A ready image never changes: cacheable by anyone until its entry expires.
     A stale one stands in for the entry's own: a cache must ask again each time."""
@@ -203,8 +201,7 @@ class ChartImageGetApi(APIView):
             given={name: value for name, value in given.items() if name not in RESERVED},
             **filters.validated_data,
         )
-        if not answer.stale:
-            chart_fastpath.LEARNT.learn(stamp=stamp, url=(slug, ext, given), answer=answer)
+        chart_fastpath.LEARNT.learn(stamp=stamp, url=(slug, ext, given), answer=answer)
         headers = _chart_caching_headers(answer)
         if _not_modified(request, headers):
             return _not_modified_response(answer.fetch, headers)

@@ -19,7 +19,7 @@ from imagecache.api import chart_fastpath
 from imagecache.api.fastpath import FastImages
 from imagecache.errors import FetchStillPending
 from imagecache.models import IN_FLIGHT, Chart, ChartActivity, ChartImage, Fetch
-from imagecache.services import chart_definitions, charts, fetching
+from imagecache.services import chart_definitions, charts, fetching, shield
 from tests.api.test_fastpath import CountingDjango, call, django_app  # noqa: F401
 from tests.harness.data import NOW, unique_query
 
@@ -168,11 +168,46 @@ def test_an_image_past_its_max_age_is_djangos_which_starts_its_refresh(
     status, headers, _ = call(fast, "/charts/edge-traffic.png")
     assert (status, django_app.calls, headers["Age"]) == (200, 2, str(MAX_AGE))
     assert Fetch.objects.filter(state__in=IN_FLIGHT).count() == 1
+    # While the refresh is in flight, the fast path answers the same image as
+    # Django did, for STALE_RECHECK; then Django looks again.
+    _frozen.shift(1)
+    status, headers, _ = call(fast, "/charts/edge-traffic.png", HTTP_X_REQUEST_ID="r-1")
+    assert (status, django_app.calls, headers["Age"]) == (200, 2, str(MAX_AGE + 1))
+    _, django_headers, _ = call(django_app, "/charts/edge-traffic.png", HTTP_X_REQUEST_ID="r-1")
+    django_headers.pop("Allow")
+    assert headers == django_headers
+    _frozen.shift(chart_fastpath.STALE_RECHECK)
+    calls = django_app.calls
+    call(fast, "/charts/edge-traffic.png")
+    assert django_app.calls == calls + 1
+    assert Fetch.objects.filter(state__in=IN_FLIGHT).count() == 1
     # The new image is the fast path's again, at once (the worker links it).
     run_in_flight()
     calls = django_app.calls
     status, headers, _ = call(fast, "/charts/edge-traffic.png")
     assert (status, django_app.calls, headers["Age"]) == (200, calls, "0")
+
+
+def test_while_kentik_is_paused_the_fast_path_says_so_as_django_does(
+    fast, django_app, rendered, _frozen
+):
+    call(fast, "/charts/edge-traffic.png")
+    _frozen.shift(MAX_AGE)
+    shield.pause(reason="503", retry_after=30)
+    status, headers, _ = call(fast, "/charts/edge-traffic.png")
+    assert (status, django_app.calls, headers["X-Image-Stale"]) == (200, 2, "paused")
+    _frozen.shift(1)
+    status, headers, _ = call(fast, "/charts/edge-traffic.png", HTTP_X_REQUEST_ID="r-1")
+    assert (status, django_app.calls) == (200, 2)
+    _, django_headers, _ = call(django_app, "/charts/edge-traffic.png", HTTP_X_REQUEST_ID="r-1")
+    django_headers.pop("Allow")
+    assert headers == django_headers
+    assert (headers["X-Image-Stale"], headers["Cache-Control"]) == ("paused", "no-cache")
+    # Kentik is back and the refresh lands: a fresh image, and no stale header.
+    shield.resume()
+    run_in_flight()
+    status, headers, _ = call(fast, "/charts/edge-traffic.png")
+    assert (status, headers["Age"], "X-Image-Stale" in headers) == (200, "0", False)
 
 
 def test_signed_urls_are_checked_by_the_fast_path_as_by_django(
