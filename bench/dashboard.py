@@ -363,6 +363,12 @@ def chart_ages(record: Record, outage: tuple[float, float], max_age: int) -> dic
         # the budget caught up with every chart after it.
         "too_old_before_outage": sum(1 for sample in too_old if sample.at < outage[0]),
         "too_old_last_after_outage": max(after, default=None),
+        # Each too old after it (seconds past its end, Age, chart), for --json.
+        "too_old_after_samples": [
+            [round(sample.at - outage[1], 2), sample.age, sample.chart]
+            for sample in too_old
+            if sample.at > outage[1]
+        ],
     }
 
 
