@@ -70,7 +70,9 @@ PRODUCTION_ENV = {
     "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
 }
 PROFILES = {"embedded": "SQLite, ORM broker", "production": "PostgreSQL, Redis"}
-ADDED_LATENCY_TARGET_MS = {"embedded": 15, "production": 10}
+# Issue 14's; issue 27 retired PostgreSQL's 10 ms: the wait is for a Kentik
+# render of seconds, and 15-25 ms after it is not what users feel.
+ADDED_LATENCY_TARGET_MS: dict[str, float | None] = {"embedded": 15, "production": None}
 # Sequential new queries for the added wait latency: the median of 20 moved
 # by 2-3 ms between runs of the same code (bench/NOTES.md, section 13).
 LATENCY_ROUNDS = 40
@@ -661,8 +663,8 @@ def run_profile(profile: str, args: argparse.Namespace, work: Path) -> dict[str,
             latency["added_ms_median"],
             "ms",
             None,
-            f"<= {latency_target} ms",
-            latency["added_ms_median"] <= latency_target,
+            f"<= {latency_target} ms" if latency_target else "- (10 ms retired, issue 27)",
+            latency["added_ms_median"] <= latency_target if latency_target else None,
         ),
         *(
             figure(f"Reference: {name} after 1 s idle (bench/hops.py)", us, "us")
