@@ -16,9 +16,11 @@ The embedded profile only: two services on one Redis would share its queue.
 """
 
 import argparse
+import functools
 import statistics
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,14 +77,16 @@ def main() -> int:
             "other": started(args.against.resolve(), work / "other", sim.url),
         }
         try:
-            measures = {}
+            measures: dict[str, Callable[[], float]] = {}
             for name, (service, image_path) in services.items():
-                measures[f"get {name}"] = lambda s=service, p=image_path: wrk(
-                    s.url + p, args.seconds
+                measures[f"get {name}"] = functools.partial(
+                    wrk, service.url + image_path, args.seconds
                 )
-                measures[f"info {name}"] = lambda s=service: wrk(s.url + "/info", args.seconds)
-                measures[f"posts {name}"] = lambda s=service: wrk(
-                    s.url + "/requests", args.seconds, script=script
+                measures[f"info {name}"] = functools.partial(
+                    wrk, service.url + "/info", args.seconds
+                )
+                measures[f"posts {name}"] = functools.partial(
+                    wrk, service.url + "/requests", args.seconds, script=script
                 )
             rates: dict[str, list[float]] = {name: [] for name in measures}
             for _ in range(args.rounds):

@@ -318,7 +318,7 @@ _SIGNED = (
 
 def chart_list(item: type[serializers.Serializer]) -> Callable[[_View], _View]:
     """The description of `GET /charts/`, given the serializer of one item."""
-    listed = serializers.ListSerializer(child=item())
+    listed: serializers.ListSerializer = serializers.ListSerializer(child=item())
     return extend_schema(
         operation_id="chart_list",
         summary="List the saved charts",
