@@ -3,6 +3,7 @@ their max_age, kept warm while watched, and their first render waited for
 as `GET /image/{id}` is."""
 
 import json
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -356,3 +357,16 @@ def test_refresh_now_renders_a_chart_ahead_of_refreshes(fetch_chart):
     assert charts.chart_refresh(chart=chart).pk == fetch.pk  # the one in flight
     run_in_flight()
     assert ChartImage.objects.get().fetch_id == fetch.pk
+
+
+def test_views_are_written_by_a_thread_of_the_process_not_by_the_request():
+    """A view costs no statement on the request's connection, whichever path
+    answered it: each process's writer thread writes the counts."""
+    writers = sum(thread.name == "chart-views" for thread in threading.enumerate())
+    # An hour: the writer sleeps through the test and never writes in it.
+    counts = charts.ViewCounts(interval=3600)
+    with CaptureQueriesContext(connection) as queries:
+        for _ in range(3):
+            counts.add(chart_id=1, query_key="a" * 64, fetch_id=None)
+    assert len(queries) == 0
+    assert sum(thread.name == "chart-views" for thread in threading.enumerate()) == writers + 1
